@@ -1,0 +1,1 @@
+"""Every side effect of Meta-Builder: subprocesses, git, database writes."""

@@ -1,0 +1,203 @@
+"""Workspaces through git.
+
+A run's workspace is a branch of a *shared repository* that every worker can reach
+(a path on shared storage, or any git URL). The client snapshots the user's working
+tree into a commit without touching the user's branch, index or files, and pushes it
+to the run branch. Each step starts from a commit id carried in the workflow; a step
+that changes files commits them and pushes the commit to the run branch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+_BOT = ("-c", "user.name=Meta-Builder", "-c", "user.email=metabuilder@localhost",
+        "-c", "commit.gpgsign=false", "-c", "core.hooksPath=/dev/null")
+
+
+class GitError(RuntimeError):
+    """A git command failed; the message names the command and what git said."""
+
+
+class NotAGitRepository(ValueError):
+    """The workspace given by the user is not inside a git repository."""
+
+
+async def git(*args: str, cwd: Path | str | None = None, env: dict[str, str] | None = None,
+              check: bool = True) -> str:
+    """Run git and return its stdout; ``GitError`` with stderr when it fails and ``check``."""
+    full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})}
+    proc = await asyncio.create_subprocess_exec(
+        "git", *args, cwd=cwd, env=full_env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    if check and proc.returncode != 0:
+        shown = " ".join(a for a in args if not a.startswith("user.") and a != "-c")
+        raise GitError(f"git {shown} (in {cwd}) failed with {proc.returncode}: {err.decode(errors='replace').strip()}")
+    return out.decode(errors="replace")
+
+
+async def ensure_shared_repo(repo_url: str) -> None:
+    """Create the shared repository if it is a local path that does not exist yet."""
+    if "://" in repo_url or ":" in repo_url.split("/")[0]:
+        return  # a remote URL: it must exist already
+    path = Path(repo_url)
+    if (path / "HEAD").exists():
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    await git("init", "--quiet", "--bare", str(path))
+
+
+async def snapshot(workspace: Path) -> tuple[Path, str]:
+    """Commit the working tree of ``workspace`` as it is, including uncommitted and untracked
+    (not ignored) files, without changing the user's branch, index or files.
+
+    Returns the repository top level and the commit id (HEAD itself when the tree is clean).
+    """
+    if not workspace.is_dir():
+        raise NotAGitRepository(f"workspace {workspace} does not exist or is not a directory")
+    try:
+        top = Path((await git("rev-parse", "--show-toplevel", cwd=workspace)).strip())
+    except GitError:
+        raise NotAGitRepository(
+            f"workspace {workspace} is not inside a git repository (run `git init` there first)"
+        ) from None
+    head = (await git("rev-parse", "--verify", "--quiet", "HEAD^{commit}", cwd=top, check=False)).strip()
+    user_index = Path((await git("rev-parse", "--path-format=absolute", "--git-path", "index", cwd=top)).strip())
+    with tempfile.TemporaryDirectory(prefix="metabuilder-index-") as tmp:
+        index = Path(tmp) / "index"
+        if user_index.exists():
+            shutil.copyfile(user_index, index)  # keeps git's stat cache: no rehash of unchanged files
+        env = {"GIT_INDEX_FILE": str(index)}
+        if head:
+            await git("read-tree", "HEAD", cwd=top, env=env)
+        await git("add", "--all", cwd=top, env=env)
+        tree = (await git("write-tree", cwd=top, env=env)).strip()
+    if head and tree == (await git("rev-parse", "HEAD^{tree}", cwd=top)).strip():
+        return top, head
+    parents = ["-p", head] if head else []
+    commit = (await git(*_BOT, "commit-tree", tree, *parents, "-m",
+                        "metabuilder: snapshot of the working tree", cwd=top)).strip()
+    return top, commit
+
+
+async def publish(top: Path, commit: str, repo_url: str, branch: str) -> None:
+    """Push ``commit`` of the user's repository to ``branch`` of the shared repository.
+
+    Pushing to a URL (not a named remote) changes nothing in the user's repository.
+    """
+    await ensure_shared_repo(repo_url)
+    await git("push", "--quiet", "--force", repo_url, f"{commit}:refs/heads/{branch}", cwd=top)
+
+
+@dataclass
+class _Checkout:
+    path: Path
+    commit: str | None
+    """Commit the checkout is known to be at with a clean tree, or None when unknown."""
+    lock: asyncio.Lock
+
+
+class WorkspaceCache:
+    """Checkouts of run branches on one worker, kept between steps of the same run.
+
+    One local repository per shared repository holds the objects; each run gets a
+    worktree of it. When the next step of a run starts from the commit this worker
+    left the worktree at, nothing is fetched or checked out again.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._checkouts: dict[str, _Checkout] = {}
+
+    def _mirror(self, repo_url: str) -> Path:
+        return self.root / "repos" / hashlib.sha1(repo_url.encode()).hexdigest()[:16]
+
+    def _entry(self, run_id: str) -> _Checkout:
+        if run_id not in self._checkouts:
+            self._checkouts[run_id] = _Checkout(self.root / "runs" / run_id, None, asyncio.Lock())
+        return self._checkouts[run_id]
+
+    def lock(self, run_id: str) -> asyncio.Lock:
+        return self._entry(run_id).lock
+
+    async def checkout(self, repo_url: str, run_id: str, branch: str, commit: str) -> Path:
+        """A clean worktree of ``commit``; ignored files of earlier steps on this worker stay
+        (they are a local cache, never carried to other workers)."""
+        entry = self._entry(run_id)
+        if entry.commit == commit and entry.path.exists():
+            return entry.path
+        entry.commit = None
+        mirror = self._mirror(repo_url)
+        if not (mirror / "HEAD").exists():
+            mirror.mkdir(parents=True, exist_ok=True)
+            await git("init", "--quiet", "--bare", str(mirror))
+        if not await self._has_commit(mirror, commit):
+            await git("fetch", "--quiet", "--no-tags", "--force", repo_url,
+                      f"+refs/heads/{branch}:refs/heads/{branch}",
+                      f"+refs/metabuilder/{run_id}/*:refs/metabuilder/{run_id}/*", cwd=mirror)
+            if not await self._has_commit(mirror, commit):
+                raise GitError(f"commit {commit} of run {run_id} is not in {repo_url}")
+        if (entry.path / ".git").exists():
+            await git("checkout", "--quiet", "--detach", "--force", commit, cwd=entry.path)
+            await git("clean", "--quiet", "-d", "--force", cwd=entry.path)
+        else:
+            if entry.path.exists():
+                shutil.rmtree(entry.path)
+            await git("worktree", "prune", cwd=mirror)
+            entry.path.parent.mkdir(parents=True, exist_ok=True)
+            await git("worktree", "add", "--quiet", "--detach", "--force", str(entry.path), commit, cwd=mirror)
+        entry.commit = commit
+        return entry.path
+
+    @staticmethod
+    async def _has_commit(mirror: Path, commit: str) -> bool:
+        out = await git("cat-file", "-t", commit, cwd=mirror, check=False)
+        return out.strip() == "commit"
+
+    async def commit_changes(self, run_id: str, message: str) -> tuple[str, list[str]]:
+        """Commit whatever the step changed; return (HEAD commit, changed paths)."""
+        entry = self._entry(run_id)
+        entry.commit = None
+        status = await git("status", "--porcelain=v1", "-z", "--untracked-files=all", cwd=entry.path)
+        changed = _paths_from_status(status)
+        if changed:
+            await git("add", "--all", cwd=entry.path)
+            await git(*_BOT, "commit", "--quiet", "--no-verify", "-m", message, cwd=entry.path)
+        head = (await git("rev-parse", "HEAD", cwd=entry.path)).strip()
+        entry.commit = head
+        return head, changed
+
+    async def push(self, run_id: str, repo_url: str, commit: str, refs: list[str]) -> None:
+        """Point each of ``refs`` of the shared repository at ``commit``."""
+        entry = self._entry(run_id)
+        await git("push", "--quiet", "--force", repo_url, *(f"{commit}:{ref}" for ref in refs), cwd=entry.path)
+
+    def forget(self, run_id: str) -> None:
+        """Drop what is known about a run's checkout (after a failure left it in an unknown state)."""
+        entry = self._checkouts.get(run_id)
+        if entry is not None:
+            entry.commit = None
+
+
+def _paths_from_status(status: str) -> list[str]:
+    """Paths named by ``git status --porcelain=v1 -z`` (renames give the new path)."""
+    paths = []
+    fields = status.split("\0")
+    i = 0
+    while i < len(fields):
+        entry = fields[i]
+        if len(entry) < 4:
+            i += 1
+            continue
+        code, path = entry[:2], entry[3:]
+        paths.append(path)
+        i += 2 if code[0] in "RC" else 1
+    return paths

@@ -1,0 +1,27 @@
+"""Bookkeeping of runs in the DB projection (run as local activities: no server round trip)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio import activity
+
+from domain.payloads import RunRecord
+from store import repository
+from store.db import transaction
+
+
+class RecordActivities:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    @activity.defn(name="record_run")
+    async def record_run(self, record: RunRecord) -> None:
+        """Upsert the run's row (and its tenant and plan). Idempotent: keyed by run id."""
+
+        def work() -> None:
+            with transaction(self.sessions) as session:
+                repository.record_run(session, record)
+
+        await asyncio.to_thread(work)

@@ -1,0 +1,368 @@
+"""Build plans: an ordered list of steps, loaded from YAML and validated.
+
+A plan file looks like::
+
+    name: demo
+    steps:
+      - name: lint
+        command: ruff check .
+        queue: cpu
+        timeout: 2m
+        env: {RUFF_CACHE_DIR: /tmp/ruff}
+        fix: ruff check --fix .
+
+Validation reports every problem at once, each with the file, the line and the
+field it concerns, so that a user fixes a bad plan in one pass.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+import yaml
+
+
+class Queue(StrEnum):
+    """Worker pool a step runs on; each maps to one Temporal task queue."""
+
+    CPU = "cpu"
+    IO = "io"
+    LLM = "llm"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command of a plan, run in a checkout of the run's workspace."""
+
+    name: str
+    command: str
+    """Shell command, run with ``bash -c`` in the workspace checkout."""
+    queue: Queue = Queue.CPU
+    timeout_seconds: float = 600.0
+    env: dict[str, str] = field(default_factory=dict)
+    fix_command: str | None = None
+    """Deterministic fixer tried by the repair ladder (e.g. ``ruff check --fix``)."""
+    rollback_command: str | None = None
+    fallback_command: str | None = None
+    requires_approval: bool = False
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A named, ordered list of steps."""
+
+    name: str
+    steps: list[Step]
+    description: str = ""
+    write_scope: list[str] = field(default_factory=list)
+    """Glob patterns of workspace paths that patches may touch (empty: whole workspace)."""
+
+    def step(self, name: str) -> Step:
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class PlanProblem:
+    """One thing wrong with a plan file."""
+
+    source: str
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.source}:{self.line}" if self.line is not None else self.source
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+class PlanError(ValueError):
+    """A plan file that cannot be used; ``problems`` lists every reason."""
+
+    def __init__(self, problems: list[PlanProblem]) -> None:
+        self.problems = problems
+        super().__init__("invalid plan:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$")
+_STEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_TIMEOUT_SECONDS = 24 * 3600.0
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``90``, ``"90s"``, ``"5m"``, ``"1h30m"``; ``ValueError`` otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration like 30s, 5m or 1h, got {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and value.strip() and (m := _DURATION.match(value)):
+        hours, minutes, secs = (float(g) if g else 0.0 for g in m.groups())
+        seconds = hours * 3600 + minutes * 60 + secs
+    else:
+        raise ValueError(f"expected a duration like 30s, 5m or 1h, got {value!r}")
+    if not 0 < seconds <= MAX_TIMEOUT_SECONDS:
+        raise ValueError(f"duration must be more than 0 and at most 24h, got {value!r}")
+    return seconds
+
+
+_PLAN_KEYS = {"name", "description", "steps", "write_scope"}
+_STEP_KEYS = {
+    "name", "command", "queue", "timeout", "env", "fix", "rollback", "fallback",
+    "requires_approval", "optional",
+}
+
+
+class _Reader:
+    """Walks a composed YAML node tree, collecting problems with their lines."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[PlanProblem] = []
+
+    def problem(self, node: yaml.Node | None, fld: str, message: str) -> None:
+        line = node.start_mark.line + 1 if node is not None else None
+        self.problems.append(PlanProblem(self.source, line, fld, message))
+
+    def mapping(self, node: yaml.Node, fld: str, allowed: set[str]) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+        if not isinstance(node, yaml.MappingNode):
+            self.problem(node, fld, f"expected a mapping, got {_kind(node)}")
+            return {}
+        out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            path = f"{fld}.{key}" if fld else str(key)
+            if not isinstance(key, str):
+                self.problem(key_node, fld, "keys must be strings")
+            elif key not in allowed:
+                self.problem(key_node, path, f"unknown key (allowed: {', '.join(sorted(allowed))})")
+            elif key in out:
+                self.problem(key_node, path, "duplicate key")
+            else:
+                out[key] = (key_node, value_node)
+        return out
+
+    def scalar(self, node: yaml.Node, fld: str) -> object:
+        if not isinstance(node, yaml.ScalarNode):
+            self.problem(node, fld, f"expected a single value, got {_kind(node)}")
+            return None
+        return yaml.safe_load(yaml.serialize(node))
+
+    def string(self, node: yaml.Node, fld: str, *, required_nonempty: bool = True) -> str | None:
+        value = self.scalar(node, fld)
+        if value is None and isinstance(node, yaml.ScalarNode):
+            self.problem(node, fld, "must not be empty")
+            return None
+        if value is not None and not isinstance(value, str):
+            self.problem(node, fld, f"expected text, got {value!r}")
+            return None
+        if isinstance(value, str) and required_nonempty and not value.strip():
+            self.problem(node, fld, "must not be empty")
+            return None
+        return value if isinstance(value, str) else None
+
+    def boolean(self, node: yaml.Node, fld: str) -> bool:
+        value = self.scalar(node, fld)
+        if not isinstance(value, bool):
+            self.problem(node, fld, f"expected true or false, got {value!r}")
+            return False
+        return value
+
+
+def _kind(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    return f"{node.value!r}"
+
+
+def parse_plan(text: str, source: str = "<plan>") -> Plan:
+    """Parse and validate plan YAML; raises :class:`PlanError` naming every problem."""
+    reader = _Reader(source)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        detail = getattr(err, "problem", None) or str(err)
+        raise PlanError([PlanProblem(source, line, "", f"not valid YAML: {detail}")]) from err
+    if root is None:
+        raise PlanError([PlanProblem(source, None, "", "the plan is empty")])
+
+    top = reader.mapping(root, "", _PLAN_KEYS)
+    name = reader.string(top["name"][1], "name") if "name" in top else None
+    if "name" not in top and isinstance(root, yaml.MappingNode):
+        reader.problem(root, "name", "missing (every plan needs a name)")
+    description = ""
+    if "description" in top:
+        description = reader.string(top["description"][1], "description", required_nonempty=False) or ""
+    write_scope: list[str] = []
+    if "write_scope" in top:
+        write_scope = _string_list(reader, top["write_scope"][1], "write_scope")
+
+    steps: list[Step] = []
+    if "steps" not in top:
+        if isinstance(root, yaml.MappingNode):
+            reader.problem(root, "steps", "missing (a plan needs at least one step)")
+    else:
+        steps_node = top["steps"][1]
+        if not isinstance(steps_node, yaml.SequenceNode):
+            reader.problem(steps_node, "steps", f"expected a list of steps, got {_kind(steps_node)}")
+        elif not steps_node.value:
+            reader.problem(steps_node, "steps", "a plan needs at least one step")
+        else:
+            seen: dict[str, int] = {}
+            for index, step_node in enumerate(steps_node.value):
+                step = _parse_step(reader, step_node, index)
+                if step is None:
+                    continue
+                if step.name in seen:
+                    reader.problem(
+                        step_node, f"steps[{index}].name",
+                        f"duplicate step name {step.name!r} (first used at line {seen[step.name]})",
+                    )
+                else:
+                    seen[step.name] = step_node.start_mark.line + 1
+                steps.append(step)
+
+    if reader.problems:
+        raise PlanError(reader.problems)
+    assert name is not None
+    return Plan(name=name, steps=steps, description=description, write_scope=write_scope)
+
+
+def _string_list(reader: _Reader, node: yaml.Node, fld: str) -> list[str]:
+    if not isinstance(node, yaml.SequenceNode):
+        reader.problem(node, fld, f"expected a list, got {_kind(node)}")
+        return []
+    out = []
+    for i, item in enumerate(node.value):
+        value = reader.string(item, f"{fld}[{i}]")
+        if value is not None:
+            out.append(value)
+    return out
+
+
+def _parse_step(reader: _Reader, node: yaml.Node, index: int) -> Step | None:
+    where = f"steps[{index}]"
+    before = len(reader.problems)
+    keys = reader.mapping(node, where, _STEP_KEYS)
+    if not isinstance(node, yaml.MappingNode):
+        return None
+
+    def get(key: str) -> yaml.Node | None:
+        return keys[key][1] if key in keys else None
+
+    name = None
+    if (n := get("name")) is None:
+        reader.problem(node, f"{where}.name", "missing (every step needs a name)")
+    else:
+        name = reader.string(n, f"{where}.name")
+        if name is not None and not _STEP_NAME.match(name):
+            reader.problem(n, f"{where}.name",
+                           f"{name!r} is not a valid step name (letters, digits, '_', '-', '.'; at most 64)")
+            name = None
+    label = f"steps[{index}]" if name is None else f"steps[{index}] ({name})"
+
+    command = None
+    if (n := get("command")) is None:
+        reader.problem(node, f"{label}.command", "missing (every step needs a command)")
+    else:
+        command = reader.string(n, f"{label}.command")
+
+    queue = Queue.CPU
+    if (n := get("queue")) is not None:
+        raw = reader.scalar(n, f"{label}.queue")
+        try:
+            queue = Queue(str(raw))
+        except ValueError:
+            reader.problem(n, f"{label}.queue",
+                           f"unknown queue {raw!r} (expected one of: {', '.join(q.value for q in Queue)})")
+
+    timeout = 600.0
+    if (n := get("timeout")) is not None:
+        try:
+            timeout = parse_duration(reader.scalar(n, f"{label}.timeout"))
+        except ValueError as err:
+            reader.problem(n, f"{label}.timeout", str(err))
+
+    env: dict[str, str] = {}
+    if (n := get("env")) is not None:
+        if not isinstance(n, yaml.MappingNode):
+            reader.problem(n, f"{label}.env", f"expected a mapping of NAME: value, got {_kind(n)}")
+        else:
+            for key_node, value_node in n.value:
+                key = key_node.value
+                if not isinstance(key_node, yaml.ScalarNode) or not _ENV_NAME.match(str(key)):
+                    reader.problem(key_node, f"{label}.env", f"{key!r} is not a valid variable name")
+                    continue
+                value = reader.scalar(value_node, f"{label}.env.{key}")
+                if isinstance(value, (dict, list)) or value is None:
+                    reader.problem(value_node, f"{label}.env.{key}", "expected a text, number or boolean value")
+                    continue
+                env[str(key)] = str(value).lower() if isinstance(value, bool) else str(value)
+
+    optional_text = {
+        key: reader.string(n, f"{label}.{key}") if (n := get(key)) is not None else None
+        for key in ("fix", "rollback", "fallback")
+    }
+    flags = {
+        key: reader.boolean(n, f"{label}.{key}") if (n := get(key)) is not None else False
+        for key in ("requires_approval", "optional")
+    }
+    if len(reader.problems) != before or name is None or command is None:
+        return None
+    return Step(
+        name=name, command=command, queue=queue, timeout_seconds=timeout, env=env,
+        fix_command=optional_text["fix"], rollback_command=optional_text["rollback"],
+        fallback_command=optional_text["fallback"],
+        requires_approval=flags["requires_approval"], optional=flags["optional"],
+    )
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read and validate a plan file; errors name the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PlanError([PlanProblem(str(path), None, "", "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise PlanError([PlanProblem(str(path), None, "", f"cannot read the plan: {err}")]) from err
+    return parse_plan(text, source=str(path))
+
+
+def plan_to_dict(plan: Plan) -> dict[str, object]:
+    """Plain mapping of a plan, in the YAML file's own key names (for storage and display)."""
+    def step_dict(step: Step) -> dict[str, object]:
+        out: dict[str, object] = {
+            "name": step.name, "command": step.command, "queue": step.queue.value,
+            "timeout": f"{step.timeout_seconds:g}s",
+        }
+        if step.env:
+            out["env"] = dict(step.env)
+        extras: Mapping[str, object] = {
+            "fix": step.fix_command, "rollback": step.rollback_command, "fallback": step.fallback_command,
+        }
+        out.update({k: v for k, v in extras.items() if v is not None})
+        if step.requires_approval:
+            out["requires_approval"] = True
+        if step.optional:
+            out["optional"] = True
+        return out
+
+    data: dict[str, object] = {"name": plan.name}
+    if plan.description:
+        data["description"] = plan.description
+    if plan.write_scope:
+        data["write_scope"] = list(plan.write_scope)
+    data["steps"] = [step_dict(s) for s in plan.steps]
+    return data

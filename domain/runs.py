@@ -1,0 +1,76 @@
+"""Run and step states, identifiers and the names derived from them."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from enum import StrEnum
+
+
+class RunStatus(StrEnum):
+    """Lifecycle of a build run, as stored, queried and shown in search attributes."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class StepStatus(StrEnum):
+    """Lifecycle of one step of a run."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+WORKFLOW_ID_PREFIX = "build-run-"
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$")
+
+
+def new_run_id() -> str:
+    return str(uuid.uuid4())
+
+
+def validate_run_id(run_id: str) -> str:
+    """Return ``run_id`` if usable in workflow ids and git refs, else ``ValueError``."""
+    if not _RUN_ID.match(run_id):
+        raise ValueError(
+            f"invalid run id {run_id!r}: 3 to 64 letters, digits, '-' or '_', starting with a letter or digit"
+        )
+    return run_id
+
+
+def workflow_id(run_id: str) -> str:
+    """Temporal workflow id of a run: one workflow per run id."""
+    return WORKFLOW_ID_PREFIX + run_id
+
+
+def run_id_from_workflow_id(wf_id: str) -> str | None:
+    return wf_id[len(WORKFLOW_ID_PREFIX):] if wf_id.startswith(WORKFLOW_ID_PREFIX) else None
+
+
+def run_branch(run_id: str) -> str:
+    """Branch of the shared repository that holds a run's commits."""
+    return f"metabuilder/runs/{run_id}"
+
+
+def attempt_ref(run_id: str, step_index: int, attempt: int) -> str:
+    """Ref that keeps the commit of one step attempt reachable (and inspectable) forever."""
+    return f"refs/metabuilder/{run_id}/step-{step_index:03d}/attempt-{attempt}"
+
+
+WORKFLOW_QUEUE = "workflow"
+"""Pool name of the queue that carries workflow tasks (the other pools carry steps)."""
+
+
+def task_queue(prefix: str, pool: str) -> str:
+    """Temporal task queue of a pool (``cpu``, ``io``, ``llm`` or ``workflow``)."""
+    return f"{prefix}-{pool}"

@@ -1,0 +1,1 @@
+"""Alembic migrations; metadata comes from ``store.models``."""

@@ -1,0 +1,1 @@
+"""Database projection of runs: SQLAlchemy models, engine factory and repositories."""

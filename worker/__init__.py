@@ -1,0 +1,1 @@
+"""Process wiring: settings, logging, Temporal client, embedded dev server, workers, CLI."""

@@ -1,0 +1,260 @@
+"""``metabuilder``: the command line of Meta-Builder.
+
+Exit status: 0 success; 1 the run failed or was cancelled; 2 bad input (plan, workspace,
+settings, arguments); 3 Temporal or the database could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.git import GitError, NotAGitRepository
+from domain.plans import PlanError
+from domain.runs import WORKFLOW_QUEUE, RunStatus, task_queue, workflow_id
+from service.runs import RunExistsError, SubmitOptions, submit
+from store import repository
+from store.db import transaction
+from worker.devserver import DevServer, DevServerError, port_open
+from worker.follow import follow, has_pollers, print_summary, web_ui_link
+from worker.logging import configure_logging
+from worker.runtime import POOLS, build_workers, connect, parse_pools, prepare_database, running_workers
+from worker.settings import Settings, SettingsError
+
+log = structlog.get_logger("metabuilder.cli")
+
+EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 0, 1, 2, 3
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+async def _needs_local_workers(client: Client, settings: Settings) -> bool:
+    queue = task_queue(settings.task_queue_prefix, WORKFLOW_QUEUE)
+    return not await has_pollers(client, queue, workflow_queue=True)
+
+
+async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    plan_path = Path(args.plan)
+    try:
+        plan_text = plan_path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise CliError(f"{plan_path}: cannot read the plan: {err.strerror or err}") from None
+    sessions = prepare_database(settings)
+    client = await connect(settings)
+    local = args.with_worker or (not args.detach and await _needs_local_workers(client, settings))
+    opts = SubmitOptions(shared_repo=settings.shared_repo, task_queue_prefix=settings.task_queue_prefix,
+                         tenant=args.tenant, heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds)
+    submitted = await submit(client, plan_text, str(plan_path), Path(args.workspace), opts, run_id=args.run_id)
+    link = web_ui_link(settings.ui_url, settings.temporal_namespace, submitted.run_id)
+    print(f"run {submitted.run_id} started: plan {submitted.plan.name!r}, {len(submitted.plan.steps)} steps, "
+          f"workspace {submitted.workspace.source} at {submitted.workspace.base_commit[:12]}")
+    if link:
+        print(f"  Web UI: {link}")
+    if args.detach:
+        return EXIT_OK
+    if local:
+        print("  (no worker is polling; running workers in this process)")
+        async with running_workers(build_workers(client, settings, sessions, POOLS)):
+            view = await follow(submitted.handle)
+    else:
+        view = await follow(submitted.handle)
+    print_summary(view, repo=settings.shared_repo, ui_link=link)
+    return EXIT_OK if view.status is RunStatus.SUCCEEDED else EXIT_RUN_FAILED
+
+
+async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    sessions = prepare_database(settings)
+    with transaction(sessions) as session:
+        run = repository.get_run(session, args.run_id)
+        steps = repository.run_steps(session, args.run_id) if run else []
+        if run is None:
+            raise CliError(f"unknown run id {args.run_id!r} (no such run in {settings.database_url})")
+        print(f"run {run.id}: {run.status}  tenant {run.tenant_id}  workflow {run.workflow_id}")
+        print(f"  workspace: branch {run.branch} of {run.repo_url}")
+        print(f"  base {run.base_commit[:12]}  head {run.head_commit[:12]}")
+        if run.failed_step:
+            print(f"  failed step: {run.failed_step}: {run.error}")
+        for step in steps:
+            code = "" if step.exit_code is None else f" exit {step.exit_code}"
+            took = "" if step.duration_seconds is None else f" {step.duration_seconds:.2f}s"
+            print(f"  [{step.step_index}] {step.name:<16} attempt {step.attempt} {step.status}{code}{took}"
+                  f"  log {step.log_path}")
+    link = web_ui_link(settings.ui_url, settings.temporal_namespace, args.run_id)
+    if link:
+        print(f"  Web UI: {link}")
+    return EXIT_OK
+
+
+async def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    client = await connect(settings, start_embedded=False)
+    handle = client.get_workflow_handle(workflow_id(args.run_id))
+    try:
+        await handle.cancel()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise CliError(f"unknown run id {args.run_id!r} (no workflow {workflow_id(args.run_id)})") from None
+        raise
+    print(f"cancellation requested for run {args.run_id}")
+    return EXIT_OK
+
+
+async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    pools = parse_pools(args.queues)
+    sessions = prepare_database(settings)
+    client = await connect(settings, start_embedded=False)
+    workers = build_workers(client, settings, sessions, pools, concurrency=args.concurrency)
+    log.info("worker.started", queues=[task_queue(settings.task_queue_prefix, p) for p in pools],
+             address=settings.address, concurrency=args.concurrency)
+    async with running_workers(workers):
+        await _until_signalled()
+    log.info("worker.stopped")
+    return EXIT_OK
+
+
+async def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    if not settings.embedded:
+        raise CliError("`metabuilder up` runs the embedded dev server; unset TEMPORAL_ADDRESS or use `worker`")
+    if port_open("127.0.0.1", settings.dev_server_port):
+        raise CliError(f"something already listens on port {settings.dev_server_port} "
+                       "(a dev server started earlier? stop it with `metabuilder server stop`)")
+    server = DevServer(settings.home / "temporal", settings.dev_server_port, settings.dev_server_ui_port)
+    server.start(detach=False)
+    try:
+        await server.wait_ready()
+        sessions = prepare_database(settings)
+        client = await connect(settings, start_embedded=False)
+        print(f"Temporal dev server on {server.address}; Web UI {settings.ui_url}")
+        print(f"workers polling {', '.join(task_queue(settings.task_queue_prefix, p) for p in POOLS)}; "
+              "Ctrl-C stops everything")
+        async with running_workers(build_workers(client, settings, sessions, POOLS,
+                                                 concurrency=args.concurrency)):
+            await _until_signalled()
+    finally:
+        server.stop()
+    return EXIT_OK
+
+
+async def cmd_server(args: argparse.Namespace, settings: Settings) -> int:
+    server = DevServer(settings.home / "temporal", settings.dev_server_port, settings.dev_server_ui_port)
+    if args.action == "start":
+        if port_open("127.0.0.1", settings.dev_server_port):
+            print(f"a server already listens on {server.address}")
+            return EXIT_OK
+        server.start(detach=True)
+        await server.wait_ready()
+        print(f"Temporal dev server started on {server.address}; Web UI {settings.ui_url}; data {server.db_file}")
+    elif args.action == "stop":
+        print("stopped" if server.stop() else "no dev server recorded in " + str(server.pid_file))
+    else:
+        up = port_open("127.0.0.1", settings.dev_server_port)
+        print(f"{server.address}: {'up' if up else 'down'}; data {server.db_file}")
+        return EXIT_OK if up else EXIT_UNAVAILABLE
+    return EXIT_OK
+
+
+async def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    prepare_database(settings)
+    print(f"database at head: {settings.database_url}")
+    return EXIT_OK
+
+
+async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.demo import run_demo
+
+    return await run_demo(settings)
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metabuilder", description="Self-healing build runs on Temporal.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="run the demo build plans on the embedded defaults")
+    p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("run", help="submit a plan and follow the run (exit 0 only if it succeeds)")
+    p.add_argument("plan", help="plan file (YAML)")
+    p.add_argument("--workspace", "-w", default=".", help="git working tree to build (default: .)")
+    p.add_argument("--detach", action="store_true", help="submit only; print the run id and return")
+    p.add_argument("--with-worker", action="store_true", help="run workers in this process while following")
+    p.add_argument("--run-id", help="run id to use (default: a new uuid)")
+    p.add_argument("--tenant", default="default")
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("status", help="show a run from the database projection")
+    p.add_argument("run_id")
+    p.set_defaults(fn=cmd_status)
+
+    p = sub.add_parser("cancel", help="cancel a run (the running step's process is killed)")
+    p.add_argument("run_id")
+    p.set_defaults(fn=cmd_cancel)
+
+    p = sub.add_parser("worker", help="run workers for some pools until SIGINT/SIGTERM")
+    p.add_argument("--queues", default=",".join(POOLS), help=f"pools to serve (default: {','.join(POOLS)})")
+    p.add_argument("--concurrency", type=int, default=4, help="steps run at once per pool (default: 4)")
+    p.set_defaults(fn=cmd_worker)
+
+    p = sub.add_parser("up", help="dev server + workers for all pools in one foreground process")
+    p.add_argument("--concurrency", type=int, default=4)
+    p.set_defaults(fn=cmd_up)
+
+    p = sub.add_parser("server", help="start, stop or check the embedded dev server in the background")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    p.set_defaults(fn=cmd_server)
+
+    p = sub.add_parser("db", help="database schema")
+    p.add_argument("action", choices=["upgrade"], help="upgrade: apply Alembic migrations up to head")
+    p.set_defaults(fn=cmd_db)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "concurrency", 1) < 1:
+        print("metabuilder: error: --concurrency must be at least 1", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        settings = Settings.from_env()
+    except SettingsError as err:
+        print(f"metabuilder: bad setting: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    configure_logging(settings, quiet_sdk=args.command not in ("worker", "up"))
+    try:
+        return asyncio.run(args.fn(args, settings))
+    except (PlanError, NotAGitRepository, RunExistsError, CliError, ValueError) as err:
+        print(f"metabuilder: {err}", file=sys.stderr)
+        return getattr(err, "code", EXIT_BAD_INPUT)
+    except (DevServerError, GitError, RPCError) as err:
+        print(f"metabuilder: {err}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except WorkflowFailureError as err:
+        print(f"metabuilder: run failed: {err.cause}", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    except KeyboardInterrupt:
+        return 130
+    except Exception:  # entry point: log the unexpected with its traceback
+        log.exception("cli.crashed")
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Following a run live on a terminal, and printing its summary."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from datetime import timedelta
+from typing import TextIO
+
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError
+
+from domain.payloads import RunView, StepView
+from domain.runs import RunStatus, StepStatus, workflow_id
+from workflows.build_run import BuildRunWorkflow
+
+_MARK = {StepStatus.RUNNING: "▸", StepStatus.SUCCEEDED: "✓", StepStatus.FAILED: "✗",
+         StepStatus.CANCELLED: "⊘", StepStatus.PENDING: "·"}
+
+
+async def has_pollers(client: Client, queue: str, *, workflow_queue: bool) -> bool:
+    kind = TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW if workflow_queue else TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY
+    resp = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
+        namespace=client.namespace, task_queue=TaskQueue(name=queue), task_queue_type=kind))
+    return len(resp.pollers) > 0
+
+
+def web_ui_link(ui_url: str | None, namespace: str, run_id: str) -> str | None:
+    return f"{ui_url}/namespaces/{namespace}/workflows/{workflow_id(run_id)}" if ui_url else None
+
+
+def _step_line(view: StepView, width: int) -> str:
+    mark = _MARK.get(view.status, "?")
+    line = f"  {mark} {view.name:<{width}} {view.queue:<4} {view.status.value}"
+    if view.duration_seconds is not None:
+        line += f" in {view.duration_seconds:.2f}s"
+    if view.status is StepStatus.FAILED and view.exit_code is not None:
+        line += f" (exit code {view.exit_code})"
+    return line
+
+
+async def follow(handle: WorkflowHandle[BuildRunWorkflow, RunView], *, out: TextIO = sys.stdout,
+                 poll_seconds: float = 0.2) -> RunView:
+    """Print each step as it changes until the run ends; return the final view."""
+    shown: dict[int, tuple[StepStatus, str | None]] = {}
+    waiting_hint = False
+    started = time.monotonic()
+    while True:
+        try:
+            view = await handle.query(BuildRunWorkflow.status, rpc_timeout=timedelta(seconds=5))
+        except RPCError as err:
+            if not waiting_hint and time.monotonic() - started > 3:
+                print(f"  … waiting for a worker to pick up the run ({err.message})", file=out, flush=True)
+                waiting_hint = True
+            await asyncio.sleep(1.0)
+            continue
+        width = max(len(s.name) for s in view.steps)
+        for index, step in enumerate(view.steps):
+            key = (step.status, step.commit)
+            if step.status is StepStatus.PENDING or shown.get(index) == key:
+                continue
+            shown[index] = key
+            print(_step_line(step, width), file=out, flush=True)
+            if step.status is StepStatus.SUCCEEDED and step.commit and step.commit != _previous_commit(view, index):
+                print(f"      committed {step.commit[:12]} on {view.branch}", file=out, flush=True)
+        if view.status.is_final:
+            return view
+        await asyncio.sleep(poll_seconds)
+
+
+def _previous_commit(view: RunView, index: int) -> str:
+    for step in reversed(view.steps[:index]):
+        if step.commit:
+            return step.commit
+    return view.base_commit
+
+
+def print_summary(view: RunView, *, repo: str, ui_link: str | None, out: TextIO = sys.stdout) -> None:
+    done = sum(1 for s in view.steps if s.status is StepStatus.SUCCEEDED)
+    print(f"run {view.run_id}: {view.status.value.upper()} ({done}/{len(view.steps)} steps succeeded)", file=out)
+    if view.status is RunStatus.FAILED:
+        failed = next((s for s in view.steps if s.status is StepStatus.FAILED), None)
+        print(f"  failed step: {view.failed_step}", file=out)
+        print(f"  reason:      {view.error}", file=out)
+        if failed is not None and failed.log_tail.strip():
+            print("  log tail:", file=out)
+            for line in failed.log_tail.rstrip().splitlines()[-15:]:
+                print(f"    | {line}", file=out)
+    print(f"  workspace:   branch {view.branch} of {repo} at {view.head_commit[:12]}", file=out)
+    if ui_link:
+        print(f"  Web UI:      {ui_link}", file=out)
+    out.flush()

@@ -1,0 +1,132 @@
+"""Process settings, read once from the environment; a bad value fails at start-up."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import TypeVar
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value Meta-Builder cannot use."""
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    STAGING = "staging"
+    PRODUCTION = "production"
+
+
+def default_home() -> Path:
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "metabuilder"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    """Data directory of the embedded defaults: SQLite file, dev server data, shared repo, artifacts."""
+    environment: Environment
+    temporal_address: str | None
+    """``TEMPORAL_ADDRESS``; unset means the embedded dev server on ``dev_server_port``."""
+    temporal_namespace: str
+    database_url: str
+    shared_repo: str
+    artifacts_dir: Path
+    cache_dir: Path
+    task_queue_prefix: str
+    heartbeat_timeout_seconds: float
+    sticky_timeout_seconds: float
+    dev_server_port: int
+    dev_server_ui_port: int
+    log_level: str
+    log_format: str
+
+    @property
+    def embedded(self) -> bool:
+        return self.temporal_address is None
+
+    @property
+    def address(self) -> str:
+        return self.temporal_address or f"127.0.0.1:{self.dev_server_port}"
+
+    @property
+    def ui_url(self) -> str | None:
+        return f"http://127.0.0.1:{self.dev_server_ui_port}" if self.embedded else os.environ.get(
+            "TEMPORAL_UI_URL")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        home = Path(env.get("META_BUILDER_HOME") or default_home()).expanduser().resolve()
+        environment = _choice(env, "META_BUILDER_ENV", Environment, Environment.DEVELOPMENT)
+        port = _int(env, "META_BUILDER_DEV_SERVER_PORT", 7233, 1, 65535)
+        log_format = env.get("META_BUILDER_LOG_FORMAT") or (
+            "console" if environment is Environment.DEVELOPMENT else "json")
+        if log_format not in ("console", "json"):
+            raise SettingsError(f"META_BUILDER_LOG_FORMAT={log_format!r}: expected 'console' or 'json'")
+        level = (env.get("META_BUILDER_LOG_LEVEL") or "info").lower()
+        if level not in ("debug", "info", "warning", "error"):
+            raise SettingsError(f"META_BUILDER_LOG_LEVEL={level!r}: expected debug, info, warning or error")
+        prefix = env.get("META_BUILDER_TASK_QUEUE_PREFIX") or "metabuilder"
+        if not prefix.replace("-", "").replace("_", "").isalnum():
+            raise SettingsError(f"META_BUILDER_TASK_QUEUE_PREFIX={prefix!r}: letters, digits, '-' and '_' only")
+        return cls(
+            home=home,
+            environment=environment,
+            temporal_address=env.get("TEMPORAL_ADDRESS") or None,
+            temporal_namespace=env.get("TEMPORAL_NAMESPACE") or "default",
+            database_url=env.get("DATABASE_URL") or f"sqlite:///{home / 'metabuilder.db'}",
+            shared_repo=env.get("META_BUILDER_SHARED_REPO") or str(home / "workspaces.git"),
+            artifacts_dir=Path(env.get("META_BUILDER_ARTIFACTS_DIR") or home / "artifacts"),
+            cache_dir=Path(env.get("META_BUILDER_CACHE_DIR") or home / "worker-cache"),
+            task_queue_prefix=prefix,
+            heartbeat_timeout_seconds=_float(env, "META_BUILDER_HEARTBEAT_TIMEOUT_SECONDS", 10.0, 2.0, 3600.0),
+            sticky_timeout_seconds=_float(env, "META_BUILDER_STICKY_TIMEOUT_SECONDS", 2.0, 0.5, 60.0),
+            dev_server_port=port,
+            dev_server_ui_port=_int(env, "META_BUILDER_DEV_SERVER_UI_PORT", port + 1000, 1, 65535),
+            log_level=level,
+            log_format=log_format,
+        )
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a whole number") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name}={raw!r}: expected a number from {low} to {high}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a number of seconds") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name}={raw!r}: expected a number from {low:g} to {high:g}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, enum: type[E], default: E) -> E:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return enum(raw.lower())
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected one of {', '.join(e.value for e in enum)}") from None

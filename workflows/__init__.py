@@ -1,0 +1,1 @@
+"""Deterministic orchestration: workflows only sequence what the domain decides."""
