@@ -10,10 +10,14 @@ that changes files commits them and pushes the commit to the run branch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
+import signal
 import tempfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,8 +129,30 @@ class WorkspaceCache:
             self._checkouts[run_id] = _Checkout(self.root / "runs" / run_id, None, asyncio.Lock())
         return self._checkouts[run_id]
 
-    def lock(self, run_id: str) -> asyncio.Lock:
-        return self._entry(run_id).lock
+    @contextlib.asynccontextmanager
+    async def lock(self, run_id: str) -> AsyncIterator[Path]:
+        """Exclusive use of a run's checkout, within this process (asyncio) and across the
+        processes sharing this cache (``flock``, released by the kernel if a worker dies).
+
+        Yields the path of a file where the holder records its step's process group, so the
+        next holder can kill what a dead worker left running in the checkout.
+        """
+        entry = self._entry(run_id)
+        async with entry.lock:
+            entry.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(entry.path.parent / f"{run_id}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        await asyncio.sleep(0.1)
+                pgid_file = entry.path.parent / f"{run_id}.pgid"
+                _kill_leftover(pgid_file)
+                yield pgid_file
+            finally:
+                os.close(fd)  # closing releases the flock
 
     async def checkout(self, repo_url: str, run_id: str, branch: str, commit: str) -> Path:
         """A clean worktree of ``commit``; ignored files of earlier steps on this worker stay
@@ -185,6 +211,17 @@ class WorkspaceCache:
         entry = self._checkouts.get(run_id)
         if entry is not None:
             entry.commit = None
+
+
+def _kill_leftover(pgid_file: Path) -> None:
+    """Kill the process group recorded by a previous holder that did not clean up (it died)."""
+    try:
+        pgid = int(pgid_file.read_text())
+    except (OSError, ValueError):
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+    pgid_file.unlink(missing_ok=True)
 
 
 def _paths_from_status(status: str) -> list[str]:

@@ -67,10 +67,10 @@ class StepActivities:
         log_path = (self.settings.artifacts_dir / inp.run_id
                     / f"{inp.step_index:03d}-{inp.step.name}" / f"attempt-{info.attempt}.log")
         started = time.monotonic()
-        async with self.workspaces.lock(inp.run_id):
+        async with self.workspaces.lock(inp.run_id) as pgid_file:
             try:
                 workdir = await self.workspaces.checkout(inp.repo_url, inp.run_id, inp.branch, inp.commit)
-                exit_code, timed_out, tail = await self._execute(inp, workdir, log_path)
+                exit_code, timed_out, tail = await self._execute(inp, workdir, log_path, pgid_file)
                 commit, changed = inp.commit, []
                 if exit_code == 0:
                     commit, changed = await self.workspaces.commit_changes(
@@ -99,8 +99,12 @@ class StepActivities:
                                    non_retryable=True, category=ApplicationErrorCategory.BENIGN)
         return result
 
-    async def _execute(self, inp: StepInput, workdir: Path, log_path: Path) -> tuple[int, bool, str]:
-        """Run the command, streaming output to ``log_path``; return (exit code, timed out, tail)."""
+    async def _execute(self, inp: StepInput, workdir: Path, log_path: Path,
+                       pgid_file: Path) -> tuple[int, bool, str]:
+        """Run the command, streaming output to ``log_path``; return (exit code, timed out, tail).
+
+        The command's process group is recorded in ``pgid_file`` while it runs, so that if this
+        worker dies the next attempt on this machine kills it before touching the checkout."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = step_environment(os.environ, inp.step.env, {
             "METABUILDER_RUN_ID": inp.run_id, "METABUILDER_STEP": inp.step.name,
@@ -110,6 +114,7 @@ class StepActivities:
             "bash", "-c", inp.step.command, cwd=workdir, env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
         )
+        pgid_file.write_text(str(proc.pid))
         tail = _Tail()
         heartbeat = asyncio.create_task(self._heartbeat_loop())
         timed_out = False
@@ -130,6 +135,7 @@ class StepActivities:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
+            pgid_file.unlink(missing_ok=True)
         code = proc.returncode if proc.returncode is not None else -1
         if timed_out:
             code = TIMEOUT_EXIT_CODE

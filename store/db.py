@@ -51,38 +51,3 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session whose work is committed on success and rolled back on error."""
     with factory() as session, session.begin():
         yield session
-
-
-def alembic_config(url: str) -> Any:
-    from alembic.config import Config
-
-    import migrations
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
-    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    return cfg
-
-
-def upgrade(url: str, revision: str = "head") -> None:
-    """Apply migrations up to ``revision`` (idempotent)."""
-    from alembic import command
-
-    command.upgrade(alembic_config(url), revision)
-
-
-def downgrade(url: str, revision: str) -> None:
-    from alembic import command
-
-    command.downgrade(alembic_config(url), revision)
-
-
-def current_revision(url: str) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
-    engine = make_engine(url, pooled=False)
-    try:
-        with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
-    finally:
-        engine.dispose()

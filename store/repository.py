@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -79,6 +79,12 @@ class StepAttempt:
 
 
 def step_started(session: Session, a: StepAttempt) -> None:
+    """Record an attempt as running; earlier attempts still marked running were lost with their worker."""
+    session.execute(
+        update(BuildStep)
+        .where(BuildStep.run_id == a.run_id, BuildStep.step_index == a.step_index,
+               BuildStep.attempt < a.attempt, BuildStep.status == "running")
+        .values(status="lost", finished_at=utcnow()))
     _upsert(session, BuildStep,
             {"run_id": a.run_id, "step_index": a.step_index, "attempt": a.attempt, "name": a.name,
              "queue": a.queue, "command": a.command, "status": "running", "commit_before": a.commit_before,

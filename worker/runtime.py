@@ -19,7 +19,8 @@ from activities.records import RecordActivities
 from activities.steps import StepActivities, StepSettings
 from domain.plans import Queue
 from domain.runs import WORKFLOW_QUEUE, task_queue
-from store.db import make_engine, session_factory, upgrade
+from migrations import upgrade
+from store.db import make_engine, session_factory
 from worker.devserver import DevServer, DevServerError, ensure_search_attributes, port_open
 from worker.settings import Settings
 from workflows.build_run import BuildRunWorkflow

@@ -9,7 +9,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
 
-
 E = TypeVar("E", bound=StrEnum)
 
 

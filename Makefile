@@ -1,0 +1,40 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   the main job: a demo build run with a known failure, on the embedded defaults
+#   make test   the whole test suite (real Temporal dev server, real PostgreSQL, real git)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export META_BUILDER_HOME ?= $(CURDIR)/.metabuilder
+
+.PHONY: demo test bench lint up stop clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/metabuilder demo
+
+test: $(STAMP)
+	@scripts/ensure-postgres.sh
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_steps.py
+
+lint: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check ruff
+	$(BIN)/ruff check .
+
+up: $(STAMP)
+	$(BIN)/metabuilder up
+
+stop: $(STAMP)
+	$(BIN)/metabuilder server stop
+
+clean:
+	-$(BIN)/metabuilder server stop
+	rm -rf $(VENV) .metabuilder *.egg-info

@@ -1,0 +1,69 @@
+"""Workspace snapshots and checkouts with real git."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from activities.git import NotAGitRepository, WorkspaceCache, publish, snapshot
+from tests.conftest import git
+
+
+async def test_snapshot_of_a_clean_tree_is_head(user_repo: Path) -> None:
+    top, commit = await snapshot(user_repo)
+    assert top == user_repo and commit == git(user_repo, "rev-parse", "HEAD")
+
+
+async def test_snapshot_takes_uncommitted_and_untracked_files_and_leaves_the_repo_alone(user_repo: Path) -> None:
+    (user_repo / "app.py").write_text("print('changed')\n")
+    (user_repo / "new.txt").write_text("new\n")
+    (user_repo / ".gitignore").write_text("*.log\n")
+    (user_repo / "debug.log").write_text("ignored\n")
+    git(user_repo, "add", "app.py")  # something staged, too
+    before = (git(user_repo, "rev-parse", "HEAD"), git(user_repo, "status", "--porcelain"),
+              (Path(user_repo) / ".git" / "index").read_bytes())
+    _, commit = await snapshot(user_repo / "")
+    assert git(user_repo, "show", f"{commit}:app.py") == "print('changed')"
+    assert git(user_repo, "show", f"{commit}:new.txt") == "new"
+    files = git(user_repo, "ls-tree", "-r", "--name-only", commit).splitlines()
+    assert "debug.log" not in files
+    after = (git(user_repo, "rev-parse", "HEAD"), git(user_repo, "status", "--porcelain"),
+             (Path(user_repo) / ".git" / "index").read_bytes())
+    assert after == before
+
+
+async def test_snapshot_of_a_repo_without_commits(tmp_path: Path) -> None:
+    git(tmp_path, "init", "--quiet")
+    (tmp_path / "a.txt").write_text("a\n")
+    _, commit = await snapshot(tmp_path)
+    assert git(tmp_path, "show", f"{commit}:a.txt") == "a"
+
+
+async def test_not_a_repository_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(NotAGitRepository, match="is not inside a git repository"):
+        await snapshot(tmp_path)
+    with pytest.raises(NotAGitRepository, match="does not exist"):
+        await snapshot(tmp_path / "missing")
+
+
+async def test_checkout_commit_and_push_through_the_shared_repo(user_repo: Path, tmp_path: Path) -> None:
+    shared = str(tmp_path / "shared.git")
+    _, base = await snapshot(user_repo)
+    await publish(user_repo, base, shared, "metabuilder/runs/r1")
+    cache = WorkspaceCache(tmp_path / "cache")
+    async with cache.lock("r1"):
+        path = await cache.checkout(shared, "r1", "metabuilder/runs/r1", base)
+        (path / "out.txt").write_text("x\n")
+        head, changed = await cache.commit_changes("r1", "step one")
+        assert changed == ["out.txt"] and head != base
+        await cache.push("r1", shared, head, ["refs/heads/metabuilder/runs/r1"])
+    assert git(Path(shared), "rev-parse", "metabuilder/runs/r1") == head
+    # Another worker (its own cache) starts the next step from that commit.
+    other = WorkspaceCache(tmp_path / "cache2")
+    async with other.lock("r1"):
+        path2 = await other.checkout(shared, "r1", "metabuilder/runs/r1", head)
+        assert (path2 / "out.txt").read_text() == "x\n"
+        # Going back to the base commit removes the step's file.
+        path2 = await other.checkout(shared, "r1", "metabuilder/runs/r1", base)
+        assert not (path2 / "out.txt").exists()

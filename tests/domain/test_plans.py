@@ -1,0 +1,124 @@
+import textwrap
+
+import pytest
+
+from domain.plans import PlanError, Queue, load_plan, parse_duration, parse_plan, plan_to_dict
+
+GOOD = """\
+name: demo
+description: a plan
+write_scope: ["src/**"]
+steps:
+  - name: lint
+    command: ruff check .
+    queue: cpu
+    timeout: 2m
+    env: {RUFF_CACHE_DIR: /tmp/ruff, STRICT: true, LEVEL: 3}
+    fix: ruff check --fix .
+  - name: migrate
+    command: alembic upgrade head
+    queue: io
+    timeout: 1h30m
+    rollback: alembic downgrade -1
+    requires_approval: true
+  - name: docs
+    command: make docs
+    optional: true
+    fallback: echo skipped
+"""
+
+
+def test_good_plan_parses_every_field() -> None:
+    plan = parse_plan(GOOD, "good.yaml")
+    assert plan.name == "demo" and plan.description == "a plan" and plan.write_scope == ["src/**"]
+    lint, migrate, docs = plan.steps
+    assert (lint.queue, lint.timeout_seconds, lint.fix_command) == (Queue.CPU, 120.0, "ruff check --fix .")
+    assert lint.env == {"RUFF_CACHE_DIR": "/tmp/ruff", "STRICT": "true", "LEVEL": "3"}
+    assert (migrate.queue, migrate.timeout_seconds, migrate.requires_approval) == (Queue.IO, 5400.0, True)
+    assert migrate.rollback_command == "alembic downgrade -1"
+    assert (docs.queue, docs.timeout_seconds, docs.optional, docs.fallback_command) == (
+        Queue.CPU, 600.0, True, "echo skipped")
+
+
+def test_plan_round_trips_through_its_dict_form() -> None:
+    import yaml
+
+    plan = parse_plan(GOOD)
+    assert parse_plan(yaml.safe_dump(plan_to_dict(plan), sort_keys=False)) == plan
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("name: p\nsteps:\n  - name: a\n    command: x\n    colour: red\n",
+         "bad.yaml:5: steps[0].colour: unknown key"),
+        ("name: p\nsteps:\n  - name: a\n    queue: cpu\n",
+         "bad.yaml:3: steps[0] (a).command: missing"),
+        ("name: p\nsteps:\n  - name: a\n    command: '  '\n",
+         "bad.yaml:4: steps[0] (a).command: must not be empty"),
+        ("name: p\nsteps:\n  - name: a\n    command: x\n  - name: a\n    command: y\n",
+         "bad.yaml:5: steps[1].name: duplicate step name 'a' (first used at line 3)"),
+        ("name: p\nsteps:\n  - name: a\n    command: x\n    timeout: soon\n",
+         "bad.yaml:5: steps[0] (a).timeout: expected a duration like 30s, 5m or 1h, got 'soon'"),
+        ("name: p\nsteps:\n  - name: a\n    command: x\n    timeout: 0s\n",
+         "bad.yaml:5: steps[0] (a).timeout: duration must be more than 0"),
+        ("name: p\nsteps:\n  - name: a\n    command: x\n    queue: gpu\n",
+         "bad.yaml:5: steps[0] (a).queue: unknown queue 'gpu' (expected one of: cpu, io, llm)"),
+        ("steps:\n  - name: a\n    command: x\n", "bad.yaml:1: name: missing"),
+        ("name: p\n", "bad.yaml:1: steps: missing"),
+        ("name: p\nsteps: []\n", "bad.yaml:2: steps: a plan needs at least one step"),
+        ("name: p\nsteps:\n  - just a string\n", "bad.yaml:3: steps[0]: expected a mapping"),
+        ("name: p\nname: q\nsteps:\n  - {name: a, command: x}\n", "bad.yaml:2: name: duplicate key"),
+        ("name: p\nsteps:\n  - name: a b\n    command: x\n", "bad.yaml:3: steps[0].name: 'a b' is not a valid"),
+        ("name: p\nsteps:\n  - name: a\n    command: x\n    optional: maybe\n",
+         "bad.yaml:5: steps[0] (a).optional: expected true or false, got 'maybe'"),
+        ("name: p\nsteps:\n  - name: a\n    command: x\n    env: {1BAD: x}\n",
+         "bad.yaml:5: steps[0] (a).env: '1BAD' is not a valid variable name"),
+        ("name: p\nsteps:\n  - name: a\n    command: [x\n", "bad.yaml:5: not valid YAML"),
+        ("", "bad.yaml: the plan is empty"),
+        ("- a\n- b\n", "bad.yaml:1: expected a mapping, got a list"),
+    ],
+)
+def test_bad_plans_are_rejected_with_file_line_and_field(text: str, expected: str) -> None:
+    with pytest.raises(PlanError) as info:
+        parse_plan(text, "bad.yaml")
+    assert any(str(p).startswith(expected) for p in info.value.problems), str(info.value)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    text = textwrap.dedent("""\
+        name: p
+        steps:
+          - name: a
+            queue: gpu
+          - name: b
+            command: x
+            timeout: -5
+        """)
+    with pytest.raises(PlanError) as info:
+        parse_plan(text, "p.yaml")
+    lines = [str(p) for p in info.value.problems]
+    assert lines == [
+        "p.yaml:3: steps[0] (a).command: missing (every step needs a command)",
+        "p.yaml:4: steps[0] (a).queue: unknown queue 'gpu' (expected one of: cpu, io, llm)",
+        "p.yaml:7: steps[1] (b).timeout: duration must be more than 0 and at most 24h, got -5",
+    ]
+
+
+def test_missing_file_names_the_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(PlanError, match=r"nope\.yaml: file not found"):
+        load_plan(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(("value", "seconds"), [
+    (90, 90.0), ("90", 90.0), ("90s", 90.0), ("5m", 300.0), ("1h", 3600.0), ("1h30m", 5400.0),
+    ("2m30s", 150.0), ("0.5s", 0.5),
+])
+def test_durations(value: object, seconds: float) -> None:
+    assert parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["", "5x", "m", True, None, "25h", -1, 0])
+def test_bad_durations(value: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(value)

@@ -1,0 +1,116 @@
+"""Runs survive a SIGKILLed worker and a restarted Temporal server (real processes throughout)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from domain.runs import RunStatus, StepStatus
+from service.runs import SubmitOptions, submit
+from store import repository
+from store.db import transaction
+from tests.workflows.test_build_run import wait_for_step
+from worker.devserver import DevServer, ensure_search_attributes, free_port
+from worker.settings import Settings
+from workflows.build_run import BuildRunWorkflow
+
+ROOT = Path(__file__).parent.parent.parent
+
+
+def start_worker(settings: Settings, address: str, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "TEMPORAL_ADDRESS": address, "META_BUILDER_HOME": str(settings.home),
+           "META_BUILDER_TASK_QUEUE_PREFIX": settings.task_queue_prefix, "META_BUILDER_LOG_LEVEL": "warning"}
+    env.pop("DATABASE_URL", None)
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "worker.cli", "worker"], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+async def wait_for_file(path: Path, timeout: float = 30) -> None:
+    async with asyncio.timeout(timeout):
+        while not path.exists():
+            await asyncio.sleep(0.05)
+
+
+async def test_sigkilled_worker_step_is_rerun_by_another_worker(
+        client: Client, dev_server: DevServer, settings: Settings, sessions, user_repo: Path,
+        tmp_path: Path, procs) -> None:  # type: ignore[no-untyped-def]
+    marker = tmp_path / "marker"
+    steps = (f"  - name: prep\n    command: echo prep > prep.txt\n"
+             f"  - name: long\n    command: echo started >> {marker}; sleep 6; echo finished >> {marker};"
+             f" echo done > long.txt\n"
+             f"  - name: after\n    command: test -f prep.txt && test -f long.txt\n")
+    procs.append(start_worker(settings, dev_server.address, tmp_path / "worker-a.log"))
+    run = await submit(client, f"name: resilient\nsteps:\n{steps}", "plan.yaml", user_repo,
+                       SubmitOptions(shared_repo=settings.shared_repo, task_queue_prefix=settings.task_queue_prefix,
+                                     heartbeat_timeout_seconds=3))
+    await wait_for_file(marker)
+    procs[0].send_signal(signal.SIGKILL)
+    procs[0].wait()
+    procs.append(start_worker(settings, dev_server.address, tmp_path / "worker-b.log"))
+
+    async with asyncio.timeout(60):
+        view = await run.handle.result()
+    assert view.status is RunStatus.SUCCEEDED
+    assert view.steps[1].status is StepStatus.SUCCEEDED and view.steps[1].attempt == 2
+    # The killed attempt's command did not go on behind the new one's back.
+    assert marker.read_text().split() == ["started", "started", "finished"]
+    with transaction(sessions) as s:
+        rows = [(r.name, r.attempt, r.status) for r in repository.run_steps(s, run.run_id)]
+    assert rows == [("prep", 1, "succeeded"), ("long", 1, "lost"), ("long", 2, "succeeded"),
+                    ("after", 1, "succeeded")]
+
+
+async def test_run_completes_across_a_server_restart(
+        settings: Settings, sessions, user_repo: Path, tmp_path: Path, procs) -> None:  # type: ignore[no-untyped-def]
+    server = DevServer(tmp_path / "temporal", port=free_port(), ui=False)
+    server.start(detach=False)
+    try:
+        await server.wait_ready()
+        client = await Client.connect(server.address)
+        await ensure_search_attributes(client, "default")
+        marker = tmp_path / "marker"
+        steps = (f"  - name: first\n    command: touch {marker}; sleep 4; echo one > one.txt\n"
+                 f"  - name: second\n    command: sleep 1; test -f one.txt\n")
+        procs.append(start_worker(settings, server.address, tmp_path / "worker.log"))
+        run = await submit(client, f"name: restart\nsteps:\n{steps}", "plan.yaml", user_repo,
+                           SubmitOptions(shared_repo=settings.shared_repo,
+                                         task_queue_prefix=settings.task_queue_prefix))
+        await wait_for_file(marker)
+        await wait_for_step(client, run.run_id, 0, StepStatus.RUNNING)
+        server.stop()
+        await asyncio.sleep(2)
+        server.start(detach=False)  # same port, same data file
+        await server.wait_ready()
+        client = await Client.connect(server.address)
+        handle = client.get_workflow_handle_for(BuildRunWorkflow.run, run.handle.id)
+        async with asyncio.timeout(90):
+            view = await handle.result()
+        assert view.status is RunStatus.SUCCEEDED
+        assert [s.status for s in view.steps] == [StepStatus.SUCCEEDED, StepStatus.SUCCEEDED]
+        with transaction(sessions) as s:
+            row = repository.get_run(s, run.run_id)
+            assert row is not None and row.status == "succeeded"
+    finally:
+        server.stop()

@@ -1,0 +1,26 @@
+"""Recorded histories of real runs must keep replaying against the current workflow code.
+
+A change that breaks one of these is a non-deterministic change: guard it with
+``workflow.patched`` instead. To add histories, run the workflow tests with
+``METABUILDER_RECORD_HISTORIES=1``.
+"""
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+
+from workflows.build_run import BuildRunWorkflow
+
+HISTORIES = sorted((Path(__file__).parent.parent / "histories").glob("*.json"))
+
+
+def test_there_are_histories_to_replay() -> None:
+    assert len(HISTORIES) >= 3
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_recorded_history_replays(path: Path) -> None:
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    await Replayer(workflows=[BuildRunWorkflow]).replay_workflow(history)
