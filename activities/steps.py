@@ -63,7 +63,9 @@ class StepActivities:
             queue=inp.step.queue.value, command=inp.step.command, commit_before=inp.commit,
             worker=self.worker_name,
         )
-        await self._db(repository.step_started, attempt)
+        # The "running" row is written while the checkout and command go on; it is awaited before
+        # the final write so the two never race.
+        started_row = asyncio.create_task(self._db(repository.step_started, attempt))
         log_path = (self.settings.artifacts_dir / inp.run_id
                     / f"{inp.step_index:03d}-{inp.step.name}" / f"attempt-{info.attempt}.log")
         started = time.monotonic()
@@ -82,11 +84,14 @@ class StepActivities:
                     self.workspaces.forget(inp.run_id)
             except asyncio.CancelledError:
                 self.workspaces.forget(inp.run_id)
+                await started_row
                 await self._finish(attempt, "cancelled", None, started, None, "", log_path)
                 raise
             except BaseException:
                 self.workspaces.forget(inp.run_id)
+                await asyncio.gather(started_row, return_exceptions=True)
                 raise
+        await started_row
         result = StepResult(exit_code=exit_code, duration_seconds=round(time.monotonic() - started, 3),
                             commit=commit, changed_files=changed, log_tail=tail, log_path=str(log_path),
                             timed_out=timed_out, attempt=info.attempt)
@@ -144,9 +149,11 @@ class StepActivities:
         return code, timed_out, tail.text()
 
     async def _heartbeat_loop(self) -> None:
+        # The first heartbeat waits one interval: each heartbeat is a write on the server, and a
+        # quick step needs none (the activity's start already tells the server it is alive).
         while True:
-            activity.heartbeat()
             await asyncio.sleep(self.settings.heartbeat_interval_seconds)
+            activity.heartbeat()
 
     async def _finish(self, attempt: repository.StepAttempt, status: str, exit_code: int | None,
                       started: float, commit: str | None, tail: str, log_path: Path) -> None:

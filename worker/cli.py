@@ -18,7 +18,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.git import GitError, NotAGitRepository
-from domain.plans import PlanError
+from domain.plans import PlanError, parse_plan
 from domain.runs import WORKFLOW_QUEUE, RunStatus, task_queue, workflow_id
 from service.runs import RunExistsError, SubmitOptions, submit
 from store import repository
@@ -51,6 +51,7 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         plan_text = plan_path.read_text(encoding="utf-8")
     except OSError as err:
         raise CliError(f"{plan_path}: cannot read the plan: {err.strerror or err}") from None
+    parse_plan(plan_text, source=str(plan_path))  # reject a bad plan before touching anything
     sessions = prepare_database(settings)
     client = await connect(settings)
     local = args.with_worker or (not args.detach and await _needs_local_workers(client, settings))

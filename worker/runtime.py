@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -90,9 +92,23 @@ def build_workers(client: Client, settings: Settings, sessions: sessionmaker[Ses
     return workers
 
 
+def use_pidfd_child_watcher() -> None:
+    """On Python 3.11 asyncio watches each subprocess with a thread of its own; a step spawns
+    two (its command and ``git status``). Linux pidfds do it without threads (3.12 does this itself)."""
+    if sys.version_info < (3, 12) and hasattr(os, "pidfd_open"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            watcher = asyncio.PidfdChildWatcher()
+            watcher.attach_loop(asyncio.get_running_loop())
+            asyncio.set_child_watcher(watcher)
+
+
 @contextlib.asynccontextmanager
 async def running_workers(workers: Sequence[Worker]) -> AsyncIterator[None]:
     """Run workers in this process for the duration of the block."""
+    use_pidfd_child_watcher()
     tasks = [asyncio.create_task(w.run()) for w in workers]
     try:
         yield

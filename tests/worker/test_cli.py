@@ -1,0 +1,129 @@
+"""The ``metabuilder`` command as a user runs it: a real process, real server, real git."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import git
+from worker.devserver import DevServer, free_port
+from worker.settings import Settings
+
+ROOT = Path(__file__).parent.parent.parent
+
+
+def metabuilder(*args: str, env: dict[str, str], cwd: Path = ROOT, timeout: float = 120
+                ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "worker.cli", *args], cwd=cwd, env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def env(settings: Settings, dev_server: DevServer) -> dict[str, str]:
+    return {"TEMPORAL_ADDRESS": dev_server.address, "META_BUILDER_HOME": str(settings.home),
+            "META_BUILDER_TASK_QUEUE_PREFIX": settings.task_queue_prefix}
+
+
+def write_plan(path: Path, steps: str) -> Path:
+    path.write_text(f"name: cli-plan\nsteps:\n{steps}")
+    return path
+
+
+def test_run_succeeds_and_status_reads_it_back(env: dict[str, str], user_repo: Path, tmp_path: Path) -> None:
+    plan = write_plan(tmp_path / "plan.yaml", "  - name: hello\n    command: echo hello > hello.txt\n")
+    res = metabuilder("run", str(plan), "--workspace", str(user_repo), "--run-id", "cli-ok-1", env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "run cli-ok-1 started" in res.stdout
+    assert "✓ hello" in res.stdout and "SUCCEEDED (1/1 steps succeeded)" in res.stdout
+    assert "no worker is polling; running workers in this process" in res.stdout
+
+    res = metabuilder("status", "cli-ok-1", env=env)
+    assert res.returncode == 0, res.stderr
+    assert "run cli-ok-1: succeeded" in res.stdout and "hello" in res.stdout
+
+
+def test_failing_run_exits_1_with_step_exit_code_and_log(env: dict[str, str], user_repo: Path, tmp_path: Path) -> None:
+    plan = write_plan(tmp_path / "plan.yaml",
+                      "  - name: ok\n    command: 'true'\n  - name: tests\n    command: echo 'FAILED test_x' && exit 2\n")
+    res = metabuilder("run", str(plan), "--workspace", str(user_repo), env=env)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "FAILED (1/2 steps succeeded)" in res.stdout
+    assert "failed step: tests" in res.stdout and "step 'tests' exited with 2" in res.stdout
+    assert "| FAILED test_x" in res.stdout
+
+
+def test_bad_plan_exits_2_naming_file_line_and_field(env: dict[str, str], user_repo: Path, tmp_path: Path) -> None:
+    plan = write_plan(tmp_path / "bad.yaml", "  - name: a\n    command: x\n    queue: gpu\n")
+    res = metabuilder("run", str(plan), "--workspace", str(user_repo), env=env)
+    assert res.returncode == 2
+    assert f"{plan}:5: steps[0] (a).queue: unknown queue 'gpu'" in res.stderr
+
+
+def test_workspace_that_is_not_a_repo_exits_2(env: dict[str, str], tmp_path: Path) -> None:
+    plan = write_plan(tmp_path / "plan.yaml", "  - name: a\n    command: 'true'\n")
+    (tmp_path / "plain").mkdir()
+    res = metabuilder("run", str(plan), "--workspace", str(tmp_path / "plain"), env=env)
+    assert res.returncode == 2 and "is not inside a git repository" in res.stderr
+
+
+def test_unknown_run_id_exits_2(env: dict[str, str]) -> None:
+    res = metabuilder("status", "no-such-run", env=env)
+    assert res.returncode == 2 and "unknown run id 'no-such-run'" in res.stderr
+    res = metabuilder("cancel", "no-such-run", env=env)
+    assert res.returncode == 2 and "unknown run id 'no-such-run'" in res.stderr
+
+
+@pytest.mark.parametrize(("var", "value", "message"), [
+    ("META_BUILDER_HEARTBEAT_TIMEOUT_SECONDS", "soon", "expected a number of seconds"),
+    ("META_BUILDER_ENV", "prod", "expected one of development, staging, production"),
+    ("META_BUILDER_DEV_SERVER_PORT", "99999", "expected a number from 1 to 65535"),
+])
+def test_bad_settings_fail_at_start_naming_the_variable(env: dict[str, str], var: str, value: str,
+                                                       message: str) -> None:
+    res = metabuilder("status", "x", env={**env, var: value})
+    assert res.returncode == 2
+    assert f"bad setting: {var}={value!r}: {message}" in res.stderr
+
+
+def test_detach_returns_at_once_and_a_worker_process_runs_it(
+        env: dict[str, str], user_repo: Path, tmp_path: Path) -> None:
+    plan = write_plan(tmp_path / "plan.yaml", "  - name: a\n    command: echo detached\n")
+    res = metabuilder("run", str(plan), "--workspace", str(user_repo), "--detach", "--run-id", "det-1", env=env)
+    assert res.returncode == 0 and "run det-1 started" in res.stdout
+    worker = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queues", "workflow,cpu"],
+                              cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            res = metabuilder("status", "det-1", env=env)
+            if "run det-1: succeeded" in res.stdout:
+                break
+            subprocess.run(["sleep", "0.2"])
+        assert "run det-1: succeeded" in res.stdout, res.stdout + res.stderr
+    finally:
+        worker.terminate()
+        assert worker.wait(15) == 0  # SIGTERM is a clean shutdown
+
+
+def test_demo_runs_on_its_own_embedded_server(tmp_path: Path) -> None:
+    """The README's main job, end to end: starts its own dev server, exits 0 when all went as designed."""
+    port, ui = free_port(), free_port()
+    env = {"META_BUILDER_HOME": str(tmp_path / "home"), "META_BUILDER_DEV_SERVER_PORT": str(port),
+           "META_BUILDER_DEV_SERVER_UI_PORT": str(ui)}
+    env_clean = {k: v for k, v in os.environ.items() if k not in ("TEMPORAL_ADDRESS", "DATABASE_URL")}
+    try:
+        res = subprocess.run([sys.executable, "-m", "worker.cli", "demo"], cwd=ROOT, env={**env_clean, **env},
+                             capture_output=True, text=True, timeout=180)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "The demo behaved as designed" in res.stdout
+        assert f"Web UI http://127.0.0.1:{ui}" in res.stdout
+        assert "failed step: test" in res.stdout and "AssertionError: 2.0 != 2.5" in res.stdout
+        workspace = next((tmp_path / "home" / "demo").iterdir())
+        assert git(workspace, "status", "--porcelain") == "M calc.py"  # only the demo's own edit
+    finally:
+        subprocess.run([sys.executable, "-m", "worker.cli", "server", "stop"], cwd=ROOT,
+                       env={**env_clean, **env}, capture_output=True, timeout=60)
