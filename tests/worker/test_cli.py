@@ -47,8 +47,8 @@ def test_run_succeeds_and_status_reads_it_back(env: dict[str, str], user_repo: P
 
 
 def test_failing_run_exits_1_with_step_exit_code_and_log(env: dict[str, str], user_repo: Path, tmp_path: Path) -> None:
-    plan = write_plan(tmp_path / "plan.yaml",
-                      "  - name: ok\n    command: 'true'\n  - name: tests\n    command: echo 'FAILED test_x' && exit 2\n")
+    steps = "  - name: ok\n    command: 'true'\n  - name: tests\n    command: echo 'FAILED test_x' && exit 2\n"
+    plan = write_plan(tmp_path / "plan.yaml", steps)
     res = metabuilder("run", str(plan), "--workspace", str(user_repo), env=env)
     assert res.returncode == 1, res.stdout + res.stderr
     assert "FAILED (1/2 steps succeeded)" in res.stdout
