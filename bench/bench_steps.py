@@ -26,13 +26,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from temporalio.api.enums.v1 import EventType  # noqa: E402
-from temporalio.client import Client, WorkflowHandle  # noqa: E402
+from temporalio.client import WorkflowHandle  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
 from activities.git import git  # noqa: E402
 from bench.bare_workflow import BareSteps, bare_step  # noqa: E402
 from service.runs import SubmitOptions, submit  # noqa: E402
-from worker.devserver import DevServer, ensure_search_attributes, free_port  # noqa: E402
+from worker.devserver import DevServer, free_port  # noqa: E402
 from worker.runtime import POOLS, build_workers, prepare_database, running_workers  # noqa: E402
 from worker.settings import Settings  # noqa: E402
 
@@ -61,9 +61,7 @@ async def main(args: argparse.Namespace) -> None:
         server = DevServer(root / "temporal", port=free_port(), ui=False)
         server.start(detach=False)
         try:
-            await server.wait_ready()
-            client = await Client.connect(server.address)
-            await ensure_search_attributes(client, "default")
+            client = await server.client()
             settings = replace(Settings.from_env({"META_BUILDER_HOME": str(root / "home")}),
                                temporal_address=server.address, task_queue_prefix=f"b-{uuid.uuid4().hex[:8]}")
             sessions = prepare_database(settings)

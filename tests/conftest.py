@@ -33,12 +33,7 @@ def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
 
 @pytest.fixture(scope="session")
 async def client(dev_server: DevServer) -> Client:
-    await dev_server.wait_ready()
-    from worker.devserver import ensure_search_attributes
-
-    c = await Client.connect(dev_server.address)
-    await ensure_search_attributes(c, "default")
-    return c
+    return await dev_server.client()
 
 
 @pytest.fixture(scope="session")

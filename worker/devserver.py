@@ -134,6 +134,13 @@ class DevServer:
             await asyncio.sleep(0.2)
         raise DevServerError(f"the Temporal dev server did not answer on {self.address} within {timeout:g}s")
 
+    async def client(self, namespace: str = "default") -> Client:
+        """A client of this server once it answers, with Meta-Builder's search attributes registered."""
+        await self.wait_ready()
+        client = await Client.connect(self.address, namespace=namespace)
+        await ensure_search_attributes(client, namespace)
+        return client
+
     def stop(self, timeout: float = 20.0) -> bool:
         """Stop the server started by this object or recorded in the pid file; True if one was stopped."""
         pid = self.process.pid if self.process is not None else _read_pid(self.pid_file)

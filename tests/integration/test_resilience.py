@@ -18,7 +18,7 @@ from service.runs import SubmitOptions, submit
 from store import repository
 from store.db import transaction
 from tests.workflows.test_build_run import wait_for_step
-from worker.devserver import DevServer, ensure_search_attributes, free_port
+from worker.devserver import DevServer, free_port
 from worker.settings import Settings
 from workflows.build_run import BuildRunWorkflow
 
@@ -87,9 +87,7 @@ async def test_run_completes_across_a_server_restart(
     server = DevServer(tmp_path / "temporal", port=free_port(), ui=False)
     server.start(detach=False)
     try:
-        await server.wait_ready()
-        client = await Client.connect(server.address)
-        await ensure_search_attributes(client, "default")
+        client = await server.client()
         marker = tmp_path / "marker"
         steps = (f"  - name: first\n    command: touch {marker}; sleep 4; echo one > one.txt\n"
                  f"  - name: second\n    command: sleep 1; test -f one.txt\n")
@@ -102,8 +100,7 @@ async def test_run_completes_across_a_server_restart(
         server.stop()
         await asyncio.sleep(2)
         server.start(detach=False)  # same port, same data file
-        await server.wait_ready()
-        client = await Client.connect(server.address)
+        client = await server.client()
         handle = client.get_workflow_handle_for(BuildRunWorkflow.run, run.handle.id)
         async with asyncio.timeout(90):
             view = await handle.result()
