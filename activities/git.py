@@ -77,11 +77,11 @@ async def snapshot(workspace: Path) -> tuple[Path, str]:
     user_index = Path((await git("rev-parse", "--path-format=absolute", "--git-path", "index", cwd=top)).strip())
     with tempfile.TemporaryDirectory(prefix="metabuilder-index-") as tmp:
         index = Path(tmp) / "index"
+        env = {"GIT_INDEX_FILE": str(index)}
         if user_index.exists():
             shutil.copyfile(user_index, index)  # keeps git's stat cache: no rehash of unchanged files
-        env = {"GIT_INDEX_FILE": str(index)}
-        if head:
-            await git("read-tree", "HEAD", cwd=top, env=env)
+        elif head:
+            await git("read-tree", "HEAD", cwd=top, env=env)  # keeps tracked files that .gitignore matches
         await git("add", "--all", cwd=top, env=env)
         tree = (await git("write-tree", cwd=top, env=env)).strip()
     if head and tree == (await git("rev-parse", "HEAD^{tree}", cwd=top)).strip():

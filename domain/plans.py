@@ -62,12 +62,6 @@ class Plan:
     write_scope: list[str] = field(default_factory=list)
     """Glob patterns of workspace paths that patches may touch (empty: whole workspace)."""
 
-    def step(self, name: str) -> Step:
-        for step in self.steps:
-            if step.name == name:
-                return step
-        raise KeyError(name)
-
 
 @dataclass(frozen=True)
 class PlanProblem:

@@ -52,8 +52,9 @@ def ensure_plan(session: Session, tenant_id: str, name: str, source: str, spec: 
 def record_run(session: Session, record: RunRecord) -> None:
     """Create or update a run's row from the workflow's view of it."""
     ensure_tenant(session, record.tenant)
-    source = record.plan_source or yaml.safe_dump(plan_to_dict(record.plan), sort_keys=False)
-    plan_id = ensure_plan(session, record.tenant, record.plan.name, source, plan_to_dict(record.plan))
+    spec = plan_to_dict(record.plan)
+    source = record.plan_source or yaml.safe_dump(spec, sort_keys=False)
+    plan_id = ensure_plan(session, record.tenant, record.plan.name, source, spec)
     now = utcnow()
     _upsert(session, BuildRun,
             {"id": record.run_id, "tenant_id": record.tenant, "plan_id": plan_id,
