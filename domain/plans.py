@@ -25,6 +25,9 @@ from pathlib import Path
 
 import yaml
 
+from domain.yaml_reader import Problem as PlanProblem
+from domain.yaml_reader import YamlReader, YamlSyntaxError, compose, kind_of
+
 
 class Queue(StrEnum):
     """Worker pool a step runs on; each maps to one Temporal task queue."""
@@ -61,20 +64,6 @@ class Plan:
     description: str = ""
     write_scope: list[str] = field(default_factory=list)
     """Glob patterns of workspace paths that patches may touch (empty: whole workspace)."""
-
-
-@dataclass(frozen=True)
-class PlanProblem:
-    """One thing wrong with a plan file."""
-
-    source: str
-    line: int | None
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.source}:{self.line}" if self.line is not None else self.source
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
 
 
 class PlanError(ValueError):
@@ -114,80 +103,13 @@ _STEP_KEYS = {
 }
 
 
-class _Reader:
-    """Walks a composed YAML node tree, collecting problems with their lines."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.problems: list[PlanProblem] = []
-
-    def problem(self, node: yaml.Node | None, fld: str, message: str) -> None:
-        line = node.start_mark.line + 1 if node is not None else None
-        self.problems.append(PlanProblem(self.source, line, fld, message))
-
-    def mapping(self, node: yaml.Node, fld: str, allowed: set[str]) -> dict[str, tuple[yaml.Node, yaml.Node]]:
-        if not isinstance(node, yaml.MappingNode):
-            self.problem(node, fld, f"expected a mapping, got {_kind(node)}")
-            return {}
-        out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
-            path = f"{fld}.{key}" if fld else str(key)
-            if not isinstance(key, str):
-                self.problem(key_node, fld, "keys must be strings")
-            elif key not in allowed:
-                self.problem(key_node, path, f"unknown key (allowed: {', '.join(sorted(allowed))})")
-            elif key in out:
-                self.problem(key_node, path, "duplicate key")
-            else:
-                out[key] = (key_node, value_node)
-        return out
-
-    def scalar(self, node: yaml.Node, fld: str) -> object:
-        if not isinstance(node, yaml.ScalarNode):
-            self.problem(node, fld, f"expected a single value, got {_kind(node)}")
-            return None
-        return yaml.safe_load(yaml.serialize(node))
-
-    def string(self, node: yaml.Node, fld: str, *, required_nonempty: bool = True) -> str | None:
-        value = self.scalar(node, fld)
-        if value is None and isinstance(node, yaml.ScalarNode):
-            self.problem(node, fld, "must not be empty")
-            return None
-        if value is not None and not isinstance(value, str):
-            self.problem(node, fld, f"expected text, got {value!r}")
-            return None
-        if isinstance(value, str) and required_nonempty and not value.strip():
-            self.problem(node, fld, "must not be empty")
-            return None
-        return value if isinstance(value, str) else None
-
-    def boolean(self, node: yaml.Node, fld: str) -> bool:
-        value = self.scalar(node, fld)
-        if not isinstance(value, bool):
-            self.problem(node, fld, f"expected true or false, got {value!r}")
-            return False
-        return value
-
-
-def _kind(node: yaml.Node) -> str:
-    if isinstance(node, yaml.MappingNode):
-        return "a mapping"
-    if isinstance(node, yaml.SequenceNode):
-        return "a list"
-    return f"{node.value!r}"
-
-
 def parse_plan(text: str, source: str = "<plan>") -> Plan:
     """Parse and validate plan YAML; raises :class:`PlanError` naming every problem."""
-    reader = _Reader(source)
+    reader = YamlReader(source)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        detail = getattr(err, "problem", None) or str(err)
-        raise PlanError([PlanProblem(source, line, "", f"not valid YAML: {detail}")]) from err
+        root = compose(text, source)
+    except YamlSyntaxError as err:
+        raise PlanError([err.problem]) from err
     if root is None:
         raise PlanError([PlanProblem(source, None, "", "the plan is empty")])
 
@@ -209,7 +131,7 @@ def parse_plan(text: str, source: str = "<plan>") -> Plan:
     else:
         steps_node = top["steps"][1]
         if not isinstance(steps_node, yaml.SequenceNode):
-            reader.problem(steps_node, "steps", f"expected a list of steps, got {_kind(steps_node)}")
+            reader.problem(steps_node, "steps", f"expected a list of steps, got {kind_of(steps_node)}")
         elif not steps_node.value:
             reader.problem(steps_node, "steps", "a plan needs at least one step")
         else:
@@ -233,9 +155,9 @@ def parse_plan(text: str, source: str = "<plan>") -> Plan:
     return Plan(name=name, steps=steps, description=description, write_scope=write_scope)
 
 
-def _string_list(reader: _Reader, node: yaml.Node, fld: str) -> list[str]:
+def _string_list(reader: YamlReader, node: yaml.Node, fld: str) -> list[str]:
     if not isinstance(node, yaml.SequenceNode):
-        reader.problem(node, fld, f"expected a list, got {_kind(node)}")
+        reader.problem(node, fld, f"expected a list, got {kind_of(node)}")
         return []
     out = []
     for i, item in enumerate(node.value):
@@ -245,7 +167,7 @@ def _string_list(reader: _Reader, node: yaml.Node, fld: str) -> list[str]:
     return out
 
 
-def _parse_step(reader: _Reader, node: yaml.Node, index: int) -> Step | None:
+def _parse_step(reader: YamlReader, node: yaml.Node, index: int) -> Step | None:
     where = f"steps[{index}]"
     before = len(reader.problems)
     keys = reader.mapping(node, where, _STEP_KEYS)
@@ -291,7 +213,7 @@ def _parse_step(reader: _Reader, node: yaml.Node, index: int) -> Step | None:
     env: dict[str, str] = {}
     if (n := get("env")) is not None:
         if not isinstance(n, yaml.MappingNode):
-            reader.problem(n, f"{label}.env", f"expected a mapping of NAME: value, got {_kind(n)}")
+            reader.problem(n, f"{label}.env", f"expected a mapping of NAME: value, got {kind_of(n)}")
         else:
             for key_node, value_node in n.value:
                 key = key_node.value

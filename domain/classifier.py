@@ -1,0 +1,234 @@
+"""Classifying a failed step's log into the failure taxonomy, with evidence.
+
+How a decision is made:
+
+1. The log is scanned once for every knowledge-base entry (:mod:`domain.scanner`).
+2. The failure point is the last *anchor* line (``BUILD FAILURE``, ``##[error]Process completed
+   with exit code 1``, ``make: *** ... Error 2``...), or the end of the log if there is none.
+3. Each matching entry scores ``weight x proximity``: its weight says how specific the message
+   is; proximity falls with the distance in lines between the entry's hit and the failure point.
+   So a specific message near the failure beats a generic one, and a retry warning far up the
+   log loses to the assertion right before the end.
+4. A class's score combines its three best entries (noisy-or), so agreeing evidence adds up
+   while a hundred repeats of one line count once. The exit code (137, 139, 124...) and the
+   step's name add small scores of their own.
+5. Confidence is the winner's score, discounted when the runner-up is close. Below
+   :data:`MIN_CONFIDENCE` the answer is UNKNOWN, with the best guess kept.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import BinaryIO
+
+from domain.knowledge import EntryKind, KnowledgeBase, bundled_knowledge_base
+from domain.scanner import Engine, Scanner
+from domain.signals import Evidence, FailureSignal, display_line, fingerprint, retry_after
+from domain.taxonomy import FailureType
+
+MIN_CONFIDENCE = 0.3
+"""Below this the answer is UNKNOWN (with ``best_guess`` set)."""
+HALF_LIFE_LINES = 150.0
+"""Distance from the failure point at which a hit's proximity has fallen halfway to its floor."""
+PROXIMITY_FLOOR = 0.25
+"""A hit far from the failure still counts this much: a lone specific message is not ignored."""
+EVIDENCE_ENTRIES = 3
+"""Entries of the winning class shown as evidence (one line each, plus the anchor)."""
+
+# Exit codes that say something on their own: (class, weight, meaning).
+EXIT_CODES: dict[int, tuple[FailureType, float, str]] = {
+    124: (FailureType.TRANSIENT, 0.35, "timed out (exit 124)"),
+    126: (FailureType.INFRA, 0.4, "command found but not executable (exit 126)"),
+    127: (FailureType.INFRA, 0.5, "command not found (exit 127)"),
+    134: (FailureType.RUNTIME, 0.45, "aborted, SIGABRT (exit 134)"),
+    135: (FailureType.RUNTIME, 0.45, "bus error, SIGBUS (exit 135)"),
+    136: (FailureType.RUNTIME, 0.45, "floating point exception, SIGFPE (exit 136)"),
+    137: (FailureType.INFRA, 0.55, "killed, SIGKILL (exit 137): out of memory or a hard limit"),
+    139: (FailureType.RUNTIME, 0.55, "segmentation fault, SIGSEGV (exit 139)"),
+}
+
+# A step's name hints at what it checks; too weak to decide alone (below MIN_CONFIDENCE).
+STEP_NAME_HINTS: list[tuple[tuple[str, ...], FailureType]] = [
+    (("lint", "format", "fmt", "style", "ruff", "eslint", "flake8"), FailureType.LINT),
+    (("typecheck", "type-check", "mypy", "pyright", "tsc", "compile", "build"), FailureType.TYPECHECK),
+    (("test", "pytest", "unittest", "jest", "spec"), FailureType.TEST_ASSERT),
+    (("migrat", "alembic", "flyway", "liquibase", "schema"), FailureType.SCHEMA_MIGRATION),
+    (("audit", "security", "bandit", "semgrep", "secret", "trivy", "gitleaks"), FailureType.SECURITY),
+    (("license", "licence", "policy", "compliance"), FailureType.POLICY),
+]
+STEP_NAME_WEIGHT = 0.2
+
+LogInput = bytes | str | BinaryIO | Iterable[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class _Scored:
+    failure_type: FailureType
+    score: float
+    evidence: Evidence
+
+
+@cache
+def _scanner(kb: KnowledgeBase, engine_name: str) -> Scanner:
+    from domain.scanner import make_engine
+
+    return Scanner(kb, make_engine(kb, engine_name))
+
+
+def _as_stream(log: LogInput) -> BinaryIO | Iterable[bytes]:
+    if isinstance(log, str):
+        return io.BytesIO(log.encode("utf-8", errors="surrogateescape"))
+    if isinstance(log, (bytes, bytearray, memoryview)):
+        return io.BytesIO(bytes(log))
+    return log
+
+
+def proximity(distance: int) -> float:
+    """How much a hit ``distance`` lines from the failure point counts, from 1 down to the floor."""
+    return PROXIMITY_FLOOR + (1 - PROXIMITY_FLOOR) * math.pow(0.5, abs(distance) / HALF_LIFE_LINES)
+
+
+def classify(
+    log: LogInput,
+    *,
+    exit_code: int | None = None,
+    step_name: str | None = None,
+    kb: KnowledgeBase | None = None,
+    now: float | None = None,
+    engine: str | Engine = "auto",
+) -> FailureSignal:
+    """Classify a failed step's log (text, bytes, a binary file or an iterable of byte blocks).
+
+    Reads the log once, in bounded memory. ``now`` (epoch seconds) resolves dates in Retry-After
+    headers; ``engine`` is ``auto``, ``hyperscan``, ``re`` or an engine object.
+    """
+    kb = kb or bundled_knowledge_base()
+    scanner = Scanner(kb, engine) if not isinstance(engine, str) else _scanner(kb, engine)
+    try:
+        result = scanner.scan(_as_stream(log))
+    except OSError as err:
+        return _unknown(f"the log could not be read: {err}", [], exit_code, step_name)
+    if not result.nonblank:
+        return _unknown("the log is empty", [], exit_code, step_name)
+
+    anchor_line = 0
+    anchor: Evidence | None = None
+    scored: list[_Scored] = []
+    failure_point = max(
+        (h.line for i, e in enumerate(kb.entries) if e.kind is EntryKind.ANCHOR and (h := result.last_hit(i))),
+        default=result.lines,
+    )
+    waits: list[tuple[int, float]] = []
+    for index, entry in enumerate(kb.entries):
+        kept = result.hits.get(index)
+        if not kept:
+            continue
+        if entry.kind is EntryKind.ANCHOR:
+            last = kept[-1]
+            if last.line >= anchor_line:
+                anchor_line = last.line
+                anchor = Evidence(last.line, display_line(last.text), entry.id)
+            continue
+        if entry.kind is EntryKind.RETRY_AFTER:
+            for hit in kept:
+                seconds = retry_after(hit.text.decode("utf-8", errors="replace"),
+                                      time.time() if now is None else now)
+                if seconds is not None:
+                    waits.append((hit.line, seconds))
+        best = max(kept, key=lambda h: (proximity(failure_point - h.line), h.line))
+        assert entry.failure_type is not None
+        scored.append(_Scored(entry.failure_type, entry.weight * proximity(failure_point - best.line),
+                              Evidence(best.line, display_line(best.text), entry.id)))
+    scored += _extra_evidence(exit_code, step_name)
+    if not scored:
+        return FailureSignal.of(FailureType.UNKNOWN, 0.0, reason="no known failure message in the log",
+                                evidence=[anchor] if anchor else [])
+    return _decide(scored, anchor, waits)
+
+
+def _extra_evidence(exit_code: int | None, step_name: str | None) -> list[_Scored]:
+    extra = []
+    if exit_code is not None and exit_code in EXIT_CODES:
+        failure_type, weight, meaning = EXIT_CODES[exit_code]
+        extra.append(_Scored(failure_type, weight, Evidence(None, meaning, f"exit.{exit_code}")))
+    if step_name:
+        lowered = step_name.lower()
+        for words, failure_type in STEP_NAME_HINTS:
+            if any(w in lowered for w in words):
+                extra.append(_Scored(failure_type, STEP_NAME_WEIGHT,
+                                     Evidence(None, f"step name {step_name!r}", f"step.{failure_type.value.lower()}")))
+                break
+    return extra
+
+
+def _decide(scored: list[_Scored], anchor: Evidence | None, waits: list[tuple[int, float]]) -> FailureSignal:
+    by_class: dict[FailureType, list[_Scored]] = {}
+    for s in sorted(scored, key=lambda s: (-s.score, s.evidence.pattern)):
+        by_class.setdefault(s.failure_type, []).append(s)
+    class_scores = {
+        t: 1 - math.prod(1 - s.score for s in items[:3]) for t, items in by_class.items()
+    }
+    ranking = sorted(class_scores, key=lambda t: (-class_scores[t], t.value))
+    winner = ranking[0]
+    top = class_scores[winner]
+    runner_up = class_scores[ranking[1]] if len(ranking) > 1 else 0.0
+    confidence = top * (1 - 0.5 * runner_up / top) if top else 0.0
+
+    evidence = [s.evidence for s in by_class[winner][:EVIDENCE_ENTRIES]]
+    print_evidence = sorted(evidence + ([anchor] if anchor and anchor not in evidence else []),
+                            key=lambda e: (e.line is None, e.line or 0))
+    patterns = [s.evidence.pattern for s in sorted(scored, key=lambda s: (-s.score, s.evidence.pattern))]
+    wait = max(waits)[1] if waits else None
+    common = dict(
+        evidence=print_evidence, patterns=list(dict.fromkeys(patterns)), retry_after=wait,
+        scores={t.value: round(v, 3) for t, v in sorted(class_scores.items(), key=lambda kv: -kv[1])},
+    )
+    if confidence < MIN_CONFIDENCE:
+        return FailureSignal.of(
+            FailureType.UNKNOWN, confidence, best_guess=winner, fingerprint=fingerprint(FailureType.UNKNOWN, evidence),
+            reason=f"best guess {winner.value} is below the confidence threshold {MIN_CONFIDENCE}", **common)
+    return FailureSignal.of(winner, confidence, fingerprint=fingerprint(winner, evidence),
+                            reason=f"{len(by_class[winner])} matching pattern(s) for {winner.value}", **common)
+
+
+def _unknown(reason: str, evidence: list[Evidence], exit_code: int | None, step_name: str | None) -> FailureSignal:
+    extra = _extra_evidence(exit_code, step_name)
+    guess = max(extra, key=lambda s: s.score).failure_type if extra else None
+    return FailureSignal.of(FailureType.UNKNOWN, 0.0, evidence=evidence + [s.evidence for s in extra],
+                            best_guess=guess, reason=reason, fingerprint=fingerprint(FailureType.UNKNOWN, evidence))
+
+
+def classify_failure(
+    step_name: str,
+    logs: LogInput,
+    artifacts: Sequence[str | bytes | Path] | None = None,
+    *,
+    exit_code: int | None = None,
+    kb: KnowledgeBase | None = None,
+) -> FailureSignal:
+    """The seeds' entry point: classify ``logs`` of ``step_name``.
+
+    ``artifacts`` are further outputs of the step (report text, or paths of report files such as
+    a JUnit XML); they are read after the log, as if it continued.
+    """
+    if not artifacts:
+        return classify(logs, exit_code=exit_code, step_name=step_name, kb=kb)
+
+    def blocks() -> Iterable[bytes]:
+        stream = _as_stream(logs)
+        yield from (iter(lambda: stream.read(1 << 20), b"") if hasattr(stream, "read") else stream)  # type: ignore[union-attr,arg-type]
+        for artifact in artifacts:
+            yield b"\n"
+            if isinstance(artifact, Path):
+                with artifact.open("rb") as fh:
+                    yield from iter(lambda: fh.read(1 << 20), b"")  # noqa: B023
+            else:
+                yield artifact.encode("utf-8", errors="surrogateescape") if isinstance(artifact, str) else artifact
+
+    return classify(blocks(), exit_code=exit_code, step_name=step_name, kb=kb)

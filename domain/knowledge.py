@@ -1,0 +1,220 @@
+"""The failure knowledge base: patterns as data, one entry per known failure message.
+
+The bundled base is ``domain/failure_patterns.yaml``; a tenant adds entries of its own later (the
+API stores them) and :meth:`KnowledgeBase.extended` builds the combined base. An entry::
+
+    - id: python.no-space
+      class: INFRA
+      pattern: 'No space left on device'
+      weight: 0.95
+      description: The disk (or a quota) is full.
+
+``weight`` is the entry's specificity, from 0 to 1: a message that names its cause ("No space
+left on device", "AssertionError") weighs more than a generic frame ("FAILED", "BUILD FAILURE").
+``kind`` is ``cause`` (the default: the line says what went wrong), ``anchor`` (the line marks
+where the build gave up, like ``##[error]Process completed with exit code 1``: no class, it
+only tells the classifier where the failure is) or ``retry_after`` (the line says how long to
+wait; it also counts as evidence for its class).
+
+Patterns use the dialect that Python ``re``, Hyperscan and GNU ``grep -E`` share, so that the
+same file drives every engine and the benchmark against grep is like for like: literals,
+``[...]`` classes, groups, alternation, ``? * + {m,n}``, ``.``, ``\\s \\S \\w \\W \\b``; no ``\\d``
+(write ``[0-9]``), no look-around, no back-references, no inline flags. A pattern matches within
+one line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+from domain.taxonomy import FailureType
+from domain.yaml_reader import Problem, YamlReader, YamlSyntaxError, compose, kind_of
+
+BUNDLED_PATH = Path(__file__).with_name("failure_patterns.yaml")
+
+
+class EntryKind(StrEnum):
+    CAUSE = "cause"
+    ANCHOR = "anchor"
+    RETRY_AFTER = "retry_after"
+
+
+@dataclass(frozen=True, slots=True)
+class PatternEntry:
+    """One known failure message."""
+
+    id: str
+    pattern: str
+    failure_type: FailureType | None
+    """None for anchors, which locate a failure without naming its kind."""
+    weight: float
+    description: str
+    kind: EntryKind = EntryKind.CAUSE
+
+
+class KnowledgeBaseError(ValueError):
+    """A knowledge-base file or entry that cannot be used; ``problems`` lists every reason."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("invalid failure patterns:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,79}$")
+_ENTRY_KEYS = {"id", "class", "pattern", "weight", "description", "kind"}
+# Constructs outside the dialect shared by re, Hyperscan and grep -E.
+_UNPORTABLE = [
+    (re.compile(r"\\[dD]"), r"\d is not understood by grep -E: write [0-9]"),
+    (re.compile(r"\(\?"), "inline flags, look-around and non-capturing groups are not portable"),
+    (re.compile(r"\\[1-9]"), "back-references are not supported"),
+    (re.compile(r"\\[nr]|\n"), "patterns match within one line: no newlines"),
+    (re.compile(r"\\[AZzG]"), r"\A, \Z and \G are not portable: use ^ and $"),
+    (re.compile(r"\*\?|\+\?|\?\?|\}\?"), "lazy quantifiers are not portable"),
+]
+
+
+def check_pattern(pattern: str) -> str | None:
+    """Why ``pattern`` cannot be used (None if it can)."""
+    if not pattern or not pattern.strip():
+        return "must not be empty"
+    if len(pattern) > 1000:
+        return "longer than 1000 characters"
+    for rule, reason in _UNPORTABLE:
+        if rule.search(pattern):
+            return reason
+    try:
+        compiled = re.compile(pattern)
+    except re.error as err:
+        return f"not a valid regular expression: {err}"
+    if compiled.search(""):
+        return "matches the empty line (it would match every line)"
+    return None
+
+
+def parse_entries(text: str, source: str = "<patterns>") -> list[PatternEntry]:
+    """Entries from knowledge-base YAML (a list of mappings); raises :class:`KnowledgeBaseError`."""
+    try:
+        root = compose(text, source)
+    except YamlSyntaxError as err:
+        raise KnowledgeBaseError([err.problem]) from err
+    if root is None:
+        return []
+    reader = YamlReader(source)
+    if not isinstance(root, yaml.SequenceNode):
+        reader.problem(root, "", f"expected a list of pattern entries, got {kind_of(root)}")
+        raise KnowledgeBaseError(reader.problems)
+    entries = [e for i, node in enumerate(root.value) if (e := _parse_entry(reader, node, i)) is not None]
+    _check_unique(reader, entries, root.value)
+    if reader.problems:
+        raise KnowledgeBaseError(reader.problems)
+    return entries
+
+
+def _parse_entry(reader: YamlReader, node: yaml.Node, index: int) -> PatternEntry | None:
+    where = f"[{index}]"
+    before = len(reader.problems)
+    keys = reader.mapping(node, where, _ENTRY_KEYS)
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    for required in ("id", "pattern", "weight"):
+        if required not in keys:
+            reader.problem(node, f"{where}.{required}", "missing")
+    entry_id = reader.string(keys["id"][1], f"{where}.id") if "id" in keys else None
+    if entry_id is not None and not _ID.match(entry_id):
+        reader.problem(keys["id"][1], f"{where}.id",
+                       f"{entry_id!r} is not a valid id (lower-case letters, digits, '.', '_', '-')")
+    label = f"{where} ({entry_id})" if entry_id else where
+
+    kind = EntryKind.CAUSE
+    if "kind" in keys:
+        raw = reader.scalar(keys["kind"][1], f"{label}.kind")
+        try:
+            kind = EntryKind(str(raw))
+        except ValueError:
+            reader.problem(keys["kind"][1], f"{label}.kind",
+                           f"unknown kind {raw!r} (expected one of: {', '.join(k.value for k in EntryKind)})")
+    failure_type: FailureType | None = None
+    if "class" in keys:
+        raw = reader.scalar(keys["class"][1], f"{label}.class")
+        try:
+            failure_type = FailureType(str(raw))
+        except ValueError:
+            failure_type = None
+            reader.problem(keys["class"][1], f"{label}.class",
+                           f"unknown class {raw!r} (expected one of: {', '.join(t.value for t in FailureType)})")
+        if failure_type is FailureType.UNKNOWN:
+            reader.problem(keys["class"][1], f"{label}.class", "UNKNOWN is the absence of a match, not a class")
+        elif kind is EntryKind.ANCHOR and failure_type is not None:
+            reader.problem(keys["class"][1], f"{label}.class", "anchors locate a failure and have no class")
+    elif kind is not EntryKind.ANCHOR:
+        reader.problem(node, f"{label}.class", "missing (only anchors have no class)")
+
+    pattern = reader.string(keys["pattern"][1], f"{label}.pattern") if "pattern" in keys else None
+    if pattern is not None and (why := check_pattern(pattern)):
+        reader.problem(keys["pattern"][1], f"{label}.pattern", why)
+    weight = reader.number(keys["weight"][1], f"{label}.weight", 0.01, 1.0) if "weight" in keys else None
+    description = ""
+    if "description" in keys:
+        description = reader.string(keys["description"][1], f"{label}.description", required_nonempty=False) or ""
+    if len(reader.problems) != before or entry_id is None or pattern is None or weight is None:
+        return None
+    return PatternEntry(id=entry_id, pattern=pattern, failure_type=failure_type, weight=weight,
+                        description=description, kind=kind)
+
+
+def _check_unique(reader: YamlReader, entries: list[PatternEntry], nodes: list[yaml.Node]) -> None:
+    first_line: dict[str, int] = {}
+    for entry, node in zip(entries, [n for n in nodes if isinstance(n, yaml.MappingNode)], strict=False):
+        line = node.start_mark.line + 1
+        if entry.id in first_line:
+            reader.problem(node, "id", f"duplicate id {entry.id!r} (first used at line {first_line[entry.id]})")
+        else:
+            first_line[entry.id] = line
+
+
+@dataclass(frozen=True)
+class KnowledgeBase:
+    """An ordered, validated set of pattern entries (order has no effect on decisions)."""
+
+    entries: tuple[PatternEntry, ...]
+
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+        for entry in self.entries:
+            if entry.id in seen:
+                raise KnowledgeBaseError([Problem("<knowledge base>", None, "id", f"duplicate id {entry.id!r}")])
+            seen.add(entry.id)
+
+    def extended(self, extra: Iterable[PatternEntry]) -> KnowledgeBase:
+        """This base plus ``extra`` (a tenant's entries); an extra id may not reuse a bundled one."""
+        return KnowledgeBase(self.entries + tuple(extra))
+
+    def by_id(self, entry_id: str) -> PatternEntry:
+        return next(e for e in self.entries if e.id == entry_id)
+
+    @property
+    def patterns(self) -> Sequence[str]:
+        return [e.pattern for e in self.entries]
+
+
+def load_knowledge_base(path: str | Path) -> KnowledgeBase:
+    """A knowledge base from a YAML file; errors name the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise KnowledgeBaseError([Problem(str(path), None, "", f"cannot read the file: {err}")]) from err
+    return KnowledgeBase(tuple(parse_entries(text, str(path))))
+
+
+@cache
+def bundled_knowledge_base() -> KnowledgeBase:
+    """The knowledge base shipped with Meta-Builder."""
+    return load_knowledge_base(BUNDLED_PATH)

@@ -1,0 +1,116 @@
+"""Reading YAML files that people write by hand, reporting problems with their line numbers.
+
+Plans and the failure knowledge base are both validated this way: every problem at once, each
+as ``file:line: field: message``, so that a bad file is fixed in one pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import yaml
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a file."""
+
+    source: str
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.source}:{self.line}" if self.line is not None else self.source
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+def compose(text: str, source: str) -> yaml.Node | None:
+    """The YAML node tree of ``text``; a syntax error becomes a ``ValueError`` carrying one Problem."""
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        detail = getattr(err, "problem", None) or str(err)
+        raise YamlSyntaxError(Problem(source, line, "", f"not valid YAML: {detail}")) from err
+
+
+class YamlSyntaxError(ValueError):
+    """The text is not YAML at all."""
+
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+        super().__init__(str(problem))
+
+
+def kind_of(node: yaml.Node) -> str:
+    """How to name a node in a message: 'a mapping', 'a list' or the scalar's text."""
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    return f"{node.value!r}"
+
+
+class YamlReader:
+    """Walks a composed YAML node tree, collecting problems with their lines."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[Problem] = []
+
+    def problem(self, node: yaml.Node | None, fld: str, message: str) -> None:
+        line = node.start_mark.line + 1 if node is not None else None
+        self.problems.append(Problem(self.source, line, fld, message))
+
+    def mapping(self, node: yaml.Node, fld: str, allowed: set[str]) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+        if not isinstance(node, yaml.MappingNode):
+            self.problem(node, fld, f"expected a mapping, got {kind_of(node)}")
+            return {}
+        out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            path = f"{fld}.{key}" if fld else str(key)
+            if not isinstance(key, str):
+                self.problem(key_node, fld, "keys must be strings")
+            elif key not in allowed:
+                self.problem(key_node, path, f"unknown key (allowed: {', '.join(sorted(allowed))})")
+            elif key in out:
+                self.problem(key_node, path, "duplicate key")
+            else:
+                out[key] = (key_node, value_node)
+        return out
+
+    def scalar(self, node: yaml.Node, fld: str) -> object:
+        if not isinstance(node, yaml.ScalarNode):
+            self.problem(node, fld, f"expected a single value, got {kind_of(node)}")
+            return None
+        return yaml.safe_load(yaml.serialize(node))
+
+    def string(self, node: yaml.Node, fld: str, *, required_nonempty: bool = True) -> str | None:
+        value = self.scalar(node, fld)
+        if value is None and isinstance(node, yaml.ScalarNode):
+            self.problem(node, fld, "must not be empty")
+            return None
+        if value is not None and not isinstance(value, str):
+            self.problem(node, fld, f"expected text, got {value!r}")
+            return None
+        if isinstance(value, str) and required_nonempty and not value.strip():
+            self.problem(node, fld, "must not be empty")
+            return None
+        return value if isinstance(value, str) else None
+
+    def boolean(self, node: yaml.Node, fld: str) -> bool:
+        value = self.scalar(node, fld)
+        if not isinstance(value, bool):
+            self.problem(node, fld, f"expected true or false, got {value!r}")
+            return False
+        return value
+
+    def number(self, node: yaml.Node, fld: str, low: float, high: float) -> float | None:
+        value = self.scalar(node, fld)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            self.problem(node, fld, f"expected a number from {low:g} to {high:g}, got {value!r}")
+            return None
+        return float(value)
