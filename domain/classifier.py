@@ -115,6 +115,9 @@ def classify(
     except OSError as err:
         return _unknown(f"the log could not be read: {err}", [], exit_code, step_name)
     if not result.nonblank:
+        # A process killed by a signal often prints nothing: the exit code is then all we have.
+        if exit_code in EXIT_CODES:
+            return _decide(_extra_evidence(exit_code, step_name), None, [])
         return _unknown("the log is empty", [], exit_code, step_name)
 
     anchor_line = 0

@@ -1,6 +1,7 @@
 """Measuring the classifier on a labelled corpus: per-class precision/recall/F1, macro-F1, accuracy.
 
-A corpus directory holds ``labels.csv`` (columns ``id,class,alt_class`` and any others) and one
+A corpus directory holds ``labels.csv`` (columns ``id,class,alt_class``, an optional ``exit_code``
+and any others) and one
 folder per id with the log in ``fail.log``. ``alt_class``, where given, is a second acceptable
 answer: predicting it counts as predicting the main class.
 """
@@ -22,6 +23,7 @@ class LabelledLog:
     path: Path
     label: FailureType
     alt: FailureType | None
+    exit_code: int | None = None
 
 
 def read_corpus(directory: str | Path) -> list[LabelledLog]:
@@ -45,7 +47,10 @@ def read_corpus(directory: str | Path) -> list[LabelledLog]:
             log = directory / row["id"] / "fail.log"
             if not log.is_file():
                 raise ValueError(f"{labels}:{row_number}: {log} not found")
-            out.append(LabelledLog(row["id"], log, label, alt))
+            code = (row.get("exit_code") or "").strip()
+            if code and not code.lstrip("-").isdigit():
+                raise ValueError(f"{labels}:{row_number}: exit_code {code!r} is not a number")
+            out.append(LabelledLog(row["id"], log, label, alt, int(code) if code else None))
     return out
 
 

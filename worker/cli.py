@@ -24,6 +24,7 @@ from domain.runs import WORKFLOW_QUEUE, RunStatus, task_queue, workflow_id
 from service.runs import RunExistsError, SubmitOptions, submit
 from store import repository
 from store.db import transaction
+from worker import classify_cmd
 from worker.devserver import DevServer, DevServerError, port_open
 from worker.follow import follow, has_pollers, print_summary, web_ui_link
 from worker.logging import configure_logging
@@ -223,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["start", "stop", "status"])
     p.set_defaults(fn=cmd_server)
 
+    classify_cmd.add_parser(sub)
+
     p = sub.add_parser("db", help="database schema")
     p.add_argument("action", choices=["upgrade"], help="upgrade: apply Alembic migrations up to head")
     p.set_defaults(fn=cmd_db)
@@ -241,8 +244,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     configure_logging(settings, quiet_sdk=args.command not in ("worker", "up"))
     try:
+        if not asyncio.iscoroutinefunction(args.fn):
+            return int(args.fn(args, settings))
         return asyncio.run(args.fn(args, settings))
-    except (PlanError, NotAGitRepository, RunExistsError, CliError, ValueError) as err:
+    except BrokenPipeError:  # the reader went away (| head): nothing more to say
+        return EXIT_OK
+    except (PlanError, NotAGitRepository, RunExistsError, CliError, ValueError, OSError) as err:
         print(f"metabuilder: {err}", file=sys.stderr)
         return getattr(err, "code", EXIT_BAD_INPUT)
     except (DevServerError, GitError, RPCError) as err:
