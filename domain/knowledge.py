@@ -80,6 +80,37 @@ _UNPORTABLE = [
 ]
 
 
+# What CI runners put before a tool's own output on a line: an ISO or clock timestamp (GitHub
+# Actions, Jenkins timestamper, GitLab's stream tag such as "00O+") and a workflow-command marker.
+LINE_PREFIX = (
+    r"((\[?[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}([.,][0-9]+)?(Z|[+-][0-9]{2}:?[0-9]{2})?\]?"
+    r"|\[?[0-9]{2}:[0-9]{2}:[0-9]{2}([.,][0-9]+)?\]?)( [0-9a-f]{2}[OE]\+?)? ?)?(##\[[a-z]+\])?"
+)
+
+
+def expand_anchors(pattern: str) -> str:
+    """``pattern`` with each line-start ``^`` also allowing a CI line prefix after it.
+
+    Authors write ``^FAILED ``; a runner stores ``2026-11-21T10:00:00.1Z FAILED ...``. Expanding the
+    anchor once at compile time keeps scanning free of any per-line rewriting.
+    """
+    out, in_class, escaped = [], False, False
+    for i, ch in enumerate(pattern):
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif in_class:
+            in_class = ch != "]" or pattern[i - 1] == "[" or pattern[i - 2:i] == "[^"
+        elif ch == "[":
+            in_class = True
+        elif ch == "^":
+            out.append("^" + LINE_PREFIX)
+            continue
+        out.append(ch)
+    return "".join(out)
+
+
 def check_pattern(pattern: str) -> str | None:
     """Why ``pattern`` cannot be used (None if it can)."""
     if not pattern or not pattern.strip():
@@ -201,7 +232,8 @@ class KnowledgeBase:
 
     @property
     def patterns(self) -> Sequence[str]:
-        return [e.pattern for e in self.entries]
+        """The patterns as the engines compile them (line-start anchors expanded)."""
+        return [expand_anchors(e.pattern) for e in self.entries]
 
 
 def load_knowledge_base(path: str | Path) -> KnowledgeBase:

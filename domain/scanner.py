@@ -160,9 +160,10 @@ def line_chunks(source: BinaryIO | Iterable[bytes], chunk_bytes: int = CHUNK_BYT
 class Scanner:
     """Runs one engine over a log and confirms each candidate line."""
 
-    def __init__(self, kb: KnowledgeBase, engine: Engine | None = None) -> None:
+    def __init__(self, kb: KnowledgeBase, engine: Engine | None = None, chunk_bytes: int = CHUNK_BYTES) -> None:
         self.kb = kb
         self.engine = engine or make_engine(kb)
+        self.chunk_bytes = chunk_bytes
         self._confirm = [re.compile(p.encode()) for p in kb.patterns]
         # Anchors never own a line; among the others the heavier entry wins (ties: by id).
         self._rank = [(-1.0, e.id) if e.kind is EntryKind.ANCHOR else (e.weight, e.id) for e in kb.entries]
@@ -171,7 +172,7 @@ class Scanner:
     def scan(self, source: BinaryIO | Iterable[bytes]) -> ScanResult:
         result = ScanResult()
         line_base = 0  # lines before the current chunk
-        for raw in line_chunks(source):
+        for raw in line_chunks(source, self.chunk_bytes):
             result.bytes_read += len(raw)
             chunk = clean(raw)
             if not result.nonblank and chunk.strip():

@@ -66,8 +66,9 @@ class FailureSignal:
 # --- retry-after --------------------------------------------------------------------------------
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|h(?:ours?|rs?)?|m(?:in(?:ute)?s?)?|s(?:ec(?:ond)?s?)?)\b", re.I)
-_HEADER = re.compile(r"\b(retry-after|x-ratelimit-reset(?:-[a-z]+)?|ratelimit-reset)\s*[:=]\s*\"?([^\"\r\n,;]+)", re.I)
+_DURATION_PART = re.compile(
+    r"([0-9]+(?:\.[0-9]+)?)\s*(ms|h(?:ours?|rs?)?|m(?:in(?:ute)?s?)?|s(?:ec(?:ond)?s?)?)(?![a-z])", re.I)
+_HEADER = re.compile(r"\b(retry-after|x-ratelimit-reset(?:-[a-z]+)?|ratelimit-reset)\s*[:=]\s*\"?([^\"\r\n;]+)", re.I)
 _PHRASE = re.compile(
     r"\b(?:try again|retry|retrying|wait|please wait|reset)\s+(?:after|in)\s+"
     r"((?:[0-9]+(?:\.[0-9]+)?\s*[a-z]*[\s,]*(?:and\s+)?)+)", re.I)
@@ -92,7 +93,7 @@ def retry_after(line: str, now: float) -> float | None:
     """Seconds to wait that ``line`` asks for, or None; ``now`` (epoch seconds) resolves dates."""
     if m := _HEADER.search(line):
         name, value = m.group(1).lower(), m.group(2).strip()
-        seconds = _duration(value)
+        seconds = _duration(value.split(",")[0]) if not value[:3].isalpha() else None
         if seconds is not None:
             # x-ratelimit-reset carries an epoch time at GitHub and a delay at most other APIs.
             if seconds >= _EPOCH_MIN and "reset" in name:

@@ -1,0 +1,87 @@
+"""Scanning: no input bytes crash it, chunking never changes what is found, and the Hyperscan
+engine finds exactly what the plain ``re`` reference engine finds."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from domain.classifier import classify
+from domain.knowledge import bundled_knowledge_base
+from domain.scanner import HyperscanEngine, RegexEngine, Scanner, clean, line_chunks
+from domain.taxonomy import FailureType
+
+KB = bundled_knowledge_base()
+OWN = Path(__file__).resolve().parents[1] / "corpus" / "own"
+# Real lines from the corpus, so that generated logs hit patterns often, mixed with noise.
+REAL_LINES = sorted({line for log in OWN.glob("*/fail.log") for line in log.read_bytes().splitlines()
+                     if 3 < len(line) < 200})[:400]
+NOISE = st.binary(max_size=80)
+DRESSING = st.sampled_from([b"", b"2026-11-21T10:00:00.1234567Z ", b"\x1b[31m", b"##[error]", b"[12:00:01] ",
+                            b"\x00", b"\r", b"section_start:1732180000:build\r\x1b[0K"])
+LINE = st.one_of(NOISE, st.tuples(DRESSING, st.sampled_from(REAL_LINES)).map(b"".join))
+LOG = st.lists(LINE, max_size=60).map(lambda lines: b"\n".join(lines))
+ENDINGS = st.sampled_from([b"\n", b"\r\n"])
+
+HS_SCANNER = Scanner(KB, HyperscanEngine(KB))
+RE_SCANNER = Scanner(KB, RegexEngine(KB))
+
+
+def _found(scanner: Scanner, log: bytes) -> dict[int, list[tuple[int, bytes]]]:
+    result = scanner.scan(io.BytesIO(log))
+    return {i: [(h.line, h.text) for h in hits] for i, hits in result.hits.items()} | {
+        -1: [(result.lines, b"")]}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(LOG)
+def test_hyperscan_and_re_engines_agree(log):
+    assert _found(HS_SCANNER, log) == _found(RE_SCANNER, log)
+
+
+@settings(max_examples=150, deadline=None)
+@given(LOG, st.integers(min_value=1, max_value=300))
+def test_chunk_size_does_not_change_the_hits(log, chunk_bytes):
+    small = Scanner(KB, HS_SCANNER.engine, chunk_bytes=chunk_bytes)
+    assert _found(small, log) == _found(HS_SCANNER, log)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=4096), st.one_of(st.none(), st.integers(min_value=-255, max_value=255)))
+def test_any_bytes_classify_without_crashing(data, exit_code):
+    signal = classify(data, exit_code=exit_code)
+    assert isinstance(signal.type, FailureType)
+    assert 0.0 <= signal.confidence <= 1.0
+    assert len(signal.evidence) <= 5
+    signal.to_dict()
+
+
+@settings(max_examples=100, deadline=None)
+@given(LOG, ENDINGS)
+def test_line_endings_do_not_change_the_class(log, ending):
+    assert classify(log.replace(b"\n", ending)).type is classify(log).type
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.binary(max_size=50), max_size=30), st.integers(min_value=1, max_value=64))
+def test_line_chunks_lose_nothing(blocks, size):
+    data = b"".join(blocks)
+    pieces = list(line_chunks(iter(blocks), size))
+    assert b"".join(pieces).replace(b"\n", b"") == data.replace(b"\n", b"")
+    assert all(p.endswith(b"\n") for p in pieces[:-1])
+
+
+def test_clean_removes_ansi_and_crlf():
+    assert clean(b"\x1b[1;31mERROR\x1b[0m: x\r\n\x1b]0;title\x07y\n") == b"ERROR: x\ny\n"
+
+
+def test_memory_is_bounded_by_hits_kept_not_by_matches():
+    log = b"E   assert 1 == 2\n" * 200_000
+    result = HS_SCANNER.scan(io.BytesIO(log))
+    index = [e.id for e in KB.entries].index("pytest.assert-line")
+    assert result.counts[index] == 200_000
+    assert len(result.hits[index]) == 3
+    assert result.hits[index][-1].line == 200_000
