@@ -23,6 +23,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
+	$(BIN)/python bench/bench_classifier.py
 	$(BIN)/python bench/bench_steps.py
 
 lint: $(STAMP)

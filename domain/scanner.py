@@ -14,6 +14,8 @@ Only the last few hits per pattern are kept, so memory does not grow with the lo
 
 from __future__ import annotations
 
+import itertools
+import queue
 import re
 import threading
 from collections import deque
@@ -23,14 +25,15 @@ from typing import BinaryIO, Protocol
 
 from domain.knowledge import EntryKind, KnowledgeBase, KnowledgeBaseError, Problem
 
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 256 << 10
 """Bytes read at a time; a chunk ends at a line end."""
 MAX_LINE_BYTES = 64 << 10
 """A longer line (or a log without newlines) is cut into pieces of this size."""
 HITS_KEPT = 3
 """Hits kept per pattern: the last ones, nearest the failure."""
 
-_ANSI = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b\n]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]")
+# One literal prefix (ESC) lets ``re`` skip to candidates quickly; CSI, OSC and two-byte escapes.
+_ANSI = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b\n]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
 
 OnMatch = Callable[[int, int], None]
 """Called with (entry index, end offset in the chunk) for every candidate match."""
@@ -115,6 +118,8 @@ class ScanResult:
     hits: dict[int, deque[Hit]] = field(default_factory=dict)
     counts: dict[int, int] = field(default_factory=dict)
     lines: int = 0
+    matched_lines: int = 0
+    """Lines that matched at least one entry (what ``grep -c`` counts)."""
     bytes_read: int = 0
     nonblank: bool = False
 
@@ -126,7 +131,8 @@ class ScanResult:
 def clean(chunk: bytes) -> bytes:
     """``chunk`` without ANSI escape sequences and with CRLF line ends made LF."""
     if b"\x1b" in chunk:
-        chunk = _ANSI.sub(b"", chunk)
+        # split + join is faster than sub here: no match objects for the many short escapes.
+        chunk = b"".join(_ANSI.split(chunk))
     if b"\r" in chunk:
         chunk = chunk.replace(b"\r\n", b"\n")
     return chunk
@@ -144,17 +150,76 @@ def line_chunks(source: BinaryIO | Iterable[bytes], chunk_bytes: int = CHUNK_BYT
     for block in blocks:
         if not block:
             continue
-        pending = pending + block if pending else block
-        cut = pending.rfind(b"\n")
-        if cut >= 0:
-            yield pending[: cut + 1]
-            pending = pending[cut + 1:]
+        cut = block.rfind(b"\n")
+        if cut < 0:
+            pending += block
+        else:
+            # One copy per chunk: the carried partial line joined to the block up to its last line end.
+            head = memoryview(block)[: cut + 1]
+            yield pending + head if pending else bytes(head)
+            pending = block[cut + 1:]
         while len(pending) >= MAX_LINE_BYTES:
             # No line end in sight: cut the line rather than grow without bound.
             yield pending[:MAX_LINE_BYTES] + b"\n"
             pending = pending[MAX_LINE_BYTES:]
     if pending:
         yield pending
+
+
+_DONE = object()
+
+
+def _line_ends(chunk: bytes) -> int:
+    # Measuring what replace() removes is about twice as fast as bytes.count here.
+    return len(chunk) - len(chunk.replace(b"\n", b""))
+
+
+def _read_ahead(chunks: Iterator[bytes]) -> Iterator[tuple[int, bytes, int]]:
+    """(raw size, cleaned chunk, line ends in it) triples; past the first chunk, reading and cleaning run in a helper
+    thread while the caller scans (Hyperscan releases the GIL), at most two chunks ahead."""
+    first = next(chunks, None)
+    if first is None:
+        return
+    second = next(chunks, None)
+    if second is None:
+        cleaned = clean(first)
+        yield len(first), cleaned, _line_ends(cleaned)
+        return
+    ahead: queue.Queue[object] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def offer(item: object) -> bool:
+        """Queue ``item`` unless the caller has stopped reading; False once it has."""
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for raw in itertools.chain([second], chunks):
+                cleaned = clean(raw)
+                if not offer((len(raw), cleaned, _line_ends(cleaned))):
+                    return
+            offer(_DONE)
+        except BaseException as err:  # a read error reaches the caller, in its thread
+            offer(err)
+
+    helper = threading.Thread(target=produce, name="log-read-ahead", daemon=True)
+    helper.start()
+    try:
+        cleaned = clean(first)
+        yield len(first), cleaned, _line_ends(cleaned)
+        while (item := ahead.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        helper.join()
 
 
 class Scanner:
@@ -172,13 +237,12 @@ class Scanner:
     def scan(self, source: BinaryIO | Iterable[bytes]) -> ScanResult:
         result = ScanResult()
         line_base = 0  # lines before the current chunk
-        for raw in line_chunks(source, self.chunk_bytes):
-            result.bytes_read += len(raw)
-            chunk = clean(raw)
+        for raw_size, chunk, line_ends in _read_ahead(line_chunks(source, self.chunk_bytes)):
+            result.bytes_read += raw_size
             if not result.nonblank and chunk.strip():
                 result.nonblank = True
             self._scan_chunk(chunk, line_base, result)
-            line_base += chunk.count(b"\n")
+            line_base += line_ends
             if not chunk.endswith(b"\n"):
                 line_base += 1
         result.lines = line_base
@@ -218,6 +282,7 @@ class Scanner:
         # Where entries of several classes match one line, the most specific entry decides what
         # the line is: "java.io.IOException: No space left on device" is a full disk, not a
         # generic exception. Anchors and retry-after entries are kept whatever the owner.
+        result.matched_lines += 1
         if len(indexes) > 1:
             owner = max(indexes, key=self._rank.__getitem__)
             owner_class = self.kb.entries[owner].failure_type

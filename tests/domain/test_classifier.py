@@ -168,8 +168,10 @@ def test_rate_limit_log_carries_retry_after():
 
 
 def test_fingerprint_ignores_what_changes_between_runs():
-    one = "2026-11-20T10:00:01Z /tmp/pytest-of-ci/pytest-12/test_x0/app.py:41: connect to 127.0.0.1:43121 failed (id 9f8e7d6c5b)"
-    two = "2026-11-21T18:22:59Z /tmp/pytest-of-ci/pytest-7/test_x0/app.py:57: connect to 127.0.0.1:51000 failed (id 0a1b2c3d4e)"
+    one = ("2026-11-20T10:00:01Z /tmp/pytest-of-ci/pytest-12/test_x0/app.py:41: "
+           "connect to 127.0.0.1:43121 failed (id 9f8e7d6c5b)")
+    two = ("2026-11-21T18:22:59Z /tmp/pytest-of-ci/pytest-7/test_x0/app.py:57: "
+           "connect to 127.0.0.1:51000 failed (id 0a1b2c3d4e)")
     assert normalize(one) == normalize(two)
     ev = lambda text: [Evidence(3, text, "net.connection-refused")]  # noqa: E731
     assert fingerprint(FailureType.TRANSIENT, ev(one)) == fingerprint(FailureType.TRANSIENT, ev(two))

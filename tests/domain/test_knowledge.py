@@ -63,7 +63,8 @@ def test_parse_entries():
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("- {id: a, class: NOPE, pattern: x, weight: 0.5}", "t.yaml:1: [0] (a).class: unknown class 'NOPE'"),
-    ("- {id: a, class: LINT, pattern: '[0-9', weight: 0.5}", "t.yaml:1: [0] (a).pattern: not a valid regular expression"),
+    ("- {id: a, class: LINT, pattern: '[0-9', weight: 0.5}",
+     "t.yaml:1: [0] (a).pattern: not a valid regular expression"),
     ("- {id: a, class: LINT, pattern: 'x\\\\d', weight: 0.5}", "write [0-9]"),
     ("- {id: a, class: LINT, pattern: '(?i)x', weight: 0.5}", "not portable"),
     ("- {id: a, class: LINT, pattern: 'x*', weight: 0.5}", "matches the empty line"),

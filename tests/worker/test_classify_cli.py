@@ -1,0 +1,63 @@
+"""``metabuilder classify`` as a user runs it: no server or database needed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent.parent
+OWN = ROOT / "tests" / "corpus" / "own"
+
+
+def classify(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "worker.cli", "classify", *args], cwd=ROOT, input=stdin,
+                          capture_output=True, timeout=60, env={**os.environ, "META_BUILDER_HOME": "/nonexistent"})
+
+
+def test_json_lines_one_per_file():
+    files = [OWN / "mypy" / "fail.log", OWN / "curl-429-retry-after" / "fail.log"]
+    res = classify("--json", *map(str, files))
+    assert res.returncode == 0, res.stderr
+    first, second = (json.loads(line) for line in res.stdout.decode().splitlines())
+    assert first["type"] == "TYPECHECK" and first["file"] == str(files[0])
+    assert second["type"] == "RATE_LIMIT" and second["retry_after"] == 30
+    assert {"confidence", "evidence", "fingerprint", "patterns"} <= first.keys()
+    assert all({"line", "text"} <= e.keys() for e in first["evidence"])
+
+
+def test_stdin_with_exit_code_and_human_output():
+    res = classify("-", "--exit-code", "137", stdin=b"compiling...\nKilled\n")
+    out = res.stdout.decode()
+    assert res.returncode == 0
+    assert out.startswith("-: INFRA (confidence")
+    assert "Killed" in out and "exit 137" in out
+
+
+def test_eval_prints_the_measures():
+    res = classify("--eval", str(OWN))
+    out = res.stdout.decode()
+    assert res.returncode == 0, res.stderr
+    assert "macro-F1" in out and "accuracy" in out and "label \\ predicted" in out
+    assert "TEST_ASSERT" in out
+
+
+def test_bad_input_exits_2_and_says_what_is_wrong(tmp_path):
+    assert b"/no/such.log: no such file" in classify("/no/such.log").stderr
+    bad = tmp_path / "extra.yaml"
+    bad.write_text("- {id: team.x, class: LINT, pattern: '(', weight: 0.5}\n")
+    res = classify("--patterns", str(bad), str(OWN / "mypy" / "fail.log"))
+    assert res.returncode == 2
+    assert f"{bad}:1: [0] (team.x).pattern: not a valid regular expression".encode() in res.stderr
+    assert classify().returncode == 2
+
+
+def test_extra_patterns_change_the_answer(tmp_path):
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("- {id: team.flaky-fixture, class: TRANSIENT, pattern: 'fixture server not ready', "
+                     "weight: 0.95, description: Our fixture server starts slowly.}\n")
+    log = b"starting\nERROR: fixture server not ready after 30s\n"
+    assert b"UNKNOWN" in classify("-", stdin=log).stdout
+    assert b"TRANSIENT" in classify("--patterns", str(extra), "-", stdin=log).stdout
