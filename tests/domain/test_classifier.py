@@ -16,7 +16,8 @@ from domain.signals import Evidence, fingerprint, normalize, retry_after
 from domain.taxonomy import FailureType
 
 OWN = Path(__file__).resolve().parents[1] / "corpus" / "own"
-PUBLIC = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "public" / "cidiff"
+PUBLIC = next((p for p in (Path(__file__).resolve().parents[3] / "shared", Path("/work/shared"))
+               if (p / "corpus" / "public" / "cidiff").is_dir()), Path("/nonexistent")) / "corpus/public/cidiff"
 OWN_CORPUS = read_corpus(OWN)
 
 
