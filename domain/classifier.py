@@ -120,28 +120,20 @@ def classify(
             return _decide(_extra_evidence(exit_code, step_name), None, [])
         return _unknown("the log is empty", [], exit_code, step_name)
 
-    anchor_line = 0
-    anchor: Evidence | None = None
+    anchors = [Evidence(h.line, display_line(h.text), e.id) for i, e in enumerate(kb.entries)
+               if e.kind is EntryKind.ANCHOR and (h := result.last_hit(i))]
+    anchor = max(anchors, key=lambda a: a.line or 0, default=None)
+    failure_point = anchor.line if anchor and anchor.line else result.lines
+    now = time.time() if now is None else now
     scored: list[_Scored] = []
-    failure_point = max(
-        (h.line for i, e in enumerate(kb.entries) if e.kind is EntryKind.ANCHOR and (h := result.last_hit(i))),
-        default=result.lines,
-    )
     waits: list[tuple[int, float]] = []
     for index, entry in enumerate(kb.entries):
         kept = result.hits.get(index)
-        if not kept:
-            continue
-        if entry.kind is EntryKind.ANCHOR:
-            last = kept[-1]
-            if last.line >= anchor_line:
-                anchor_line = last.line
-                anchor = Evidence(last.line, display_line(last.text), entry.id)
+        if not kept or entry.kind is EntryKind.ANCHOR:
             continue
         if entry.kind is EntryKind.RETRY_AFTER:
             for hit in kept:
-                seconds = retry_after(hit.text.decode("utf-8", errors="replace"),
-                                      time.time() if now is None else now)
+                seconds = retry_after(hit.text.decode("utf-8", errors="replace"), now)
                 if seconds is not None:
                     waits.append((hit.line, seconds))
         best = max(kept, key=lambda h: (proximity(failure_point - h.line), h.line))

@@ -29,7 +29,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
 import yaml
@@ -165,21 +165,10 @@ def _parse_entry(reader: YamlReader, node: yaml.Node, index: int) -> PatternEntr
 
     kind = EntryKind.CAUSE
     if "kind" in keys:
-        raw = reader.scalar(keys["kind"][1], f"{label}.kind")
-        try:
-            kind = EntryKind(str(raw))
-        except ValueError:
-            reader.problem(keys["kind"][1], f"{label}.kind",
-                           f"unknown kind {raw!r} (expected one of: {', '.join(k.value for k in EntryKind)})")
+        kind = reader.choice(keys["kind"][1], f"{label}.kind", EntryKind, "kind") or EntryKind.CAUSE
     failure_type: FailureType | None = None
     if "class" in keys:
-        raw = reader.scalar(keys["class"][1], f"{label}.class")
-        try:
-            failure_type = FailureType(str(raw))
-        except ValueError:
-            failure_type = None
-            reader.problem(keys["class"][1], f"{label}.class",
-                           f"unknown class {raw!r} (expected one of: {', '.join(t.value for t in FailureType)})")
+        failure_type = reader.choice(keys["class"][1], f"{label}.class", FailureType, "class")
         if failure_type is FailureType.UNKNOWN:
             reader.problem(keys["class"][1], f"{label}.class", "UNKNOWN is the absence of a match, not a class")
         elif kind is EntryKind.ANCHOR and failure_type is not None:
@@ -230,7 +219,7 @@ class KnowledgeBase:
     def by_id(self, entry_id: str) -> PatternEntry:
         return next(e for e in self.entries if e.id == entry_id)
 
-    @property
+    @cached_property
     def patterns(self) -> Sequence[str]:
         """The patterns as the engines compile them (line-start anchors expanded)."""
         return [expand_anchors(e.pattern) for e in self.entries]

@@ -196,12 +196,7 @@ def _parse_step(reader: YamlReader, node: yaml.Node, index: int) -> Step | None:
 
     queue = Queue.CPU
     if (n := get("queue")) is not None:
-        raw = reader.scalar(n, f"{label}.queue")
-        try:
-            queue = Queue(str(raw))
-        except ValueError:
-            reader.problem(n, f"{label}.queue",
-                           f"unknown queue {raw!r} (expected one of: {', '.join(q.value for q in Queue)})")
+        queue = reader.choice(n, f"{label}.queue", Queue, "queue") or Queue.CPU
 
     timeout = 600.0
     if (n := get("timeout")) is not None:

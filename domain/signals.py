@@ -11,6 +11,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from email.utils import parsedate_to_datetime
 
+from domain.knowledge import LINE_PREFIX
 from domain.taxonomy import TRAITS, FailureType
 
 
@@ -120,16 +121,13 @@ _NORMALIZERS = [
     (re.compile(r"(?<=[:\s])[0-9]{2,5}\b(?=[/\s)'\"]|$)"), "<n>"),
     (re.compile(r"[0-9]+(?:\.[0-9]+)?"), "<n>"),
 ]
-_TIMESTAMP_PREFIX = re.compile(
-    r"^(?:\ufeff)?(?:\[?[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9:.,]+(?:Z|[+-][0-9:]+)?\]?\s*"
-    r"|\[?[0-9]{2}:[0-9]{2}:[0-9]{2}(?:[.,][0-9]+)?\]?\s+)")
+_LINE_PREFIX = re.compile("^\ufeff?" + LINE_PREFIX)
 
 
 def display_line(raw: bytes, limit: int = 300) -> str:
     """A log line as a person reads it: decoded, timestamp prefix and CI markers removed, shortened."""
     text = raw.decode("utf-8", errors="replace").replace("\x00", "").rstrip("\r\n")
-    text = _TIMESTAMP_PREFIX.sub("", text)
-    text = re.sub(r"^##\[(?:error|warning|group|endgroup|debug|notice)\]", "", text).strip()
+    text = _LINE_PREFIX.sub("", text).strip()
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

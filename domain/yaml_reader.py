@@ -7,8 +7,12 @@ as ``file:line: field: message``, so that a bad file is fixed in one pass.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import TypeVar
 
 import yaml
+
+E = TypeVar("E", bound=StrEnum)
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,15 @@ class YamlReader:
             self.problem(node, fld, f"expected true or false, got {value!r}")
             return False
         return value
+
+    def choice(self, node: yaml.Node, fld: str, kind: type[E], noun: str) -> E | None:
+        """The member of enum ``kind`` named by the node, or None after reporting the valid names."""
+        raw = self.scalar(node, fld)
+        try:
+            return kind(str(raw))
+        except ValueError:
+            self.problem(node, fld, f"unknown {noun} {raw!r} (expected one of: {', '.join(m.value for m in kind)})")
+            return None
 
     def number(self, node: yaml.Node, fld: str, low: float, high: float) -> float | None:
         value = self.scalar(node, fld)

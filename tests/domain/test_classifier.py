@@ -39,8 +39,8 @@ def test_every_class_but_unknown_is_in_the_development_corpus():
     assert labels == set(FailureType) - {FailureType.UNKNOWN}
 
 
-@pytest.mark.skipif(not PUBLIC.is_dir(), reason="the shared public corpus is not beside this checkout")
 def test_public_corpus_accuracy_floor():
+    assert PUBLIC.is_dir(), "the shared public corpus (../shared/corpus/public/cidiff) is needed for this test"
     evaluation = Evaluation()
     for item in read_corpus(PUBLIC):
         evaluation.add(item.id, item.label, item.alt, classify(item.path.read_bytes()).type)
