@@ -79,7 +79,9 @@ async def snapshot(workspace: Path) -> tuple[Path, str]:
         index = Path(tmp) / "index"
         env = {"GIT_INDEX_FILE": str(index)}
         if user_index.exists():
-            shutil.copyfile(user_index, index)  # keeps git's stat cache: no rehash of unchanged files
+            # copy2 keeps the index mtime, which git needs to spot files changed in the same second
+            # as the index was written ("racily clean"); the stat cache spares rehashing the rest.
+            shutil.copy2(user_index, index)
         elif head:
             await git("read-tree", "HEAD", cwd=top, env=env)  # keeps tracked files that .gitignore matches
         await git("add", "--all", cwd=top, env=env)
@@ -200,6 +202,40 @@ class WorkspaceCache:
         head = (await git("rev-parse", "HEAD", cwd=entry.path)).strip()
         entry.commit = head
         return head, changed
+
+    async def capture_diff(self, run_id: str) -> tuple[str, list[str]]:
+        """The checkout's changes as a unified diff against HEAD (new files included), then undo
+        them: the checkout is back at its commit, clean."""
+        entry = self._entry(run_id)
+        status = await git("status", "--porcelain=v1", "-z", "--untracked-files=all", cwd=entry.path)
+        changed = _paths_from_status(status)
+        diff = ""
+        if changed:
+            await git("add", "--all", cwd=entry.path)
+            diff = await git("diff", "--cached", "--no-color", "--no-ext-diff", "HEAD", cwd=entry.path)
+        await self.discard(run_id)
+        return diff, changed
+
+    async def discard(self, run_id: str) -> None:
+        """Throw away uncommitted changes of the checkout."""
+        entry = self._entry(run_id)
+        await git("reset", "--quiet", "--hard", "HEAD", cwd=entry.path)
+        await git("clean", "--quiet", "-d", "--force", cwd=entry.path)
+
+    async def apply(self, run_id: str, diff: str) -> list[str]:
+        """Apply a unified diff to the checkout (index and files); return the paths it changed.
+        ``GitError`` if it does not apply cleanly (nothing is changed then)."""
+        entry = self._entry(run_id)
+        entry.commit = None
+        with tempfile.NamedTemporaryFile("w", suffix=".patch", delete=False) as f:
+            f.write(diff if diff.endswith("\n") else diff + "\n")
+        try:
+            await git("apply", "--check", "--whitespace=nowarn", f.name, cwd=entry.path)
+            await git("apply", "--index", "--whitespace=nowarn", f.name, cwd=entry.path)
+        finally:
+            os.unlink(f.name)
+        names = await git("diff", "--cached", "--name-only", "-z", "--no-renames", "HEAD", cwd=entry.path)
+        return [n for n in names.split("\0") if n]
 
     async def push(self, run_id: str, repo_url: str, commit: str, refs: list[str]) -> None:
         """Point each of ``refs`` of the shared repository at ``commit``."""

@@ -7,7 +7,7 @@ import asyncio
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 
-from domain.payloads import RunRecord
+from domain.payloads import AutofixRecord, RunRecord
 from store import repository
 from store.db import transaction
 
@@ -23,5 +23,15 @@ class RecordActivities:
         def work() -> None:
             with transaction(self.sessions) as session:
                 repository.record_run(session, record)
+
+        await asyncio.to_thread(work)
+
+    @activity.defn(name="record_autofix")
+    async def record_autofix(self, record: AutofixRecord) -> None:
+        """Write auto-fix timeline rows, audit events, the retry state and plan deltas (idempotent)."""
+
+        def work() -> None:
+            with transaction(self.sessions) as session:
+                repository.record_autofix(session, record)
 
         await asyncio.to_thread(work)

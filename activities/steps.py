@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -18,9 +20,11 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.git import WorkspaceCache
-from domain.payloads import STEP_FAILED, StepInput, StepResult
+from domain.classifier import classify
+from domain.payloads import STEP_FAILED, RetryRecord, StepInput, StepResult
 from domain.runs import attempt_ref
 from domain.sandbox import step_environment
+from domain.signals import FailureSignal
 from store import repository
 from store.db import transaction
 
@@ -50,73 +54,121 @@ class StepActivities:
 
     @activity.defn(name="run_step")
     async def run_step(self, inp: StepInput) -> StepResult:
-        """Run one step and return its result; a non-zero exit raises ``ApplicationError``
-        of type ``StepFailed`` (non-retryable) carrying the same result as details.
+        """Run one step and return its result. A non-zero exit is classified from the log and
+        raised as ``ApplicationError`` typed by its class (``StepFailed`` without auto-fix),
+        carrying the same result as details: retryable, with a per-class ``next_retry_delay``,
+        when ``inp.policy`` allows another retry of that class within ``inp.retry_budget``.
 
         Idempotent: a retry starts again from ``inp.commit``, upserts the same attempt row
-        (keyed by run, step and Temporal attempt number) and force-pushes its own commit.
+        (keyed by run, step and attempt number) and force-pushes its own commit.
         Heartbeats every second while the command runs; cancellation kills the process group.
         """
         info = activity.info()
+        number = inp.attempt_base + info.attempt
         attempt = repository.StepAttempt(
-            run_id=inp.run_id, step_index=inp.step_index, attempt=info.attempt, name=inp.step.name,
+            run_id=inp.run_id, step_index=inp.step_index, attempt=number, name=inp.step.name,
             queue=inp.step.queue.value, command=inp.step.command, commit_before=inp.commit,
             worker=self.worker_name,
         )
-        # The "running" row is written while the checkout and command go on; it is awaited before
-        # the final write so the two never race.
-        started_row = asyncio.create_task(self._db(repository.step_started, attempt))
-        log_path = (self.settings.artifacts_dir / inp.run_id
-                    / f"{inp.step_index:03d}-{inp.step.name}" / f"attempt-{info.attempt}.log")
+        # The "running" row is written while the checkout goes on; it is awaited before the
+        # command starts and before the final write, so the two never race.
+        started_row = asyncio.create_task(self.db(repository.step_started, attempt))
+        log_path = self.log_path(inp.run_id, inp.step_index, inp.step.name, f"attempt-{number}")
         started = time.monotonic()
-        async with self.workspaces.lock(inp.run_id) as pgid_file:
-            try:
-                workdir = await self.workspaces.checkout(inp.repo_url, inp.run_id, inp.branch, inp.commit)
-                exit_code, timed_out, tail = await self._execute(inp, workdir, log_path, pgid_file)
+        try:
+            async with self.checkout(inp.run_id, inp.repo_url, inp.branch, inp.commit) as (workdir, pgid_file):
+                # The row must exist before the command starts: if this worker dies while it runs,
+                # the next attempt marks it lost.
+                await started_row
+                exit_code, timed_out, tail = await self.execute(
+                    inp.step.command, inp.step.timeout_seconds, workdir, log_path, pgid_file,
+                    self.step_env(inp.step.env, inp.run_id, inp.step.name, inp.commit, number))
                 commit, changed = inp.commit, []
                 if exit_code == 0:
                     commit, changed = await self.workspaces.commit_changes(
                         inp.run_id, f"metabuilder: {inp.step.name} (run {inp.run_id})")
                     if changed:
                         await self.workspaces.push(inp.run_id, inp.repo_url, commit, [
-                            f"refs/heads/{inp.branch}", attempt_ref(inp.run_id, inp.step_index, info.attempt)])
+                            f"refs/heads/{inp.branch}", attempt_ref(inp.run_id, inp.step_index, number)])
                 else:
                     self.workspaces.forget(inp.run_id)
-            except asyncio.CancelledError:
-                self.workspaces.forget(inp.run_id)
-                await started_row
-                await self._finish(attempt, "cancelled", None, started, None, "", log_path)
-                raise
-            except BaseException:
-                self.workspaces.forget(inp.run_id)
-                await asyncio.gather(started_row, return_exceptions=True)
-                raise
+        except asyncio.CancelledError:
+            await started_row
+            await self._finish(attempt, "cancelled", None, started, None, "", log_path)
+            raise
+        except BaseException:
+            await asyncio.gather(started_row, return_exceptions=True)
+            raise
         await started_row
-        result = StepResult(exit_code=exit_code, duration_seconds=round(time.monotonic() - started, 3),
-                            commit=commit, changed_files=changed, log_tail=tail, log_path=str(log_path),
-                            timed_out=timed_out, attempt=info.attempt)
-        status = "succeeded" if exit_code == 0 else "failed"
-        await self._finish(attempt, status, exit_code, started, commit if exit_code == 0 else None, tail, log_path)
-        if exit_code != 0:
-            why = f"timed out after {inp.step.timeout_seconds:g}s" if timed_out else f"exited with {exit_code}"
-            # BENIGN: a red build is an outcome the workflow handles, not a worker error to log.
-            raise ApplicationError(f"step {inp.step.name!r} {why}", asdict(result), type=STEP_FAILED,
-                                   non_retryable=True, category=ApplicationErrorCategory.BENIGN)
-        return result
+        duration = round(time.monotonic() - started, 3)
+        if exit_code == 0:
+            await self._finish(attempt, "succeeded", 0, started, commit, tail, log_path)
+            return StepResult(exit_code=0, duration_seconds=duration, commit=commit, changed_files=changed,
+                              log_tail=tail, log_path=str(log_path), attempt=number,
+                              retries=await self._retries(inp, info.attempt), temporal_attempts=info.attempt)
 
-    async def _execute(self, inp: StepInput, workdir: Path, log_path: Path,
-                       pgid_file: Path) -> tuple[int, bool, str]:
+        signal_ = await asyncio.to_thread(_classify_file, log_path, exit_code, inp.step.name)
+        delay = _retry_delay(inp, info.attempt, signal_)
+        await self._finish(attempt, "failed", exit_code, started, None, tail, log_path, repository.AttemptSignal(
+            signal_type=signal_.type.value, confidence=signal_.confidence, fingerprint=signal_.fingerprint,
+            evidence=signal_.evidence[0].text if signal_.evidence else "", backoff_seconds=delay,
+            retry_after_seconds=signal_.retry_after))
+        result = StepResult(exit_code=exit_code, duration_seconds=duration, commit=commit, log_tail=tail,
+                            log_path=str(log_path), timed_out=timed_out, attempt=number, signal=signal_,
+                            retries=await self._retries(inp, info.attempt), temporal_attempts=info.attempt)
+        why = f"timed out after {inp.step.timeout_seconds:g}s" if timed_out else f"exited with {exit_code}"
+        # BENIGN: a red build is an outcome the workflow handles, not a worker error to log.
+        raise ApplicationError(
+            f"step {inp.step.name!r} {why} ({signal_.type.value})", asdict(result),
+            type=signal_.type.value if inp.policy else STEP_FAILED, non_retryable=delay is None,
+            next_retry_delay=timedelta(seconds=delay) if delay is not None else None,
+            category=ApplicationErrorCategory.BENIGN)
+
+    def log_path(self, run_id: str, step_index: int, step_name: str, label: str) -> Path:
+        return self.settings.artifacts_dir / run_id / f"{step_index:03d}-{step_name}" / f"{label}.log"
+
+    @staticmethod
+    def step_env(step_env: dict[str, str], run_id: str, step: str, commit: str, attempt: int) -> dict[str, str]:
+        return step_environment(os.environ, step_env, {
+            "METABUILDER_RUN_ID": run_id, "METABUILDER_STEP": step,
+            "METABUILDER_COMMIT": commit, "METABUILDER_ATTEMPT": str(attempt),
+        })
+
+    @contextlib.asynccontextmanager
+    async def checkout(self, run_id: str, repo_url: str, branch: str, commit: str) -> AsyncIterator[tuple[Path, Path]]:
+        """Exclusive use of the run's checkout at ``commit``; yields (worktree, pgid file)."""
+        async with self.workspaces.lock(run_id) as pgid_file:
+            try:
+                yield await self.workspaces.checkout(repo_url, run_id, branch, commit), pgid_file
+            except BaseException:
+                self.workspaces.forget(run_id)
+                raise
+
+    async def _retries(self, inp: StepInput, temporal_attempt: int) -> list[RetryRecord]:
+        """Earlier attempts of this execution that failed and were retried, from their DB rows."""
+        if temporal_attempt == 1:
+            return []
+
+        def read() -> list[RetryRecord]:
+            with transaction(self.sessions) as session:
+                rows = repository.step_attempts(session, inp.run_id, inp.step_index, inp.attempt_base + 1,
+                                                inp.attempt_base + temporal_attempt - 1)
+                return [RetryRecord(attempt=r.attempt, signal_type=r.signal_type, confidence=r.confidence or 0.0,
+                                    fingerprint=r.fingerprint or "", backoff_seconds=r.backoff_seconds or 0.0,
+                                    retry_after=r.retry_after_seconds, evidence=r.evidence)
+                        for r in rows if r.signal_type is not None]
+
+        return await asyncio.to_thread(read)
+
+    async def execute(self, command: str, timeout: float, workdir: Path, log_path: Path,
+                       pgid_file: Path, env: dict[str, str]) -> tuple[int, bool, str]:
         """Run the command, streaming output to ``log_path``; return (exit code, timed out, tail).
 
         The command's process group is recorded in ``pgid_file`` while it runs, so that if this
         worker dies the next attempt on this machine kills it before touching the checkout."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = step_environment(os.environ, inp.step.env, {
-            "METABUILDER_RUN_ID": inp.run_id, "METABUILDER_STEP": inp.step.name,
-            "METABUILDER_COMMIT": inp.commit, "METABUILDER_ATTEMPT": str(activity.info().attempt),
-        })
         proc = await asyncio.create_subprocess_exec(
-            "bash", "-c", inp.step.command, cwd=workdir, env=env, stdin=asyncio.subprocess.DEVNULL,
+            "bash", "-c", command, cwd=workdir, env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
         )
         pgid_file.write_text(str(proc.pid))
@@ -126,11 +178,11 @@ class StepActivities:
         try:
             with log_path.open("wb") as log:
                 try:
-                    await asyncio.wait_for(_pump(proc, log, tail), timeout=inp.step.timeout_seconds)
+                    await asyncio.wait_for(_pump(proc, log, tail), timeout=timeout)
                 except TimeoutError:
                     timed_out = True
                     await _kill_group(proc)
-                    message = f"\n[metabuilder] step timed out after {inp.step.timeout_seconds:g}s; killed\n"
+                    message = f"\n[metabuilder] step timed out after {timeout:g}s; killed\n"
                     log.write(message.encode())
                     tail.append(message.encode())
         except asyncio.CancelledError:
@@ -156,17 +208,35 @@ class StepActivities:
             activity.heartbeat()
 
     async def _finish(self, attempt: repository.StepAttempt, status: str, exit_code: int | None,
-                      started: float, commit: str | None, tail: str, log_path: Path) -> None:
-        await self._db(repository.step_finished, attempt, status=status, exit_code=exit_code,
+                      started: float, commit: str | None, tail: str, log_path: Path,
+                      signal_: repository.AttemptSignal | None = None) -> None:
+        await self.db(repository.step_finished, attempt, status=status, exit_code=exit_code,
                        duration_seconds=round(time.monotonic() - started, 3), commit_after=commit,
-                       log_tail=tail, log_path=str(log_path))
+                       log_tail=tail, log_path=str(log_path), signal=signal_)
 
-    async def _db(self, fn: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+    async def db(self, fn: Callable[..., None], *args: Any, **kwargs: Any) -> None:
         def work() -> None:
             with transaction(self.sessions) as session:
                 fn(session, *args, **kwargs)
 
         await asyncio.to_thread(work)
+
+
+def _classify_file(log_path: Path, exit_code: int, step_name: str) -> FailureSignal:
+    with log_path.open("rb") as log:
+        return classify(log, exit_code=exit_code, step_name=step_name)
+
+
+def _retry_delay(inp: StepInput, temporal_attempt: int, signal_: FailureSignal) -> float | None:
+    """Seconds before Temporal retries this execution, or None when it must not be retried:
+    no auto-fix, the class allows no more retries, or the run's budget for the step is spent."""
+    if inp.policy is None:
+        return None
+    retries_done = temporal_attempt - 1
+    if retries_done >= min(inp.policy.retries_for(signal_.type), inp.retry_budget):
+        return None
+    return inp.policy.delay(signal_.type, temporal_attempt, retry_after=signal_.retry_after,
+                            random_unit=random.random())
 
 
 class _Tail:

@@ -5,10 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from domain.plans import Plan, Step
+from domain.policy import RetryPolicy, RetryState
+from domain.repair import PlanDelta
 from domain.runs import RunStatus, StepStatus
+from domain.signals import FailureSignal
 
 STEP_FAILED = "StepFailed"
-"""``ApplicationError.type`` of a step whose command exited non-zero or timed out."""
+"""``ApplicationError.type`` of a failed step of a run without auto-fix (and of older runs);
+with auto-fix the type is the failure class (``TRANSIENT``, ``LINT``...)."""
 RUN_FAILED = "BuildRunFailed"
 """``ApplicationError.type`` with which a run's workflow fails on purpose."""
 
@@ -34,6 +38,19 @@ class BuildRunInput:
     plan_source: str = ""
     """The plan file's text, recorded in the DB as submitted."""
     heartbeat_timeout_seconds: float = 10.0
+    autofix: AutofixConfig | None = None
+    """None (and runs started before auto-fix existed): stop at the first failure."""
+    search_attributes: bool = True
+    """Keep the run's status search attribute up to date (the server must define it)."""
+
+
+@dataclass(frozen=True)
+class AutofixConfig:
+    """A run's effective auto-fix settings, resolved when it was submitted."""
+
+    policy: RetryPolicy
+    sources: dict[str, str] = field(default_factory=dict)
+    """Setting -> the level it came from (platform, tenant, run)."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +63,25 @@ class StepInput:
     branch: str
     commit: str
     """Commit the step starts from; the workflow carries it from step to step."""
+    attempt_base: int = 0
+    """Executions of this step earlier in the run: Temporal's attempt n is the step's attempt base+n."""
+    policy: RetryPolicy | None = None
+    """With auto-fix: how a classified failure is retried."""
+    retry_budget: int = 0
+    """Retries this execution may spend (the run's remaining budget for the step)."""
+
+
+@dataclass(frozen=True)
+class RetryRecord:
+    """One failed attempt that was retried by Temporal, as the step activity recorded it."""
+
+    attempt: int
+    signal_type: str
+    confidence: float
+    fingerprint: str
+    backoff_seconds: float
+    retry_after: float | None = None
+    evidence: str = ""
 
 
 @dataclass(frozen=True)
@@ -59,6 +95,12 @@ class StepResult:
     log_path: str = ""
     timed_out: bool = False
     attempt: int = 1
+    signal: FailureSignal | None = None
+    """For a failed step: what the classifier made of its log."""
+    retries: list[RetryRecord] = field(default_factory=list)
+    """Earlier attempts of this execution that failed and were retried."""
+    temporal_attempts: int = 1
+    """Temporal's attempt number of this execution (retries + 1)."""
 
 
 @dataclass
@@ -73,6 +115,31 @@ class StepView:
     commit: str | None = None
     attempt: int = 0
     log_tail: str = ""
+    signal_type: str | None = None
+    flaky: bool = False
+    skipped: bool = False
+
+
+@dataclass
+class AutofixEvent:
+    """One entry of a run's auto-fix timeline (a row of ``auto_fix_runs``)."""
+
+    seq: int
+    at: str
+    step: str
+    strategy: str
+    """``classify``, ``retry``, ``flake_check``, ``patch``, ``replan``, ``rollback`` or ``escalate``."""
+    outcome: str
+    signal_type: str | None = None
+    confidence: float | None = None
+    attempt: int = 0
+    backoff_seconds: float | None = None
+    detail: str = ""
+    commit: str | None = None
+    fingerprint: str | None = None
+    evidence: list[str] = field(default_factory=list)
+    audit: str | None = None
+    """Audit event written with it (``autofix.retry``...)."""
 
 
 @dataclass
@@ -89,6 +156,9 @@ class RunView:
     branch: str
     failed_step: str | None = None
     error: str | None = None
+    timeline: list[AutofixEvent] = field(default_factory=list)
+    retry_state: RetryState | None = None
+    plan_deltas: list[PlanDelta] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -108,3 +178,120 @@ class RunRecord:
     source: str = ""
     failed_step: str | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class AutofixRecord:
+    """What the workflows write about auto-fix: timeline rows, audit events, the retry state, deltas."""
+
+    run_id: str
+    tenant: str
+    events: list[AutofixEvent] = field(default_factory=list)
+    retry_state: RetryState | None = None
+    delta: PlanDelta | None = None
+    delta_seq: int = 0
+    plan_before: Plan | None = None
+    plan_after: Plan | None = None
+
+
+@dataclass(frozen=True)
+class PatchProposal:
+    """A patch a fixer proposes, as a unified diff against the commit it was made on."""
+
+    fixer: str
+    diff: str
+    summary: str = ""
+    model: str | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass(frozen=True)
+class FixInput:
+    run_id: str
+    step_index: int
+    step: Step
+    repo_url: str
+    branch: str
+    commit: str
+    fixer: str
+    command: str | None = None
+    signal: FailureSignal | None = None
+    log_tail: str = ""
+    label: str = ""
+    """Distinguishes this proposal's log and records (``fix-1``...)."""
+
+
+@dataclass(frozen=True)
+class ApplyInput:
+    run_id: str
+    tenant: str
+    step_index: int
+    step_name: str
+    repo_url: str
+    branch: str
+    commit: str
+    proposal: PatchProposal
+    write_scope: list[str]
+    seq: int
+    signal_type: str
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    applied: bool
+    commit: str
+    """The new commit on the run branch, or the input commit when rejected."""
+    problems: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RollbackInput:
+    run_id: str
+    repo_url: str
+    branch: str
+    last_good_commit: str
+    commands: list[Step]
+    """Rollback commands of completed steps, in the order they run (reverse of the plan)."""
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    ok: bool
+    ran: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RepairInput:
+    """What a ``RepairWorkflow`` child gets: the failure, the run's state and what it may spend."""
+
+    run: BuildRunInput
+    step_index: int
+    step: Step
+    plan: Plan
+    commit: str
+    """The commit the failed step started from: the last good commit."""
+    signal: FailureSignal
+    failed: StepResult
+    retry_state: RetryState
+    attempt_base: int
+    seq: int
+    """Next timeline sequence number."""
+    applied_deltas: list[str] = field(default_factory=list)
+    rollback_steps: list[Step] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RepairResult:
+    outcome: str
+    """``fixed``, ``flaky``, ``replan``, ``rolled_back`` or ``escalated``."""
+    retry_state: RetryState
+    attempt_base: int
+    seq: int
+    events: list[AutofixEvent] = field(default_factory=list)
+    result: StepResult | None = None
+    delta: PlanDelta | None = None
+    reason: str = ""

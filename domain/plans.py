@@ -56,6 +56,17 @@ class Step:
 
 
 @dataclass(frozen=True)
+class RepairOptions:
+    """What re-plans may add to a plan (its ``repair`` section)."""
+
+    migrate_command: str = "alembic upgrade head"
+    """Inserted before a step that fails on a missing table or column."""
+    install_command: str = "python -m pip install {package}"
+    """Inserted before a step that fails on a missing module, if the module is allowed."""
+    install_allowlist: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Plan:
     """A named, ordered list of steps."""
 
@@ -64,6 +75,7 @@ class Plan:
     description: str = ""
     write_scope: list[str] = field(default_factory=list)
     """Glob patterns of workspace paths that patches may touch (empty: whole workspace)."""
+    repair: RepairOptions = field(default_factory=RepairOptions)
 
 
 class PlanError(ValueError):
@@ -96,7 +108,8 @@ def parse_duration(value: object) -> float:
     return seconds
 
 
-_PLAN_KEYS = {"name", "description", "steps", "write_scope"}
+_PLAN_KEYS = {"name", "description", "steps", "write_scope", "repair"}
+_REPAIR_KEYS = {"migrate", "install", "install_allowlist"}
 _STEP_KEYS = {
     "name", "command", "queue", "timeout", "env", "fix", "rollback", "fallback",
     "requires_approval", "optional",
@@ -123,6 +136,8 @@ def parse_plan(text: str, source: str = "<plan>") -> Plan:
     write_scope: list[str] = []
     if "write_scope" in top:
         write_scope = _string_list(reader, top["write_scope"][1], "write_scope")
+
+    repair = _parse_repair(reader, top["repair"][1]) if "repair" in top else RepairOptions()
 
     steps: list[Step] = []
     if "steps" not in top:
@@ -152,7 +167,24 @@ def parse_plan(text: str, source: str = "<plan>") -> Plan:
     if reader.problems:
         raise PlanError(reader.problems)
     assert name is not None
-    return Plan(name=name, steps=steps, description=description, write_scope=write_scope)
+    return Plan(name=name, steps=steps, description=description, write_scope=write_scope, repair=repair)
+
+
+def _parse_repair(reader: YamlReader, node: yaml.Node) -> RepairOptions:
+    keys = reader.mapping(node, "repair", _REPAIR_KEYS)
+    defaults = RepairOptions()
+    migrate = reader.string(keys["migrate"][1], "repair.migrate") if "migrate" in keys else None
+    install = reader.string(keys["install"][1], "repair.install") if "install" in keys else None
+    if install is not None and "{package}" not in install:
+        reader.problem(keys["install"][1], "repair.install", "must contain {package}, replaced by the module name")
+    allow = _string_list(reader, keys["install_allowlist"][1], "repair.install_allowlist") \
+        if "install_allowlist" in keys else []
+    for i, package in enumerate(allow):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", package):
+            reader.problem(keys["install_allowlist"][1], f"repair.install_allowlist[{i}]",
+                           f"{package!r} is not a module name")
+    return RepairOptions(migrate_command=migrate or defaults.migrate_command,
+                         install_command=install or defaults.install_command, install_allowlist=allow)
 
 
 def _string_list(reader: YamlReader, node: yaml.Node, fld: str) -> list[str]:
@@ -275,5 +307,8 @@ def plan_to_dict(plan: Plan) -> dict[str, object]:
         data["description"] = plan.description
     if plan.write_scope:
         data["write_scope"] = list(plan.write_scope)
+    if plan.repair != RepairOptions():
+        data["repair"] = {"migrate": plan.repair.migrate_command, "install": plan.repair.install_command,
+                          "install_allowlist": list(plan.repair.install_allowlist)}
     data["steps"] = [step_dict(s) for s in plan.steps]
     return data

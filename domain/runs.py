@@ -15,10 +15,14 @@ class RunStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    ROLLED_BACK = "rolled_back"
+    """Auto-fix gave up and undid the run: branch reset to the last good commit, rollbacks run."""
+    ESCALATED = "escalated"
+    """Auto-fix gave up and handed the failure to a person."""
 
     @property
     def is_final(self) -> bool:
-        return self in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+        return self is not RunStatus.PENDING and self is not RunStatus.RUNNING
 
 
 class StepStatus(StrEnum):
@@ -29,6 +33,8 @@ class StepStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+    """An optional step that failed and that a re-plan skipped."""
 
 
 WORKFLOW_ID_PREFIX = "build-run-"

@@ -1,9 +1,17 @@
-"""Rules for what a step's process may see."""
+"""Sandbox rules: what a step's process may see, and what a patch may change.
+
+A patch (from a fix command or an LLM) is checked before it is applied: every path must stay in
+the workspace and in the plan's write scope, and never touch ``.git/``, CI configuration or
+credential files; the lines it adds must carry no secrets; and it must be small.
+"""
 
 from __future__ import annotations
 
+import fnmatch
+import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 _SECRET_NAME = re.compile(
     r"(TOKEN|SECRET|PASSWORD|PASSWD|PRIVATE|CREDENTIAL|API_?KEY|ACCESS_?KEY|AUTH)", re.IGNORECASE
@@ -23,3 +31,156 @@ def step_environment(worker_env: Mapping[str, str], step_env: Mapping[str, str],
     env.update(step_env)
     env.update(run_vars)
     return env
+
+
+# --- patches ------------------------------------------------------------------------------------
+
+DENIED_PATHS: tuple[str, ...] = (
+    ".git", ".git/*", "*/.git", "*/.git/*",
+    ".github/workflows/*", ".github/actions/*", ".gitlab-ci.yml", ".gitlab/*", ".circleci/*",
+    ".buildkite/*", "Jenkinsfile", "azure-pipelines.yml", ".azure-pipelines/*", ".travis.yml",
+    "bitbucket-pipelines.yml", ".drone.yml", ".woodpecker/*", ".woodpecker.yml",
+    ".env", ".env.*", "*/.env", "*.pem", "*.key", "*.p12", "*.pfx", "id_rsa*", "id_ed25519*", "*/id_rsa*",
+    ".ssh/*", ".netrc", ".npmrc", ".pypirc", ".aws/*", ".docker/config.json",
+)
+"""Paths no patch may touch, whatever the write scope says: git internals, CI config, credentials."""
+
+SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("a private key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY( BLOCK)?-----")),
+    ("an AWS access key id", re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")),
+    ("a GitHub token", re.compile(r"\b(gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{40,})\b")),
+    ("a GitLab token", re.compile(r"\bglpat-[A-Za-z0-9_-]{20,}\b")),
+    ("a Slack token", re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}\b")),
+    ("an OpenAI-style API key", re.compile(r"\bsk-[A-Za-z0-9_-]{20,}\b")),
+    ("a Google API key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b")),
+    ("a credential in a URL", re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]{3,}@", re.I)),
+    ("a hard-coded secret", re.compile(
+        r"(?i)\b[a-z0-9_]*(password|passwd|secret|token|api_?key|access_?key)[a-z0-9_]*\s*[:=]\s*[\"'][^\"'\s]{8,}[\"']")),
+)
+"""What an added line may not contain; each is named in the rejection."""
+
+
+@dataclass(frozen=True)
+class PatchLimits:
+    max_files: int = 20
+    max_bytes: int = 256_000
+    max_added_lines: int = 2000
+
+
+@dataclass
+class FileChange:
+    """One file of a unified diff."""
+
+    old_path: str | None
+    """None for a new file."""
+    new_path: str | None
+    """None for a deleted file."""
+    added: list[str] = field(default_factory=list)
+    removed: int = 0
+    binary: bool = False
+    mode: str | None = None
+    """New file mode when the diff sets one (``120000`` is a symlink)."""
+
+    @property
+    def paths(self) -> list[str]:
+        return [p for p in dict.fromkeys((self.old_path, self.new_path)) if p is not None]
+
+
+class PatchFormatError(ValueError):
+    """The text is not a unified diff that can be checked."""
+
+
+_GIT_HEADER = re.compile(r"^diff --git (\S+) (\S+)$")
+
+
+def _strip(path: str) -> str | None:
+    path = path.split("\t", 1)[0].strip()
+    if path == "/dev/null":
+        return None
+    if path.startswith('"'):
+        raise PatchFormatError(f"quoted path {path} (unusual characters in a file name) is not accepted")
+    return path[2:] if path[:2] in ("a/", "b/") else path
+
+
+def parse_diff(text: str) -> list[FileChange]:
+    """The files a unified diff (``git diff`` or plain ``diff -u`` style) changes."""
+    files: list[FileChange] = []
+    current: FileChange | None = None
+    for line in text.splitlines():
+        if m := _GIT_HEADER.match(line):
+            current = FileChange(_strip(m.group(1)), _strip(m.group(2)))
+            files.append(current)
+        elif line.startswith("--- ") and (current is None or current.added or current.removed
+                                          or (current.old_path is None and current.new_path is None)):
+            current = FileChange(_strip(line[4:]), None)
+            files.append(current)
+        elif line.startswith("--- ") and current is not None:
+            current.old_path = _strip(line[4:])
+        elif line.startswith("+++ ") and current is not None:
+            current.new_path = _strip(line[4:])
+        elif current is None:
+            continue
+        elif line.startswith(("new file mode ", "new mode ")):
+            current.mode = line.rsplit(" ", 1)[1]
+        elif line.startswith("rename to "):
+            current.new_path = line[len("rename to "):]
+        elif line.startswith("rename from "):
+            current.old_path = line[len("rename from "):]
+        elif line.startswith(("Binary files ", "GIT binary patch")):
+            current.binary = True
+        elif line.startswith("+") and not line.startswith("+++"):
+            current.added.append(line[1:])
+        elif line.startswith("-") and not line.startswith("---"):
+            current.removed += 1
+    if not files:
+        raise PatchFormatError("no file changes found (expected a unified diff)")
+    return files
+
+
+def path_problem(path: str, write_scope: Sequence[str]) -> str | None:
+    """Why a patch may not touch ``path`` (relative to the workspace root), or None."""
+    if path.startswith("/") or "\\" in path or "\0" in path:
+        return f"{path!r}: not a relative workspace path"
+    norm = posixpath.normpath(path)
+    if norm == ".." or norm.startswith("../"):
+        return f"{path!r}: outside the workspace"
+    lowered = norm.lower()
+    for pattern in DENIED_PATHS:
+        if fnmatch.fnmatchcase(lowered, pattern):
+            return f"{path!r}: denied path ({pattern})"
+    if write_scope and not any(fnmatch.fnmatchcase(norm, p) for p in write_scope):
+        return f"{path!r}: outside the plan's write scope ({', '.join(write_scope)})"
+    return None
+
+
+def secret_problem(lines: Iterable[str]) -> str | None:
+    for line in lines:
+        for name, pattern in SECRET_PATTERNS:
+            if pattern.search(line):
+                return f"adds {name}"
+    return None
+
+
+def check_patch(diff: str, write_scope: Sequence[str], limits: PatchLimits = PatchLimits()) -> list[str]:
+    """Every reason this patch may not be applied (empty: it may)."""
+    if len(diff.encode()) > limits.max_bytes:
+        return [f"the patch is {len(diff.encode())} bytes; the limit is {limits.max_bytes}"]
+    try:
+        files = parse_diff(diff)
+    except PatchFormatError as err:
+        return [str(err)]
+    problems = []
+    if len(files) > limits.max_files:
+        problems.append(f"the patch changes {len(files)} files; the limit is {limits.max_files}")
+    added = sum(len(f.added) for f in files)
+    if added > limits.max_added_lines:
+        problems.append(f"the patch adds {added} lines; the limit is {limits.max_added_lines}")
+    for f in files:
+        problems += [p for path in f.paths if (p := path_problem(path, write_scope))]
+        if f.mode == "120000":
+            problems.append(f"{f.new_path!r}: creates a symbolic link")
+        if f.binary:
+            problems.append(f"{f.new_path or f.old_path!r}: binary changes are not accepted")
+        if secret := secret_problem(f.added):
+            problems.append(f"{f.new_path or f.old_path!r}: {secret}")
+    return list(dict.fromkeys(problems))

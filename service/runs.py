@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
@@ -15,9 +17,12 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from activities.git import publish, snapshot
-from domain.payloads import BuildRunInput, RunView, WorkspaceRef
+from domain.payloads import AutofixConfig, BuildRunInput, RunView, WorkspaceRef
 from domain.plans import Plan, parse_plan
+from domain.policy import AutofixSettings, EffectiveSettings, effective_settings
 from domain.runs import WORKFLOW_QUEUE, RunStatus, new_run_id, run_branch, task_queue, validate_run_id, workflow_id
+from store import repository
+from store.db import transaction
 from workflows import search_attributes as sa
 from workflows.build_run import BuildRunWorkflow
 
@@ -32,6 +37,24 @@ class SubmitOptions:
     task_queue_prefix: str = "metabuilder"
     tenant: str = "default"
     heartbeat_timeout_seconds: float = 10.0
+    autofix: EffectiveSettings | None = None
+    """The run's resolved auto-fix settings (see ``resolve_autofix``); None or disabled: off."""
+    search_attributes: bool = True
+    """Index runs by status, tenant and plan; off for a server without them (Temporal's test server)."""
+
+
+def resolve_autofix(platform: AutofixSettings, sessions: sessionmaker[Session], tenant: str,
+                    run_overrides: Mapping[str, object] | None = None) -> EffectiveSettings:
+    """A run's auto-fix settings: platform (environment), then the tenant's (DB), then the run's."""
+    with transaction(sessions) as session:
+        tenant_overrides = repository.tenant_autofix(session, tenant)
+    return effective_settings(platform, tenant_overrides, run_overrides)
+
+
+def autofix_config(effective: EffectiveSettings | None) -> AutofixConfig | None:
+    if effective is None or not effective.settings.enabled:
+        return None
+    return AutofixConfig(policy=effective.policy(), sources=dict(effective.sources))
 
 
 @dataclass(frozen=True)
@@ -54,7 +77,8 @@ async def submit(client: Client, plan_text: str, plan_source: str, workspace: Pa
     ref = WorkspaceRef(repo_url=opts.shared_repo, branch=branch, base_commit=commit, source=str(top))
     inp = BuildRunInput(run_id=run_id, plan=plan, workspace=ref, tenant=opts.tenant,
                         task_queue_prefix=opts.task_queue_prefix, plan_source=plan_text,
-                        heartbeat_timeout_seconds=opts.heartbeat_timeout_seconds)
+                        heartbeat_timeout_seconds=opts.heartbeat_timeout_seconds,
+                        autofix=autofix_config(opts.autofix), search_attributes=opts.search_attributes)
     try:
         handle = await client.start_workflow(
             BuildRunWorkflow.run, inp, id=workflow_id(run_id),
@@ -64,7 +88,7 @@ async def submit(client: Client, plan_text: str, plan_source: str, workspace: Pa
             search_attributes=TypedSearchAttributes([
                 SearchAttributePair(sa.TENANT, opts.tenant), SearchAttributePair(sa.PLAN, plan.name),
                 SearchAttributePair(sa.RUN_STATUS, RunStatus.PENDING.value),
-            ]),
+            ]) if opts.search_attributes else None,
         )
     except WorkflowAlreadyStartedError:
         raise RunExistsError(f"run {run_id} exists already; run ids are never reused") from None

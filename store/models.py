@@ -81,5 +81,119 @@ class BuildStep(Base):
     log_tail: Mapped[str] = mapped_column(Text, default="")
     log_path: Mapped[str] = mapped_column(Text, default="")
     worker: Mapped[str] = mapped_column(String(200), default="")
+    signal_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    """Class of a failed attempt, from the classifier."""
+    confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    backoff_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """Delay before the retry that followed this attempt (None: not retried by Temporal)."""
+    retry_after_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    evidence: Mapped[str] = mapped_column(Text, default="")
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class AutoFixRun(Base):
+    """One entry of a run's auto-fix timeline (seed 001 ``auto_fix_runs``)."""
+
+    __tablename__ = "auto_fix_runs"
+    __table_args__ = (UniqueConstraint("run_id", "seq", name="uq_auto_fix_runs_seq"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("build_runs.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    step_name: Mapped[str] = mapped_column(String(64))
+    signal_type: Mapped[str | None] = mapped_column(String(50), nullable=True)
+    confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    strategy: Mapped[str] = mapped_column(String(50))
+    outcome: Mapped[str] = mapped_column(String(50))
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    backoff: Mapped[float | None] = mapped_column(Float, nullable=True)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    evidence: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class RetryStateRow(Base):
+    """A run's retry budgets and spending (seed 001 ``retry_states``)."""
+
+    __tablename__ = "retry_states"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("build_runs.id", ondelete="CASCADE"), unique=True)
+    attempt_counter: Mapped[int] = mapped_column(Integer, default=0)
+    per_step_attempts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    total_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_backoff_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    max_total_attempts: Mapped[int] = mapped_column(Integer, default=6)
+    max_per_step_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class RepairAttempt(Base):
+    """A patch proposed for a failed step: applied (a commit on the run branch) or rejected."""
+
+    __tablename__ = "repair_attempts"
+    __table_args__ = (UniqueConstraint("run_id", "seq", name="uq_repair_attempts_seq"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("build_runs.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    step_index: Mapped[int] = mapped_column(Integer)
+    step_name: Mapped[str] = mapped_column(String(64))
+    signal_type: Mapped[str] = mapped_column(String(50))
+    fixer: Mapped[str] = mapped_column(String(50))
+    outcome: Mapped[str] = mapped_column(String(50))
+    """``applied`` or ``rejected``."""
+    reason: Mapped[str] = mapped_column(Text, default="")
+    diff: Mapped[str] = mapped_column(Text, default="")
+    files: Mapped[list[str]] = mapped_column(JSON, default=list)
+    commit_before: Mapped[str] = mapped_column(String(64))
+    commit_after: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    tokens_in: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_out: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PlanDeltaRow(Base):
+    """A re-plan (seed 001 ``plan_deltas``): the plan before and after, and what triggered it."""
+
+    __tablename__ = "plan_deltas"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    original_plan_id: Mapped[str] = mapped_column(ForeignKey("scaffold_plans.id"))
+    new_plan_id: Mapped[str] = mapped_column(ForeignKey("scaffold_plans.id"))
+    run_id: Mapped[str] = mapped_column(ForeignKey("build_runs.id", ondelete="CASCADE"), index=True)
+    delta_data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    triggered_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AuditEvent(Base):
+    """Something a compliance review wants to see (``autofix.retry``, ``approval.granted``...)."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    run_id: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
+    event: Mapped[str] = mapped_column(String(64), index=True)
+    actor: Mapped[str] = mapped_column(String(200), default="metabuilder")
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TenantSettings(Base):
+    """A tenant's overrides of the platform's auto-fix settings (the middle level of precedence)."""
+
+    __tablename__ = "tenant_settings"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    autofix: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

@@ -10,13 +10,30 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from domain.payloads import RunRecord
-from domain.plans import plan_to_dict
-from store.models import BuildRun, BuildStep, ScaffoldPlan, Tenant, utcnow
+from domain.payloads import AutofixRecord, RunRecord
+from domain.plans import Plan, plan_to_dict
+from store.models import (
+    AuditEvent,
+    AutoFixRun,
+    BuildRun,
+    BuildStep,
+    PlanDeltaRow,
+    RepairAttempt,
+    RetryStateRow,
+    ScaffoldPlan,
+    Tenant,
+    TenantSettings,
+    utcnow,
+)
+
+
+def stable_id(*parts: object) -> str:
+    """A UUID derived from natural keys: the same record written twice gets the same id."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "metabuilder:" + ":".join(map(str, parts))))
 
 
 def _upsert(session: Session, model: type[Any], values: dict[str, Any], keys: Sequence[str],
@@ -41,7 +58,7 @@ def ensure_tenant(session: Session, tenant_id: str, name: str | None = None) -> 
 def ensure_plan(session: Session, tenant_id: str, name: str, source: str, spec: dict[str, Any]) -> str:
     """Store a plan once per (tenant, content); return its id."""
     content_hash = hashlib.sha256(source.encode()).hexdigest()
-    plan_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"metabuilder:{tenant_id}:{content_hash}"))
+    plan_id = stable_id(tenant_id, content_hash)
     _upsert(session, ScaffoldPlan,
             {"id": plan_id, "tenant_id": tenant_id, "name": name, "content_hash": content_hash,
              "source": source, "spec": spec, "created_at": utcnow()},
@@ -49,12 +66,16 @@ def ensure_plan(session: Session, tenant_id: str, name: str, source: str, spec: 
     return plan_id
 
 
+def ensure_plan_of(session: Session, tenant_id: str, plan: Plan, source: str = "") -> str:
+    """Store ``plan`` (with its YAML text, or a YAML rendering of it); return its id."""
+    spec = plan_to_dict(plan)
+    return ensure_plan(session, tenant_id, plan.name, source or yaml.safe_dump(spec, sort_keys=False), spec)
+
+
 def record_run(session: Session, record: RunRecord) -> None:
     """Create or update a run's row from the workflow's view of it."""
     ensure_tenant(session, record.tenant)
-    spec = plan_to_dict(record.plan)
-    source = record.plan_source or yaml.safe_dump(spec, sort_keys=False)
-    plan_id = ensure_plan(session, record.tenant, record.plan.name, source, spec)
+    plan_id = ensure_plan_of(session, record.tenant, record.plan, record.plan_source)
     now = utcnow()
     _upsert(session, BuildRun,
             {"id": record.run_id, "tenant_id": record.tenant, "plan_id": plan_id,
@@ -96,17 +117,43 @@ def step_started(session: Session, a: StepAttempt) -> None:
                     "finished_at", "log_tail", "log_path"])
 
 
+@dataclass(frozen=True)
+class AttemptSignal:
+    """How a failed attempt was classified, and the delay before its retry (if any)."""
+
+    signal_type: str
+    confidence: float
+    fingerprint: str
+    evidence: str = ""
+    backoff_seconds: float | None = None
+    retry_after_seconds: float | None = None
+
+
 def step_finished(session: Session, a: StepAttempt, *, status: str, exit_code: int | None,
-                  duration_seconds: float, commit_after: str | None, log_tail: str, log_path: str) -> None:
+                  duration_seconds: float, commit_after: str | None, log_tail: str, log_path: str,
+                  signal: AttemptSignal | None = None) -> None:
+    classified = {"signal_type": None, "confidence": None, "fingerprint": None, "evidence": "",
+                  "backoff_seconds": None, "retry_after_seconds": None}
+    if signal is not None:
+        classified.update(vars(signal))
     _upsert(session, BuildStep,
             {"run_id": a.run_id, "step_index": a.step_index, "attempt": a.attempt, "name": a.name,
              "queue": a.queue, "command": a.command, "status": status, "commit_before": a.commit_before,
              "worker": a.worker, "exit_code": exit_code, "duration_seconds": duration_seconds,
              "commit_after": commit_after, "log_tail": log_tail, "log_path": log_path,
-             "started_at": utcnow(), "finished_at": utcnow()},
+             "started_at": utcnow(), "finished_at": utcnow(), **classified},
             keys=["run_id", "step_index", "attempt"],
             update=["status", "worker", "exit_code", "duration_seconds", "commit_after", "log_tail",
-                    "log_path", "finished_at"])
+                    "log_path", "finished_at", *classified])
+
+
+def step_attempts(session: Session, run_id: str, step_index: int, first: int, last: int) -> list[BuildStep]:
+    """Attempts ``first``..``last`` (inclusive) of one step, in order."""
+    stmt = (select(BuildStep)
+            .where(BuildStep.run_id == run_id, BuildStep.step_index == step_index,
+                   BuildStep.attempt >= first, BuildStep.attempt <= last)
+            .order_by(BuildStep.attempt))
+    return list(session.scalars(stmt))
 
 
 def get_run(session: Session, run_id: str) -> BuildRun | None:
@@ -127,3 +174,138 @@ def run_steps(session: Session, run_id: str) -> list[BuildStep]:
     stmt = select(BuildStep).where(BuildStep.run_id == run_id).order_by(BuildStep.step_index, BuildStep.attempt)
     return list(session.scalars(stmt))
 
+
+
+# --- auto-fix -----------------------------------------------------------------------------------
+
+def record_autofix(session: Session, record: AutofixRecord) -> None:
+    """Write timeline entries, their audit events, the retry state and a plan delta. Idempotent:
+    rows are keyed by the run and the workflow's sequence numbers."""
+    now = utcnow()
+    ensure_tenant(session, record.tenant)
+    for ev in record.events:
+        _upsert(session, AutoFixRun,
+                {"id": stable_id(record.run_id, "autofix", ev.seq), "run_id": record.run_id, "seq": ev.seq,
+                 "step_name": ev.step, "signal_type": ev.signal_type, "confidence": ev.confidence,
+                 "strategy": ev.strategy, "outcome": ev.outcome, "attempt": ev.attempt, "backoff": ev.backoff_seconds,
+                 "detail": ev.detail, "commit": ev.commit, "fingerprint": ev.fingerprint,
+                 "evidence": list(ev.evidence), "created_at": now, "updated_at": now},
+                keys=["run_id", "seq"], update=["outcome", "detail", "commit", "updated_at"])
+        if ev.audit:
+            _upsert(session, AuditEvent,
+                    {"id": stable_id(record.run_id, "audit", ev.seq), "tenant_id": record.tenant,
+                     "run_id": record.run_id, "event": ev.audit, "actor": "metabuilder",
+                     "data": {"step": ev.step, "signal_type": ev.signal_type, "strategy": ev.strategy,
+                              "outcome": ev.outcome, "attempt": ev.attempt, "detail": ev.detail},
+                     "created_at": now},
+                    keys=["id"], update=[])
+    if (state := record.retry_state) is not None:
+        _upsert(session, RetryStateRow,
+                {"id": stable_id(record.run_id, "retry-state"), "run_id": record.run_id,
+                 "attempt_counter": state.attempt_counter, "per_step_attempts": dict(state.per_step_attempts),
+                 "total_attempts": state.total_attempts, "last_backoff_seconds": state.last_backoff_seconds,
+                 "max_total_attempts": state.max_total_attempts,
+                 "max_per_step_attempts": state.max_per_step_attempts, "created_at": now, "updated_at": now},
+                keys=["run_id"],
+                update=["attempt_counter", "per_step_attempts", "total_attempts", "last_backoff_seconds",
+                        "max_total_attempts", "max_per_step_attempts", "updated_at"])
+    if record.delta is not None and record.plan_before is not None and record.plan_after is not None:
+        delta = record.delta
+        data = {"kind": delta.kind.value, "step": delta.step, "reason": delta.reason,
+                "new_step": plan_to_dict(Plan(name="", steps=[delta.new_step]))["steps"][0] if delta.new_step else None,
+                "command": delta.command}
+        _upsert(session, PlanDeltaRow,
+                {"id": stable_id(record.run_id, "delta", record.delta_seq), "run_id": record.run_id,
+                 "original_plan_id": ensure_plan_of(session, record.tenant, record.plan_before),
+                 "new_plan_id": ensure_plan_of(session, record.tenant, record.plan_after),
+                 "delta_data": data, "triggered_by": delta.triggered_by[:100], "created_at": now},
+                keys=["id"], update=[])
+
+
+@dataclass(frozen=True)
+class RepairRecord:
+    run_id: str
+    seq: int
+    step_index: int
+    step_name: str
+    signal_type: str
+    fixer: str
+    outcome: str
+    reason: str
+    diff: str
+    files: list[str]
+    commit_before: str
+    commit_after: str | None
+    model: str | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+
+
+def record_repair_attempt(session: Session, r: RepairRecord) -> None:
+    _upsert(session, RepairAttempt, {"id": stable_id(r.run_id, "repair", r.seq), **vars(r), "created_at": utcnow()},
+            keys=["run_id", "seq"], update=["outcome", "reason", "commit_after", "files"])
+
+
+def autofix_timeline(session: Session, run_id: str) -> list[AutoFixRun]:
+    return list(session.scalars(select(AutoFixRun).where(AutoFixRun.run_id == run_id).order_by(AutoFixRun.seq)))
+
+
+def repair_attempts(session: Session, run_id: str) -> list[RepairAttempt]:
+    return list(session.scalars(select(RepairAttempt).where(RepairAttempt.run_id == run_id)
+                                .order_by(RepairAttempt.seq)))
+
+
+def plan_deltas(session: Session, run_id: str) -> list[PlanDeltaRow]:
+    return list(session.scalars(select(PlanDeltaRow).where(PlanDeltaRow.run_id == run_id)
+                                .order_by(PlanDeltaRow.created_at)))
+
+
+def audit_events(session: Session, *, tenant: str, run_id: str | None = None) -> list[AuditEvent]:
+    stmt = select(AuditEvent).where(AuditEvent.tenant_id == tenant).order_by(AuditEvent.created_at)
+    if run_id is not None:
+        stmt = stmt.where(AuditEvent.run_id == run_id)
+    return list(session.scalars(stmt))
+
+
+def retry_state(session: Session, run_id: str) -> RetryStateRow | None:
+    return session.scalars(select(RetryStateRow).where(RetryStateRow.run_id == run_id)).first()
+
+
+def tenant_autofix(session: Session, tenant_id: str) -> dict[str, Any]:
+    """The tenant's auto-fix overrides (empty: none, the platform's values apply)."""
+    row = session.get(TenantSettings, tenant_id)
+    return dict(row.autofix) if row else {}
+
+
+def set_tenant_autofix(session: Session, tenant_id: str, overrides: dict[str, Any]) -> None:
+    """Replace the tenant's overrides (``{}`` resets it to the platform defaults)."""
+    ensure_tenant(session, tenant_id)
+    _upsert(session, TenantSettings, {"tenant_id": tenant_id, "autofix": overrides, "updated_at": utcnow()},
+            keys=["tenant_id"], update=["autofix", "updated_at"])
+
+
+@dataclass(frozen=True)
+class FlakeRate:
+    plan: str
+    step: str
+    runs: int
+    flaky: int
+
+    @property
+    def rate(self) -> float:
+        return self.flaky / self.runs if self.runs else 0.0
+
+
+def flake_rates(session: Session, tenant: str) -> list[FlakeRate]:
+    """Per plan and step: in how many runs the step ran, and in how many it was found flaky."""
+    ran = (select(ScaffoldPlan.name, BuildStep.name, func.count(func.distinct(BuildStep.run_id)))
+           .join(BuildRun, BuildRun.id == BuildStep.run_id).join(ScaffoldPlan, ScaffoldPlan.id == BuildRun.plan_id)
+           .where(BuildRun.tenant_id == tenant).group_by(ScaffoldPlan.name, BuildStep.name))
+    flaky = (select(ScaffoldPlan.name, AutoFixRun.step_name, func.count(func.distinct(AutoFixRun.run_id)))
+             .join(BuildRun, BuildRun.id == AutoFixRun.run_id).join(ScaffoldPlan, ScaffoldPlan.id == BuildRun.plan_id)
+             .where(BuildRun.tenant_id == tenant, AutoFixRun.outcome == "flaky")
+             .group_by(ScaffoldPlan.name, AutoFixRun.step_name))
+    flaky_counts = {(p, s): n for p, s, n in session.execute(flaky)}
+    return sorted((FlakeRate(p, s, n, flaky_counts.get((p, s), 0)) for p, s, n in session.execute(ran)),
+                  key=lambda f: (-f.rate, f.plan, f.step))

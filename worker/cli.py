@@ -20,8 +20,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.git import GitError, NotAGitRepository
 from domain.plans import PlanError, parse_plan
+from domain.policy import ENV_VARS, effective_settings, parse_overrides
 from domain.runs import WORKFLOW_QUEUE, RunStatus, task_queue, workflow_id
-from service.runs import RunExistsError, SubmitOptions, submit
+from service.runs import RunExistsError, SubmitOptions, resolve_autofix, submit
 from store import repository
 from store.db import transaction
 from worker import classify_cmd
@@ -57,12 +58,21 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     sessions = prepare_database(settings)
     client = await connect(settings)
     local = args.with_worker or (not args.detach and await _needs_local_workers(client, settings))
+    overrides = _key_values(args.set)
+    if args.autofix is not None:
+        overrides["enabled"] = args.autofix
+    effective = resolve_autofix(settings.autofix, sessions, args.tenant, overrides)
     opts = SubmitOptions(shared_repo=settings.shared_repo, task_queue_prefix=settings.task_queue_prefix,
-                         tenant=args.tenant, heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds)
+                         tenant=args.tenant, heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds,
+                         autofix=effective)
     submitted = await submit(client, plan_text, str(plan_path), Path(args.workspace), opts, run_id=args.run_id)
     link = web_ui_link(settings.ui_url, settings.temporal_namespace, submitted.run_id)
     print(f"run {submitted.run_id} started: plan {submitted.plan.name!r}, {len(submitted.plan.steps)} steps, "
           f"workspace {submitted.workspace.source} at {submitted.workspace.base_commit[:12]}")
+    a = effective.settings
+    print(f"  auto-fix: {'on' if a.enabled else 'off'}" + (
+        f" (at most {a.max_total_attempts} attempts per run, {a.max_per_step_attempts} per step, "
+        f"backoff cap {a.backoff_cap_seconds:g}s)" if a.enabled else ""))
     if link:
         print(f"  Web UI: {link}")
     if args.detach:
@@ -75,6 +85,34 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         view = await follow(submitted.handle)
     print_summary(view, repo=settings.shared_repo, ui_link=link)
     return EXIT_OK if view.status is RunStatus.SUCCEEDED else EXIT_RUN_FAILED
+
+
+def _key_values(pairs: list[str] | None) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise CliError(f"--set {pair!r}: expected KEY=VALUE with KEY one of {', '.join(ENV_VARS)}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
+    """Show (and change) a tenant's auto-fix settings, with where each value comes from."""
+    sessions = prepare_database(settings)
+    with transaction(sessions) as session:
+        current = repository.tenant_autofix(session, args.tenant)
+        if args.reset or args.set:
+            changed = {} if args.reset else {**current, **parse_overrides(_key_values(args.set), "--set")}
+            repository.set_tenant_autofix(session, args.tenant, changed)
+            current = changed
+    effective = effective_settings(settings.autofix, current)
+    print(f"auto-fix settings of tenant {args.tenant!r} (environment {settings.environment.value}):")
+    for key, var in ENV_VARS.items():
+        value = getattr(effective.settings, key)
+        shown = ("true" if value else "false") if isinstance(value, bool) else f"{value:g}"
+        print(f"  {key:<22} {shown:<6} from {effective.sources[key]:<8} ({var})")
+    return EXIT_OK
 
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -201,7 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--with-worker", action="store_true", help="run workers in this process while following")
     p.add_argument("--run-id", help="run id to use (default: a new uuid)")
     p.add_argument("--tenant", default="default")
+    p.add_argument("--autofix", action=argparse.BooleanOptionalAction, default=None,
+                   help="turn self-healing on or off for this run (default: tenant, then platform setting)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help=f"override an auto-fix setting for this run ({', '.join(ENV_VARS)})")
     p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("settings", help="show or change a tenant's auto-fix settings")
+    p.add_argument("--tenant", default="default")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help=f"override ({', '.join(ENV_VARS)})")
+    p.add_argument("--reset", action="store_true", help="drop the tenant's overrides (platform defaults apply)")
+    p.set_defaults(fn=cmd_settings)
 
     p = sub.add_parser("status", help="show a run from the database projection")
     p.add_argument("run_id")

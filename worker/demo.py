@@ -1,28 +1,41 @@
 """``metabuilder demo``: the main job on the embedded defaults.
 
-Makes a workspace from the bundled example, then runs its plan twice: once as
-committed (it succeeds; the code-generation step commits on the run branch), and
-once with a bug left uncommitted in the working tree (the test step fails with its
-exit code and log). The demo exits 0 when both runs behaved as designed and the
-user's branch and files were never touched.
+Makes a workspace from the bundled example, then runs two plans on it:
+
+1. ``plan.yaml`` on the project as committed: it succeeds (the code-generation step commits
+   on the run branch).
+2. ``heal.yaml`` with known problems, auto-fix on: a lint error fixed by the step's fix command,
+   a flaky dependency server (503 twice) retried with backoff, a 429 with Retry-After waited out,
+   a missing database table repaired by re-planning (a migration step inserted), and a bug left
+   uncommitted in ``calc.py`` that fails the tests: patched when an LLM endpoint is configured
+   (``META_BUILDER_LLM_URL``), otherwise the run is rolled back (the seed step's rollback runs).
+
+The demo exits 0 when both runs behaved as designed and the user's branch and files were
+never touched.
 """
 
 from __future__ import annotations
 
 import shutil
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from activities.git import git
 from domain.payloads import RunView
 from domain.runs import RunStatus, StepStatus
-from service.runs import SubmitOptions, submit
+from service.runs import SubmitOptions, resolve_autofix, submit
 from worker.follow import follow, print_summary, web_ui_link
 from worker.runtime import POOLS, build_workers, connect, prepare_database, running_workers
 from worker.settings import Settings
 
 EXAMPLE = Path(__file__).parent / "examples" / "demo"
 BUG = ("    return sum(values) / len(values)", "    return sum(values) / (len(values) + 1)")
+STYLE = ("def add(a: int, b: int) -> int:", "def add(a: int, b: int) -> int:   ")
+RETRY_AFTER_SECONDS = 2
 
 
 async def make_workspace(home: Path) -> Path:
@@ -36,6 +49,39 @@ async def make_workspace(home: Path) -> Path:
     return workspace
 
 
+@contextmanager
+def flaky_services() -> Iterator[str]:
+    """A local HTTP server: ``/deps`` answers 503 twice, then 200; ``/quota`` answers 429 with
+    Retry-After once, then 200. Yields its base URL."""
+    calls = {"/deps": 0, "/quota": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            calls[self.path] = calls.get(self.path, 0) + 1
+            if self.path == "/deps" and calls["/deps"] <= 2:
+                self.send_response(503)
+            elif self.path == "/quota" and calls["/quota"] <= 1:
+                self.send_response(429)
+                self.send_header("Retry-After", str(RETRY_AFTER_SECONDS))
+            else:
+                self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 async def run_demo(settings: Settings) -> int:
     print(f"Meta-Builder demo · data in {settings.home}")
     sessions = prepare_database(settings)
@@ -43,37 +89,36 @@ async def run_demo(settings: Settings) -> int:
     print(f"Temporal at {settings.address}" + (f"; Web UI {settings.ui_url}" if settings.ui_url else ""))
     workspace = await make_workspace(settings.home)
     user_head = (await git("rev-parse", "HEAD", cwd=workspace)).strip()
-    plan_path = workspace / "plan.yaml"
-    plan_text = plan_path.read_text()
+    autofix = resolve_autofix(settings.autofix, sessions, "default", {"enabled": True})
     opts = SubmitOptions(shared_repo=settings.shared_repo, task_queue_prefix=settings.task_queue_prefix,
-                         heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds)
-    problems: list[str] = []
+                         heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds, autofix=autofix)
     views: list[RunView] = []
+    with flaky_services() as url:
+        async with running_workers(build_workers(client, settings, sessions, POOLS)):
+            for title, plan_file in (("1. the project as committed", "plan.yaml"),
+                                     ("2. with known problems, self-healing on", "heal.yaml")):
+                plan_text = (workspace / plan_file).read_text()
+                if plan_file == "heal.yaml":
+                    source = (workspace / "calc.py").read_text()
+                    (workspace / "calc.py").write_text(source.replace(*BUG).replace(*STYLE))
+                    db = settings.home / "demo-data" / f"{workspace.name}.db"
+                    db.parent.mkdir(parents=True, exist_ok=True)
+                    plan_text = plan_text.replace("@DEMO_URL@", url).replace("@DEMO_DB@", str(db))
+                    llm = f"LLM fixer at {settings.llm.url}" if settings.llm else "no LLM configured"
+                    print(f"\n   (a lint error and a bug left uncommitted in calc.py, a flaky server, a 429, "
+                          f"a database without its table; {llm})")
+                print(f"\n== run {title} ==")
+                submitted = await submit(client, plan_text, str(workspace / plan_file), workspace, opts)
+                print(f"run {submitted.run_id}: plan {submitted.plan.name!r}, workspace {workspace}")
+                view = await follow(submitted.handle)
+                print_summary(view, repo=settings.shared_repo,
+                              ui_link=web_ui_link(settings.ui_url, settings.temporal_namespace, view.run_id))
+                views.append(view)
 
-    async with running_workers(build_workers(client, settings, sessions, POOLS)):
-        for title, broken in (("1. the project as committed", False),
-                              ("2. with a bug left uncommitted in calc.py", True)):
-            if broken:
-                source = (workspace / "calc.py").read_text()
-                (workspace / "calc.py").write_text(source.replace(*BUG))
-            print(f"\n== run {title} ==")
-            submitted = await submit(client, plan_text, str(plan_path), workspace, opts)
-            print(f"run {submitted.run_id}: plan {submitted.plan.name!r}, workspace {workspace}")
-            view = await follow(submitted.handle)
-            print_summary(view, repo=settings.shared_repo,
-                          ui_link=web_ui_link(settings.ui_url, settings.temporal_namespace, view.run_id))
-            views.append(view)
-
-    good, bad = views
-    if good.status is not RunStatus.SUCCEEDED:
-        problems.append(f"run 1 should have succeeded, it is {good.status.value}")
-    generated = await git("ls-tree", "--name-only", good.head_commit, cwd=settings.shared_repo, check=False)
-    if "calc_table.py" not in generated.split():
-        problems.append("the generate step's calc_table.py is not on run 1's branch")
-    failed = next((s for s in bad.steps if s.status is StepStatus.FAILED), None)
-    if bad.status is not RunStatus.FAILED or failed is None or failed.name != "test" or failed.exit_code != 1:
-        problems.append(f"run 2 should have failed at step 'test' with exit code 1; it is {bad.status.value}"
-                        f" at {failed.name if failed else None}")
+    good, healed = views
+    problems = check_plain(good, await git("ls-tree", "--name-only", good.head_commit,
+                                           cwd=settings.shared_repo, check=False))
+    problems += check_healing(healed, llm=settings.llm is not None)
     if (await git("rev-parse", "HEAD", cwd=workspace)).strip() != user_head:
         problems.append("the user's branch moved")
     if (workspace / "calc_table.py").exists():
@@ -87,10 +132,48 @@ async def run_demo(settings: Settings) -> int:
         return 1
     print("The demo behaved as designed:")
     print(f"  - run 1 succeeded; its generated calc_table.py was committed on {good.branch}")
-    print(f"  - run 2 failed at step 'test' with exit code {failed.exit_code if failed else '?'} "
-          "(the uncommitted bug was built, the user's files were not changed)")
+    print("  - run 2 healed: lint fixed by its fix command, 503s retried with backoff, the 429's Retry-After "
+          "waited out, a migration step inserted before seed-db")
+    if settings.llm:
+        print("  - the failing test was patched by the LLM fixer and the run succeeded")
+    else:
+        print("  - the failing test could not be patched without an LLM: the run was rolled back "
+              "(seed-db's rollback ran, the branch is back at the last good commit)")
     print(f"  - the user's branch 'main' in {workspace} is still at {user_head[:12]}")
     if settings.embedded:
         print(f"The dev server keeps running for the Web UI at {settings.ui_url}; "
               "stop it with `metabuilder server stop`.")
     return 0
+
+
+def check_plain(view: RunView, tree: str) -> list[str]:
+    problems = []
+    if view.status is not RunStatus.SUCCEEDED:
+        problems.append(f"run 1 should have succeeded, it is {view.status.value}")
+    if "calc_table.py" not in tree.split():
+        problems.append("the generate step's calc_table.py is not on run 1's branch")
+    return problems
+
+
+def check_healing(view: RunView, *, llm: bool) -> list[str]:
+    """What run 2 must show, read from its timeline."""
+    def outcomes(step: str) -> list[tuple[str, str]]:
+        return [(e.strategy, e.outcome) for e in view.timeline if e.step == step]
+
+    problems = []
+    if ("patch", "fixed") not in outcomes("lint"):
+        problems.append(f"lint should have been fixed by its fix command: {outcomes('lint')}")
+    deps = [(e.signal_type, e.backoff_seconds) for e in view.timeline if e.step == "fetch-deps"]
+    if deps != [("TRANSIENT", 1.0), ("TRANSIENT", 2.0)]:
+        problems.append(f"fetch-deps should have been retried twice as TRANSIENT after 1s and 2s: {deps}")
+    quota = [(e.signal_type, e.backoff_seconds) for e in view.timeline if e.step == "check-quota"]
+    if quota != [("RATE_LIMIT", float(RETRY_AFTER_SECONDS))]:
+        problems.append(f"check-quota should have waited out its Retry-After once: {quota}")
+    if [(d.kind, d.step) for d in view.plan_deltas] != [("insert_step", "seed-db")]:
+        problems.append(f"a migration step should have been inserted before seed-db: {view.plan_deltas}")
+    test = next((s for s in view.steps if s.name == "test"), None)
+    if llm and (view.status is not RunStatus.SUCCEEDED or test is None or test.status is not StepStatus.SUCCEEDED):
+        problems.append(f"with an LLM the test should have been patched; the run is {view.status.value}")
+    if not llm and (view.status is not RunStatus.ROLLED_BACK or ("rollback", "rolled_back") not in outcomes("test")):
+        problems.append(f"without an LLM the run should have been rolled back; it is {view.status.value}")
+    return problems

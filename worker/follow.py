@@ -14,12 +14,24 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 
-from domain.payloads import RunView, StepView
+from domain.payloads import AutofixEvent, RunView, StepView
 from domain.runs import RunStatus, StepStatus, workflow_id
 from workflows.build_run import BuildRunWorkflow
 
 _MARK = {StepStatus.RUNNING: "▸", StepStatus.SUCCEEDED: "✓", StepStatus.FAILED: "✗",
-         StepStatus.CANCELLED: "⊘", StepStatus.PENDING: "·"}
+         StepStatus.CANCELLED: "⊘", StepStatus.PENDING: "·", StepStatus.SKIPPED: "↷"}
+_STRATEGY_MARK = {"classify": "?", "retry": "↻", "flake_check": "≈", "patch": "✎", "replan": "⇄",
+                  "rollback": "↶", "escalate": "⚑"}
+
+
+def event_line(ev: AutofixEvent) -> str:
+    """One timeline entry as a line: what was tried, on which failure, and how it went."""
+    signal = f" {ev.signal_type}" + (f" ({ev.confidence:.2f})" if ev.confidence is not None else "") \
+        if ev.signal_type else ""
+    line = f"      {_STRATEGY_MARK.get(ev.strategy, '-')} {ev.step}: {ev.strategy} {ev.outcome}{signal}"
+    if ev.strategy == "retry":
+        line += f", attempt {ev.attempt}"
+    return line + (f": {ev.detail}" if ev.detail else "")
 
 
 async def has_pollers(client: Client, queue: str, *, workflow_queue: bool) -> bool:
@@ -39,14 +51,17 @@ def _step_line(view: StepView, width: int) -> str:
     if view.duration_seconds is not None:
         line += f" in {view.duration_seconds:.2f}s"
     if view.status is StepStatus.FAILED and view.exit_code is not None:
-        line += f" (exit code {view.exit_code})"
+        line += f" (exit code {view.exit_code}" + (f", {view.signal_type}" if view.signal_type else "") + ")"
+    if view.flaky:
+        line += " (flaky: passed on an unchanged re-run)"
     return line
 
 
 async def follow(handle: WorkflowHandle[BuildRunWorkflow, RunView], *, out: TextIO = sys.stdout,
                  poll_seconds: float = 0.2) -> RunView:
     """Print each step as it changes until the run ends; return the final view."""
-    shown: dict[int, tuple[StepStatus, str | None]] = {}
+    shown: dict[str, tuple[StepStatus, str | None]] = {}
+    events_shown = 0
     waiting_hint = False
     started = time.monotonic()
     while True:
@@ -61,12 +76,15 @@ async def follow(handle: WorkflowHandle[BuildRunWorkflow, RunView], *, out: Text
         width = max(len(s.name) for s in view.steps)
         for index, step in enumerate(view.steps):
             key = (step.status, step.commit)
-            if step.status is StepStatus.PENDING or shown.get(index) == key:
+            if step.status is StepStatus.PENDING or shown.get(step.name) == key:
                 continue
-            shown[index] = key
+            shown[step.name] = key
             print(_step_line(step, width), file=out, flush=True)
             if step.status is StepStatus.SUCCEEDED and step.commit and step.commit != _previous_commit(view, index):
                 print(f"      committed {step.commit[:12]} on {view.branch}", file=out, flush=True)
+        for event in view.timeline[events_shown:]:
+            print(event_line(event), file=out, flush=True)
+        events_shown = len(view.timeline)
         if view.status.is_final:
             return view
         await asyncio.sleep(poll_seconds)
@@ -82,7 +100,7 @@ def _previous_commit(view: RunView, index: int) -> str:
 def print_summary(view: RunView, *, repo: str, ui_link: str | None, out: TextIO = sys.stdout) -> None:
     done = sum(1 for s in view.steps if s.status is StepStatus.SUCCEEDED)
     print(f"run {view.run_id}: {view.status.value.upper()} ({done}/{len(view.steps)} steps succeeded)", file=out)
-    if view.status is RunStatus.FAILED:
+    if view.status in (RunStatus.FAILED, RunStatus.ROLLED_BACK, RunStatus.ESCALATED):
         failed = next((s for s in view.steps if s.status is StepStatus.FAILED), None)
         print(f"  failed step: {view.failed_step}", file=out)
         print(f"  reason:      {view.error}", file=out)
@@ -90,6 +108,16 @@ def print_summary(view: RunView, *, repo: str, ui_link: str | None, out: TextIO 
             print("  log tail:", file=out)
             for line in failed.log_tail.rstrip().splitlines()[-15:]:
                 print(f"    | {line}", file=out)
+    if view.timeline:
+        print("  auto-fix timeline:", file=out)
+        for event in view.timeline:
+            print(f"    {event.at[11:19]} " + event_line(event).strip(), file=out)
+    if view.retry_state is not None:
+        state = view.retry_state
+        print(f"  attempts:    {state.total_attempts} of {state.max_total_attempts} auto-fix attempts used "
+              f"({state.attempt_counter} step executions)", file=out)
+    for delta in view.plan_deltas:
+        print(f"  re-planned:  {delta.kind} for {delta.step!r}: {delta.reason}", file=out)
     print(f"  workspace:   branch {view.branch} of {repo} at {view.head_commit[:12]}", file=out)
     if ui_link:
         print(f"  Web UI:      {ui_link}", file=out)

@@ -18,6 +18,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.git import WorkspaceCache
 from activities.records import RecordActivities
+from activities.repair import RepairActivities
 from activities.steps import StepActivities, StepSettings
 from domain.plans import Queue
 from domain.runs import WORKFLOW_QUEUE, task_queue
@@ -26,6 +27,7 @@ from store.db import make_engine, session_factory
 from worker.devserver import DevServer, DevServerError, ensure_search_attributes, port_open
 from worker.settings import Settings
 from workflows.build_run import BuildRunWorkflow
+from workflows.repair import RepairWorkflow
 
 log = structlog.get_logger("metabuilder.worker")
 
@@ -68,25 +70,29 @@ def prepare_database(settings: Settings) -> sessionmaker[Session]:
 def build_workers(client: Client, settings: Settings, sessions: sessionmaker[Session],
                   pools: Sequence[str], *, concurrency: int = 4,
                   prefix: str | None = None) -> list[Worker]:
-    """One Temporal worker per pool: ``workflow`` runs BuildRunWorkflow (and its local
-    bookkeeping activity); ``cpu``/``io``/``llm`` run steps, ``concurrency`` at a time."""
+    """One Temporal worker per pool: ``workflow`` runs BuildRunWorkflow and RepairWorkflow (and
+    their local bookkeeping activities); ``cpu``/``io``/``llm`` run steps and repair activities,
+    ``concurrency`` at a time."""
     prefix = prefix or settings.task_queue_prefix
     workspaces = WorkspaceCache(Path(settings.cache_dir))
     steps = StepActivities(StepSettings(artifacts_dir=Path(settings.artifacts_dir)), workspaces, sessions)
     records = RecordActivities(sessions)
+    repair = RepairActivities(steps, settings.llm)
     runner = SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules("domain", "yaml"))
     workers = []
     for pool in pools:
         if pool == WORKFLOW_QUEUE:
             workers.append(Worker(
-                client, task_queue=task_queue(prefix, pool), workflows=[BuildRunWorkflow],
-                activities=[records.record_run], workflow_runner=runner,
+                client, task_queue=task_queue(prefix, pool), workflows=[BuildRunWorkflow, RepairWorkflow],
+                activities=[records.record_run, records.record_autofix], workflow_runner=runner,
                 sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.sticky_timeout_seconds),
             ))
         else:
             workers.append(Worker(
-                client, task_queue=task_queue(prefix, pool), activities=[steps.run_step],
+                client, task_queue=task_queue(prefix, pool),
+                activities=[steps.run_step, repair.propose_fix, repair.propose_llm_patch, repair.apply_patch,
+                            repair.rollback],
                 max_concurrent_activities=concurrency,
             ))
     return workers

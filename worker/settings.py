@@ -9,6 +9,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
 
+from activities.llm import LlmSettings
+from domain.policy import AutofixSettings, PolicyError, platform_settings
+
 E = TypeVar("E", bound=StrEnum)
 
 
@@ -46,6 +49,10 @@ class Settings:
     dev_server_ui_port: int
     log_level: str
     log_format: str
+    autofix: AutofixSettings
+    """Platform level of the auto-fix flags (seed 001 defaults per environment, then env vars)."""
+    llm: LlmSettings | None = None
+    """The LLM fixer's endpoint; None when ``META_BUILDER_LLM_URL`` is unset."""
 
     @property
     def embedded(self) -> bool:
@@ -76,7 +83,13 @@ class Settings:
         prefix = env.get("META_BUILDER_TASK_QUEUE_PREFIX") or "metabuilder"
         if not prefix.replace("-", "").replace("_", "").isalnum():
             raise SettingsError(f"META_BUILDER_TASK_QUEUE_PREFIX={prefix!r}: letters, digits, '-' and '_' only")
+        try:
+            autofix = platform_settings(environment.value, env)
+        except PolicyError as err:
+            raise SettingsError(str(err)) from None
         return cls(
+            autofix=autofix,
+            llm=_llm(env),
             home=home,
             environment=environment,
             temporal_address=env.get("TEMPORAL_ADDRESS") or None,
@@ -93,6 +106,22 @@ class Settings:
             log_level=level,
             log_format=log_format,
         )
+
+
+def _llm(env: Mapping[str, str]) -> LlmSettings | None:
+    url = (env.get("META_BUILDER_LLM_URL") or "").strip()
+    if not url:
+        return None
+    if not url.startswith(("http://", "https://")):
+        raise SettingsError(f"META_BUILDER_LLM_URL={url!r}: expected an http:// or https:// URL")
+    model = (env.get("META_BUILDER_LLM_MODEL") or "").strip()
+    if not model:
+        raise SettingsError("META_BUILDER_LLM_MODEL is required with META_BUILDER_LLM_URL (the model name to ask)")
+    return LlmSettings(
+        url=url, model=model, api_key=env.get("META_BUILDER_LLM_API_KEY") or "",
+        price_in_per_million=_float(env, "META_BUILDER_LLM_PRICE_IN", 0.0, 0.0, 1e4),
+        price_out_per_million=_float(env, "META_BUILDER_LLM_PRICE_OUT", 0.0, 0.0, 1e4),
+        timeout_seconds=_float(env, "META_BUILDER_LLM_TIMEOUT_SECONDS", 120.0, 1.0, 3600.0))
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

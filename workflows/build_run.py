@@ -1,42 +1,55 @@
-"""``BuildRunWorkflow``: one durable workflow per build run."""
+"""``BuildRunWorkflow``: one durable workflow per build run.
+
+Steps run in plan order, each from the commit the previous one left. Without auto-fix (and for
+runs started before it existed) the run stops at the first failure. With auto-fix, a failed
+step has already been retried by class inside its activity (see :mod:`workflows.execution`);
+if it is still red, a ``RepairWorkflow`` child climbs the repair ladder and tells this workflow
+how it ended: fixed, flaky, a plan change to make, rolled back, or escalated.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
+from temporalio.exceptions import ApplicationError, CancelledError, ChildWorkflowError
 
 from domain.payloads import (
     RUN_FAILED,
-    STEP_FAILED,
+    AutofixEvent,
+    AutofixRecord,
     BuildRunInput,
+    RepairInput,
+    RepairResult,
     RunRecord,
     RunView,
-    StepInput,
     StepResult,
     StepView,
 )
-from domain.runs import RunStatus, StepStatus, task_queue, workflow_id
+from domain.plans import Step
+from domain.policy import RetryState
+from domain.repair import DeltaKind, PlanDelta, apply_delta
+from domain.runs import RunStatus, StepStatus, workflow_id
 from workflows import search_attributes as sa
+from workflows.execution import Execution, StepCancelled, classified_event, execute_step, retry_events
+from workflows.repair import RepairWorkflow
 
-CHECKOUT_MARGIN = timedelta(minutes=2)
-"""Time beyond a step's own timeout for checkout, commit and push."""
-
-STEP_INFRA_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=5,
-    non_retryable_error_types=[STEP_FAILED],
-)
-"""Retries for a step whose *worker* failed (lost heartbeat, git or DB error); a command
-that exits non-zero is a step failure, not retried here."""
+# Kept importable from here: tests and tools refer to them by this module.
+from workflows.execution import CHECKOUT_MARGIN, STEP_INFRA_RETRY  # noqa: F401  isort: skip
 
 RECORD_TIMEOUT = timedelta(seconds=30)
+
+
+@dataclass
+class _Slot:
+    """A step in the run's (possibly re-planned) order, with its stable index for ids and records."""
+
+    index: int
+    step: Step
+    attempts: int = 0
+    """Executions of this step so far (the next one's attempt numbers start after it)."""
 
 
 @workflow.defn
@@ -49,65 +62,155 @@ class BuildRunWorkflow:
             base_commit=inp.workspace.base_commit, head_commit=inp.workspace.base_commit,
             branch=inp.workspace.branch,
         )
+        self._plan = inp.plan
+        self._slots = [_Slot(i, s) for i, s in enumerate(inp.plan.steps)]
+        self._state = RetryState.for_policy(inp.autofix.policy) if inp.autofix else None
+        self._view.retry_state = self._state
+        self._seq = 0
+        self._repairs = 0
+        self._applied: list[str] = []
 
     @workflow.run
     async def run(self, inp: BuildRunInput) -> RunView:
         await self._set_status(inp, RunStatus.RUNNING)
-        for index, step in enumerate(inp.plan.steps):
-            view = self._view.steps[index]
+        pos = 0
+        while pos < len(self._slots):
+            slot, view = self._slots[pos], self._view.steps[pos]
             view.status = StepStatus.RUNNING
             try:
-                result = await workflow.execute_activity(
-                    "run_step",
-                    StepInput(run_id=inp.run_id, tenant=inp.tenant, step_index=index, step=step,
-                              repo_url=inp.workspace.repo_url, branch=inp.workspace.branch,
-                              commit=self._view.head_commit),
-                    result_type=StepResult,
-                    activity_id=f"{index:03d}-{step.name}",
-                    task_queue=task_queue(inp.task_queue_prefix, step.queue.value),
-                    start_to_close_timeout=timedelta(seconds=step.timeout_seconds) + CHECKOUT_MARGIN,
-                    heartbeat_timeout=timedelta(seconds=inp.heartbeat_timeout_seconds),
-                    retry_policy=STEP_INFRA_RETRY,
-                    cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                )
-            except (asyncio.CancelledError, CancelledError):
-                await self._cancelled(inp, view)
-                raise
-            except ActivityError as err:
-                if isinstance(err.cause, CancelledError):
-                    await self._cancelled(inp, view)
-                    raise asyncio.CancelledError() from err
-                await self._step_failed(inp, view, err)
-                raise ApplicationError(self._view.error or "step failed", self._view,
-                                       type=RUN_FAILED, non_retryable=True) from err
-            view.status = StepStatus.SUCCEEDED
-            view.exit_code, view.duration_seconds = result.exit_code, result.duration_seconds
-            view.commit, view.attempt, view.log_tail = result.commit, result.attempt, result.log_tail
-            self._view.head_commit = result.commit
+                ex = await self._execute(inp, slot)
+                if ex.ok:
+                    self._succeeded(view, ex.result)
+                    pos += 1
+                    continue
+                if inp.autofix is None or ex.result.signal is None:
+                    await self._step_failed(inp, view, ex)
+                    raise ApplicationError(self._view.error or "step failed", self._view,
+                                           type=RUN_FAILED, non_retryable=True)
+                pos = await self._repair(inp, pos, ex)
+            except StepCancelled as err:
+                await self._cancelled(inp, self._view.steps[pos])
+                raise asyncio.CancelledError() from err
         await self._set_status(inp, RunStatus.SUCCEEDED)
         return self._view
 
     @workflow.query
     def status(self) -> RunView:
-        """The run as it stands: status, each step's state, the head commit."""
+        """The run as it stands: status, each step's state, the head commit, the auto-fix timeline."""
         return self._view
 
-    async def _step_failed(self, inp: BuildRunInput, view: StepView, err: ActivityError) -> None:
-        view.status = StepStatus.FAILED
-        cause = err.cause
-        if isinstance(cause, ApplicationError) and cause.type == STEP_FAILED and cause.details:
-            details: dict[str, Any] = cause.details[0]
-            view.exit_code = details.get("exit_code")
-            view.duration_seconds = details.get("duration_seconds")
-            view.attempt = details.get("attempt", view.attempt)
-            view.log_tail = details.get("log_tail", "")
-            reason = cause.message
-        elif isinstance(cause, TimeoutError):
-            reason = f"step {view.name!r} did not finish: {cause.type.name.lower().replace('_', '-')} timeout"
+    async def _execute(self, inp: BuildRunInput, slot: _Slot) -> Execution:
+        budget = self._state.remaining(slot.step.name) if self._state else 0
+        ex = await execute_step(inp, slot.index, slot.step, self._view.head_commit,
+                                attempt_base=slot.attempts, budget=budget)
+        if self._state is None:
+            return ex
+        used = ex.result.temporal_attempts
+        slot.attempts += used
+        self._state.attempt_counter += used
+        self._state.charge(slot.step.name, used - 1)
+        events = retry_events(slot.step.name, ex.result, self._seq)
+        if ex.result.retries:
+            self._state.last_backoff_seconds = ex.result.retries[-1].backoff_seconds
+        if not ex.ok and ex.result.signal is not None:
+            events.append(classified_event(slot.step.name, ex.result, self._seq + len(events), "failed"))
+        await self._record(inp, events)
+        return ex
+
+    async def _repair(self, inp: BuildRunInput, pos: int, ex: Execution) -> int:
+        """Hand a failed step to a ``RepairWorkflow`` child; return the position to go on from."""
+        slot, view = self._slots[pos], self._view.steps[pos]
+        assert self._state is not None and ex.result.signal is not None
+        view.status, view.signal_type = StepStatus.FAILED, ex.result.signal.type.value
+        view.exit_code, view.log_tail, view.attempt = ex.result.exit_code, ex.result.log_tail, ex.result.attempt
+        self._repairs += 1
+        rollback = [s.step for s, v in zip(self._slots[:pos], self._view.steps[:pos], strict=True)
+                    if v.status is StepStatus.SUCCEEDED and s.step.rollback_command]
+        try:
+            result: RepairResult = await workflow.execute_child_workflow(
+                RepairWorkflow.run,
+                RepairInput(run=inp, step_index=slot.index, step=slot.step, plan=self._plan,
+                            commit=self._view.head_commit, signal=ex.result.signal, failed=ex.result,
+                            retry_state=self._state, attempt_base=slot.attempts, seq=self._seq,
+                            applied_deltas=list(self._applied), rollback_steps=list(reversed(rollback))),
+                id=f"{workflow_id(inp.run_id)}-repair-{self._repairs}",
+            )
+        except (asyncio.CancelledError, CancelledError) as err:
+            raise StepCancelled() from err
+        except ChildWorkflowError as err:
+            if isinstance(err.cause, CancelledError):
+                raise StepCancelled() from err
+            # A repair that breaks must not lose the run: a person takes over.
+            cause = err.cause.message if err.cause else err.message
+            result = RepairResult(outcome="escalated", retry_state=self._state, attempt_base=slot.attempts,
+                                  seq=self._seq, reason=f"the repair of {slot.step.name!r} failed: {cause}")
+        self._state = result.retry_state
+        self._view.retry_state = self._state
+        self._view.timeline.extend(result.events)
+        self._seq = result.seq
+        slot.attempts = result.attempt_base
+        if result.outcome in ("fixed", "flaky") and result.result is not None:
+            self._succeeded(view, result.result)
+            view.flaky = result.outcome == "flaky"
+            return pos + 1
+        if result.outcome == "replan" and result.delta is not None:
+            return await self._replan(inp, pos, result.delta)
+        self._view.failed_step, self._view.error = slot.step.name, result.reason
+        status = RunStatus.ROLLED_BACK if result.outcome == "rolled_back" else RunStatus.ESCALATED
+        await self._set_status(inp, status)
+        raise ApplicationError(result.reason, self._view, type=RUN_FAILED, non_retryable=True)
+
+    async def _replan(self, inp: BuildRunInput, pos: int, delta: PlanDelta) -> int:
+        before = self._plan
+        self._plan = apply_delta(before, delta)
+        self._applied.append(f"{delta.kind}:{delta.step}")
+        self._view.plan_deltas.append(delta)
+        slot, view = self._slots[pos], self._view.steps[pos]
+        next_pos = pos
+        if delta.kind is DeltaKind.INSERT_STEP:
+            assert delta.new_step is not None
+            index = len(inp.plan.steps) + sum(1 for d in self._view.plan_deltas if d.kind is DeltaKind.INSERT_STEP) - 1
+            self._slots.insert(pos, _Slot(index, delta.new_step))
+            self._view.steps.insert(pos, StepView(name=delta.new_step.name, queue=delta.new_step.queue.value))
+            view.status = StepStatus.PENDING
+        elif delta.kind is DeltaKind.USE_FALLBACK:
+            assert delta.command is not None
+            slot.step = replace(slot.step, command=delta.command, fallback_command=None)
+            view.status = StepStatus.PENDING
         else:
-            reason = f"step {view.name!r} could not be run: {cause.message if cause else err.message}"
+            view.status, view.skipped = StepStatus.SKIPPED, True
+            next_pos = pos + 1
+        await workflow.execute_local_activity(
+            "record_autofix", AutofixRecord(run_id=inp.run_id, tenant=inp.tenant, retry_state=self._state,
+                                            delta=delta, delta_seq=len(self._view.plan_deltas),
+                                            plan_before=before, plan_after=self._plan),
+            start_to_close_timeout=RECORD_TIMEOUT)
+        return next_pos
+
+    def _succeeded(self, view: StepView, result: StepResult) -> None:
+        view.status = StepStatus.SUCCEEDED
+        view.exit_code, view.duration_seconds = result.exit_code, result.duration_seconds
+        view.commit, view.attempt, view.log_tail = result.commit, result.attempt, result.log_tail
+        self._view.head_commit = result.commit
+
+    async def _record(self, inp: BuildRunInput, events: list[AutofixEvent]) -> None:
+        if not events:
+            return
+        self._seq += len(events)
+        self._view.timeline.extend(events)
+        await workflow.execute_local_activity(
+            "record_autofix", AutofixRecord(run_id=inp.run_id, tenant=inp.tenant, events=events,
+                                            retry_state=self._state),
+            start_to_close_timeout=RECORD_TIMEOUT)
+
+    async def _step_failed(self, inp: BuildRunInput, view: StepView, ex: Execution) -> None:
+        view.status = StepStatus.FAILED
+        if ex.result.commit:  # the activity's own report (else the step could not be run at all)
+            view.exit_code, view.duration_seconds = ex.result.exit_code, ex.result.duration_seconds
+            view.attempt, view.log_tail = ex.result.attempt, ex.result.log_tail
+            view.signal_type = ex.result.signal.type.value if ex.result.signal else None
         self._view.failed_step = view.name
-        self._view.error = reason
+        self._view.error = ex.reason
         await self._set_status(inp, RunStatus.FAILED)
 
     async def _cancelled(self, inp: BuildRunInput, view: StepView) -> None:
@@ -117,12 +220,13 @@ class BuildRunWorkflow:
 
     async def _set_status(self, inp: BuildRunInput, status: RunStatus) -> None:
         self._view.status = status
-        workflow.upsert_search_attributes([sa.RUN_STATUS.value_set(status.value)])
+        if inp.search_attributes:
+            workflow.upsert_search_attributes([sa.RUN_STATUS.value_set(status.value)])
         record = RunRecord(
-            run_id=inp.run_id, tenant=inp.tenant, status=status, plan=inp.plan, plan_source=inp.plan_source,
-            workflow_id=workflow_id(inp.run_id), repo_url=inp.workspace.repo_url, branch=inp.workspace.branch,
+            run_id=inp.run_id, tenant=inp.tenant, status=status, plan=self._plan, plan_source=inp.plan_source
+            if self._plan is inp.plan else "", workflow_id=workflow_id(inp.run_id),
+            repo_url=inp.workspace.repo_url, branch=inp.workspace.branch,
             base_commit=inp.workspace.base_commit, head_commit=self._view.head_commit,
             source=inp.workspace.source, failed_step=self._view.failed_step, error=self._view.error,
         )
         await workflow.execute_local_activity("record_run", record, start_to_close_timeout=RECORD_TIMEOUT)
-

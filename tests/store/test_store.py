@@ -17,6 +17,7 @@ from store import repository
 from store.db import make_engine, session_factory, transaction
 from store.models import Base, BuildRun, BuildStep, ScaffoldPlan, Tenant
 
+HEAD_REVISION = "0002_autofix"
 PLAN = parse_plan("name: p\nsteps:\n  - {name: a, command: 'true'}\n")
 
 
@@ -29,7 +30,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 def test_migrations_up_down_up_and_match_the_models(db_url: str) -> None:
     upgrade(db_url)
-    assert current_revision(db_url) == "0001_initial"
+    assert current_revision(db_url) == HEAD_REVISION
     engine = make_engine(db_url, pooled=False)
     with engine.connect() as conn:
         assert {"tenants", "scaffold_plans", "build_runs", "build_steps"} <= set(inspect(conn).get_table_names())
@@ -40,7 +41,7 @@ def test_migrations_up_down_up_and_match_the_models(db_url: str) -> None:
         assert "build_runs" not in inspect(conn).get_table_names()
     upgrade(db_url)
     upgrade(db_url)  # idempotent
-    assert current_revision(db_url) == "0001_initial"
+    assert current_revision(db_url) == HEAD_REVISION
     engine.dispose()
 
 

@@ -49,8 +49,9 @@ def test_run_succeeds_and_status_reads_it_back(env: dict[str, str], user_repo: P
 def test_failing_run_exits_1_with_step_exit_code_and_log(env: dict[str, str], user_repo: Path, tmp_path: Path) -> None:
     steps = "  - name: ok\n    command: 'true'\n  - name: tests\n    command: echo 'FAILED test_x' && exit 2\n"
     plan = write_plan(tmp_path / "plan.yaml", steps)
-    res = metabuilder("run", str(plan), "--workspace", str(user_repo), env=env)
+    res = metabuilder("run", str(plan), "--workspace", str(user_repo), "--no-autofix", env=env)
     assert res.returncode == 1, res.stdout + res.stderr
+    assert "auto-fix: off" in res.stdout
     assert "FAILED (1/2 steps succeeded)" in res.stdout
     assert "failed step: tests" in res.stdout and "step 'tests' exited with 2" in res.stdout
     assert "| FAILED test_x" in res.stdout

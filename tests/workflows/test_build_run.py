@@ -119,7 +119,7 @@ async def test_failing_step_fails_run_with_exit_code_and_log(
         await run.handle.result()
     cause = info.value.cause
     assert isinstance(cause, ApplicationError) and cause.type == RUN_FAILED
-    assert cause.message == "step 'broken' exited with 3"
+    assert cause.message == "step 'broken' exited with 3 (TEST_ASSERT)"
 
     view = await run.handle.query(BuildRunWorkflow.status)
     assert view.status is RunStatus.FAILED and view.failed_step == "broken"
@@ -130,7 +130,7 @@ async def test_failing_step_fails_run_with_exit_code_and_log(
     with transaction(sessions) as s:
         row = repository.get_run(s, run.run_id)
         assert row is not None and (row.status, row.failed_step) == ("failed", "broken")
-        assert row.error == "step 'broken' exited with 3"
+        assert row.error == "step 'broken' exited with 3 (TEST_ASSERT)"
         assert [(x.name, x.status, x.exit_code) for x in repository.run_steps(s, run.run_id)] == [
             ("ok", "succeeded", 0), ("broken", "failed", 3)]
     desc = await run.handle.describe()
@@ -147,7 +147,7 @@ async def test_step_timeout_kills_the_command(
     view = await run.handle.query(BuildRunWorkflow.status)
     assert view.steps[0].exit_code == 124
     assert "timed out after 1s" in view.steps[0].log_tail
-    assert view.error == "step 'slow' timed out after 1s"
+    assert view.error == "step 'slow' timed out after 1s (TRANSIENT)"
 
 
 @pytest.mark.parametrize("how", ["client", "temporal-cli"])

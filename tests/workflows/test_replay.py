@@ -12,15 +12,17 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from workflows.build_run import BuildRunWorkflow
+from workflows.repair import RepairWorkflow
 
 HISTORIES = sorted((Path(__file__).parent.parent / "histories").glob("*.json"))
 
 
 def test_there_are_histories_to_replay() -> None:
     assert len(HISTORIES) >= 3
+    assert any("repair" in p.stem for p in HISTORIES)  # auto-fix runs and their repair children
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_recorded_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    await Replayer(workflows=[BuildRunWorkflow]).replay_workflow(history)
+    await Replayer(workflows=[BuildRunWorkflow, RepairWorkflow]).replay_workflow(history)

@@ -1,0 +1,164 @@
+"""The repair ladder: which rungs a failure class may climb, and the plan changes (re-plans).
+
+Rungs, in order: retry -> patch -> re-plan -> rollback -> escalate. The retry rung is the step
+activity's own Temporal retries (see :mod:`domain.policy`); a failure still red after them goes
+to the repair workflow, which climbs the remaining rungs its class allows.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from domain.plans import Plan, RepairOptions, Step
+from domain.signals import FailureSignal
+from domain.taxonomy import FailureType
+
+
+class Rung(StrEnum):
+    RETRY = "retry"
+    FLAKE_CHECK = "flake_check"
+    """An unchanged re-run of a failed test: a pass means flaky, not fixed."""
+    PATCH = "patch"
+    REPLAN = "replan"
+    ROLLBACK = "rollback"
+    ESCALATE = "escalate"
+
+
+_CODE = (Rung.PATCH, Rung.REPLAN, Rung.ROLLBACK, Rung.ESCALATE)
+_OPERATIONAL = (Rung.RETRY, Rung.REPLAN, Rung.ROLLBACK, Rung.ESCALATE)
+LADDER: dict[FailureType, tuple[Rung, ...]] = {
+    FailureType.TRANSIENT: _OPERATIONAL,
+    FailureType.INFRA: _OPERATIONAL,
+    FailureType.RATE_LIMIT: _OPERATIONAL,
+    FailureType.TEST_ASSERT: (Rung.FLAKE_CHECK, *_CODE),
+    FailureType.LINT: _CODE,
+    FailureType.TYPECHECK: _CODE,
+    FailureType.RUNTIME: (Rung.RETRY, *_CODE),
+    FailureType.SCHEMA_MIGRATION: _CODE,
+    FailureType.UNKNOWN: (Rung.RETRY, *_CODE),
+    FailureType.SECURITY: (Rung.ESCALATE,),
+    FailureType.POLICY: (Rung.ESCALATE,),
+}
+"""Rungs each class may use. SECURITY and POLICY go straight to a person."""
+
+LLM_CLASSES = frozenset({FailureType.LINT, FailureType.TYPECHECK, FailureType.TEST_ASSERT,
+                         FailureType.RUNTIME, FailureType.UNKNOWN})
+"""Classes whose failures are in the code, where an LLM-written patch may help."""
+
+
+def allows(failure_type: FailureType, rung: Rung) -> bool:
+    return rung in LADDER[failure_type]
+
+
+class Fixer(StrEnum):
+    FIX_COMMAND = "fix_command"
+    ALEMBIC_MERGE_HEADS = "alembic_merge_heads"
+    LLM = "llm"
+
+
+ALEMBIC_MERGE_COMMAND = "alembic merge heads -m 'metabuilder: merge heads'"
+
+
+@dataclass(frozen=True)
+class FixerChoice:
+    fixer: Fixer
+    command: str | None = None
+
+
+def fixers_for(signal: FailureSignal, step: Step) -> list[FixerChoice]:
+    """Patch proposers for this failure, deterministic ones first, the LLM last."""
+    if not allows(signal.type, Rung.PATCH):
+        return []
+    out = []
+    if step.fix_command:
+        out.append(FixerChoice(Fixer.FIX_COMMAND, step.fix_command))
+    if "alembic.multiple-heads" in signal.patterns:
+        out.append(FixerChoice(Fixer.ALEMBIC_MERGE_HEADS, ALEMBIC_MERGE_COMMAND))
+    if signal.type in LLM_CLASSES:
+        out.append(FixerChoice(Fixer.LLM))
+    return out
+
+
+# --- re-plan ------------------------------------------------------------------------------------
+
+class DeltaKind(StrEnum):
+    INSERT_STEP = "insert_step"
+    SKIP_STEP = "skip_step"
+    USE_FALLBACK = "use_fallback"
+
+
+@dataclass(frozen=True)
+class PlanDelta:
+    """One change to a running plan (seed table ``plan_deltas``)."""
+
+    kind: DeltaKind
+    step: str
+    """The failing step the change is about."""
+    reason: str
+    triggered_by: str
+    """What caused it: the failure class and the knowledge-base entry (``SCHEMA_MIGRATION:sql.missing-relation``)."""
+    new_step: Step | None = None
+    """For INSERT_STEP: the step run before ``step``."""
+    command: str | None = None
+    """For USE_FALLBACK: the command that replaces the step's."""
+
+
+_MISSING_MODULE = re.compile(r"No module named '?([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _missing_module(signal: FailureSignal) -> str | None:
+    for ev in signal.evidence:
+        if m := _MISSING_MODULE.search(ev.text):
+            return m.group(1)
+    return None
+
+
+def propose_replan(signal: FailureSignal, step: Step, applied: set[str], options: RepairOptions) -> PlanDelta | None:
+    """The plan change for this failure, or None. ``applied`` holds ``f"{kind}:{step}"`` of the
+    changes made to this run already: each kind of change is made at most once per step."""
+
+    def fresh(kind: DeltaKind) -> bool:
+        return f"{kind}:{step.name}" not in applied
+
+    if not allows(signal.type, Rung.REPLAN):
+        return None
+    trigger = f"{signal.type}:{signal.patterns[0]}" if signal.patterns else str(signal.type)
+    if (signal.type is FailureType.SCHEMA_MIGRATION and fresh(DeltaKind.INSERT_STEP)
+            and {"sql.missing-relation", "sql.missing-column", "alembic.revision-problem"} & set(signal.patterns)):
+        new = Step(name=_inserted_name("migrate", step.name), command=options.migrate_command, queue=step.queue,
+                   timeout_seconds=step.timeout_seconds, env=dict(step.env))
+        return PlanDelta(DeltaKind.INSERT_STEP, step.name, "the schema is behind the code: migrate first",
+                         trigger, new_step=new)
+    module = _missing_module(signal)
+    if module and fresh(DeltaKind.INSERT_STEP):
+        if module in options.install_allowlist:
+            new = Step(name=_inserted_name("install", step.name),
+                       command=options.install_command.format(package=module), queue=step.queue,
+                       timeout_seconds=step.timeout_seconds, env=dict(step.env))
+            return PlanDelta(DeltaKind.INSERT_STEP, step.name, f"module {module!r} is missing: install it first",
+                             trigger, new_step=new)
+    if step.fallback_command and fresh(DeltaKind.USE_FALLBACK):
+        return PlanDelta(DeltaKind.USE_FALLBACK, step.name, "switch to the step's fallback command", trigger,
+                         command=step.fallback_command)
+    if step.optional and fresh(DeltaKind.SKIP_STEP):
+        return PlanDelta(DeltaKind.SKIP_STEP, step.name, "the step is optional: skip it", trigger)
+    return None
+
+
+def _inserted_name(prefix: str, step: str) -> str:
+    return f"{prefix}-before-{step}"[:64]
+
+
+def apply_delta(plan: Plan, delta: PlanDelta) -> Plan:
+    """The plan after ``delta`` (a skipped step stays in the plan; the run marks it skipped)."""
+    steps = list(plan.steps)
+    index = next(i for i, s in enumerate(steps) if s.name == delta.step)
+    if delta.kind is DeltaKind.INSERT_STEP:
+        assert delta.new_step is not None
+        steps.insert(index, delta.new_step)
+    elif delta.kind is DeltaKind.USE_FALLBACK:
+        assert delta.command is not None
+        steps[index] = replace(steps[index], command=delta.command, fallback_command=None)
+    return replace(plan, steps=steps)

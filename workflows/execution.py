@@ -1,0 +1,133 @@
+"""Running one step from workflow code: shared by ``BuildRunWorkflow`` and ``RepairWorkflow``.
+
+The step activity classifies a failure itself and tells Temporal whether and when to retry it
+(``ApplicationError`` typed by class, ``next_retry_delay`` per class); the workflow only sets how
+many Temporal attempts the execution may use, from the run's remaining budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.converter import value_to_type
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
+
+from domain.payloads import STEP_FAILED, AutofixEvent, BuildRunInput, StepInput, StepResult
+from domain.plans import Step
+from domain.runs import task_queue
+from domain.taxonomy import FailureType
+
+CHECKOUT_MARGIN = timedelta(minutes=2)
+"""Time beyond a step's own timeout for checkout, commit and push."""
+
+STEP_INFRA_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=5,
+    non_retryable_error_types=[STEP_FAILED],
+)
+"""Retries for a step whose *worker* failed (lost heartbeat, git or DB error); a command
+that exits non-zero is a step failure, not retried here."""
+INFRA_ALLOWANCE = 4
+"""Temporal attempts beyond the auto-fix budget, for lost workers (heartbeat timeouts)."""
+REPAIR_ACTIVITY_TIMEOUT = timedelta(minutes=15)
+STEP_FAILURE_TYPES = frozenset({STEP_FAILED, *(t.value for t in FailureType)})
+
+
+class StepCancelled(Exception):
+    """The step's activity was cancelled (the run is being cancelled)."""
+
+
+@dataclass
+class Execution:
+    """How one execution of a step (with its Temporal retries) ended."""
+
+    ok: bool
+    result: StepResult
+    reason: str = ""
+    retries: list[Any] = field(default_factory=list)
+
+
+def activity_id(index: int, step: Step, attempt_base: int) -> str:
+    base = f"{index:03d}-{step.name}"
+    return base if attempt_base == 0 else f"{base}-a{attempt_base + 1}"
+
+
+def retry_policy(run: BuildRunInput, budget: int) -> RetryPolicy:
+    if run.autofix is None:
+        return STEP_INFRA_RETRY
+    return RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+                       maximum_interval=timedelta(seconds=30), maximum_attempts=1 + budget + INFRA_ALLOWANCE,
+                       non_retryable_error_types=[STEP_FAILED])
+
+
+async def execute_step(run: BuildRunInput, index: int, step: Step, commit: str, *,
+                       attempt_base: int = 0, budget: int = 0) -> Execution:
+    """Run ``step`` at ``commit`` with up to ``budget`` per-class retries; never raises for a red
+    step (``Execution.ok`` is False), raises ``StepCancelled`` when cancelled."""
+    policy = run.autofix.policy if run.autofix else None
+    inp = StepInput(run_id=run.run_id, tenant=run.tenant, step_index=index, step=step,
+                    repo_url=run.workspace.repo_url, branch=run.workspace.branch, commit=commit,
+                    attempt_base=attempt_base, policy=policy, retry_budget=budget if policy else 0)
+    try:
+        result = await workflow.execute_activity(
+            "run_step", inp, result_type=StepResult,
+            activity_id=activity_id(index, step, attempt_base),
+            task_queue=task_queue(run.task_queue_prefix, step.queue.value),
+            start_to_close_timeout=timedelta(seconds=step.timeout_seconds) + CHECKOUT_MARGIN,
+            heartbeat_timeout=timedelta(seconds=run.heartbeat_timeout_seconds),
+            retry_policy=retry_policy(run, budget),
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        )
+    except (asyncio.CancelledError, CancelledError) as err:
+        raise StepCancelled() from err
+    except ActivityError as err:
+        if isinstance(err.cause, CancelledError):
+            raise StepCancelled() from err
+        return _failed(step, err)
+    return Execution(ok=True, result=result)
+
+
+def _failed(step: Step, err: ActivityError) -> Execution:
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.type in STEP_FAILURE_TYPES and cause.details:
+        result = value_to_type(StepResult, cause.details[0])
+        return Execution(ok=False, result=result, reason=cause.message)
+    if isinstance(cause, TimeoutError):
+        reason = f"step {step.name!r} did not finish: {cause.type.name.lower().replace('_', '-')} timeout"
+    else:
+        reason = f"step {step.name!r} could not be run: {cause.message if cause else err.message}"
+    return Execution(ok=False, result=StepResult(exit_code=-1, duration_seconds=0.0, commit=""), reason=reason)
+
+
+def retry_events(step: str, result: StepResult, next_seq: int) -> list[AutofixEvent]:
+    """Timeline entries for the Temporal retries inside one execution (read from its result)."""
+    now = workflow.now().isoformat()
+    events = []
+    for record in result.retries:
+        events.append(AutofixEvent(
+            seq=next_seq + len(events), at=now, step=step, strategy="retry", outcome="retried",
+            signal_type=record.signal_type, confidence=record.confidence, attempt=record.attempt,
+            backoff_seconds=record.backoff_seconds, fingerprint=record.fingerprint,
+            evidence=[record.evidence] if record.evidence else [],
+            detail=(f"waited {record.backoff_seconds:g}s" + (f" (Retry-After {record.retry_after:g}s)"
+                                                             if record.retry_after else "")),
+            audit="autofix.retry"))
+    return events
+
+
+def classified_event(step: str, result: StepResult, seq: int, outcome: str, detail: str = "") -> AutofixEvent:
+    signal = result.signal
+    return AutofixEvent(
+        seq=seq, at=workflow.now().isoformat(), step=step, strategy="classify", outcome=outcome,
+        signal_type=signal.type.value if signal else None, confidence=signal.confidence if signal else None,
+        attempt=result.attempt, fingerprint=signal.fingerprint if signal else None,
+        evidence=[f"{e.line}: {e.text}" if e.line else e.text for e in signal.evidence] if signal else [],
+        detail=detail or (signal.reason if signal else ""), commit=result.commit or None,
+        audit="autofix.classified")

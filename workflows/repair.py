@@ -1,0 +1,200 @@
+"""``RepairWorkflow``: one child workflow per failed step, climbing the repair ladder.
+
+The step's own Temporal retries (the retry rung) are over when this starts. It then tries, each
+only where the failure class allows it (:data:`domain.repair.LADDER`) and while the run's budget
+lasts: an unchanged re-run of a failed test (a pass means *flaky*), patches (deterministic fixers
+first, then the LLM; each checked by the sandbox, applied as a commit, the step re-run on it),
+a plan change (handed back to the parent, which owns the plan), a rollback, and escalation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+from domain.payloads import (
+    ApplyInput,
+    ApplyResult,
+    AutofixEvent,
+    AutofixRecord,
+    FixInput,
+    PatchProposal,
+    RepairInput,
+    RepairResult,
+    RollbackInput,
+    RollbackResult,
+    StepResult,
+)
+from domain.policy import RetryState
+from domain.repair import Fixer, Rung, allows, fixers_for, propose_replan
+from domain.runs import task_queue
+from domain.signals import FailureSignal
+from workflows.execution import REPAIR_ACTIVITY_TIMEOUT, Execution, StepCancelled, execute_step
+
+RECORD_TIMEOUT = timedelta(seconds=30)
+ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+LLM_QUEUE_WAIT = timedelta(minutes=10)
+"""How long an LLM proposal may wait for an ``llm`` worker before the ladder goes on without it."""
+
+
+@workflow.defn
+class RepairWorkflow:
+    @workflow.run
+    async def run(self, inp: RepairInput) -> RepairResult:
+        try:
+            return await self._climb(inp)
+        except StepCancelled as err:
+            raise asyncio.CancelledError() from err
+
+    async def _climb(self, inp: RepairInput) -> RepairResult:
+        self.inp = inp
+        self.state = RetryState(**{**vars(inp.retry_state),
+                                   "per_step_attempts": dict(inp.retry_state.per_step_attempts)})
+        self.seq, self.attempt_base = inp.seq, inp.attempt_base
+        self.events: list[AutofixEvent] = []
+        self.pending: list[AutofixEvent] = []
+        step, signal, commit = inp.step, inp.signal, inp.commit
+
+        if allows(signal.type, Rung.FLAKE_CHECK) and self._spend():
+            ex = await self._rerun(commit)
+            if ex.ok:
+                await self._emit(Rung.FLAKE_CHECK, "flaky", signal, ex.result,
+                                 "passed on an unchanged re-run: recorded as flaky, not fixed")
+                return self._done("flaky", result=ex.result)
+            again = ex.result.signal or signal
+            await self._emit(Rung.FLAKE_CHECK, "failed_again", again, ex.result,
+                             "failed the same way on an unchanged re-run" if again.fingerprint == signal.fingerprint
+                             else f"failed differently on an unchanged re-run ({again.type})")
+            signal = again
+
+        for choice in fixers_for(signal, step):
+            if not self.state.remaining(step.name):
+                await self._emit(Rung.PATCH, "budget_exhausted", signal, None, "no attempts left for patches")
+                break
+            proposal = await self._propose(choice.fixer, choice.command, commit, signal)
+            if not proposal.diff:
+                await self._emit(Rung.PATCH, "no_patch", signal, None, f"{choice.fixer}: {proposal.summary}")
+                continue
+            seq = self._next_seq()
+            applied = await workflow.execute_activity(
+                "apply_patch", ApplyInput(
+                    run_id=inp.run.run_id, tenant=inp.run.tenant, step_index=inp.step_index, step_name=step.name,
+                    repo_url=inp.run.workspace.repo_url, branch=inp.run.workspace.branch, commit=commit,
+                    proposal=proposal, write_scope=list(inp.plan.write_scope), seq=seq,
+                    signal_type=signal.type.value),
+                result_type=ApplyResult, task_queue=self._queue(step.queue.value),
+                start_to_close_timeout=REPAIR_ACTIVITY_TIMEOUT, retry_policy=ACTIVITY_RETRY)
+            if not applied.applied:
+                await self._emit(Rung.PATCH, "rejected", signal, None,
+                                 f"{choice.fixer} patch rejected: {'; '.join(applied.problems)}", seq=seq)
+                continue
+            self.state.charge(step.name)
+            commit = applied.commit
+            await self._emit(Rung.PATCH, "applied", signal, None,
+                             f"{choice.fixer} patch applied to {', '.join(applied.files)}", commit=commit,
+                             audit="autofix.patch_applied", seq=seq)
+            ex = await self._rerun(commit)
+            if ex.ok:
+                await self._emit(Rung.PATCH, "fixed", signal, ex.result, f"step passed after the {choice.fixer} patch")
+                return self._done("fixed", result=ex.result)
+            after = ex.result.signal or signal
+            if after.fingerprint == signal.fingerprint:
+                await self._emit(Rung.PATCH, "stuck", after, ex.result,
+                                 "same failure after the patch: no more patches for this step")
+                break
+            await self._emit(Rung.PATCH, "failed_again", after, ex.result, f"now failing with {after.type}")
+            signal = after
+
+        delta = propose_replan(signal, step, set(inp.applied_deltas), inp.plan.repair)
+        if delta is not None and self._spend():
+            await self._emit(Rung.REPLAN, "replanned", signal, None, f"{delta.kind}: {delta.reason}",
+                             audit="autofix.replanned")
+            return self._done("replan", delta=delta, reason=delta.reason)
+
+        if allows(signal.type, Rung.ROLLBACK) and (inp.rollback_steps or commit != inp.commit):
+            rolled = await workflow.execute_activity(
+                "rollback", RollbackInput(
+                    run_id=inp.run.run_id, repo_url=inp.run.workspace.repo_url, branch=inp.run.workspace.branch,
+                    last_good_commit=inp.commit, commands=list(inp.rollback_steps)),
+                result_type=RollbackResult, task_queue=self._queue(step.queue.value),
+                start_to_close_timeout=REPAIR_ACTIVITY_TIMEOUT, retry_policy=ACTIVITY_RETRY)
+            if rolled.ok:
+                ran = ", ".join(rolled.ran) or "no rollback commands"
+                reason = f"{signal.type} in {step.name!r} could not be repaired; rolled back ({ran})"
+                await self._emit(Rung.ROLLBACK, "rolled_back", signal, None, reason, commit=inp.commit,
+                                 audit="autofix.rolled_back")
+                return self._done("rolled_back", reason=reason)
+            await self._emit(Rung.ROLLBACK, "failed", signal, None, rolled.error or "rollback failed")
+
+        reason = (f"{signal.type} needs a person's decision" if signal.requires_approval
+                  else f"{signal.type} in {step.name!r} could not be repaired automatically")
+        await self._emit(Rung.ESCALATE, "escalated", signal, None, reason, audit="autofix.escalated")
+        return self._done("escalated", reason=reason)
+
+    # --- helpers ---
+
+    def _queue(self, pool: str) -> str:
+        return task_queue(self.inp.run.task_queue_prefix, pool)
+
+    def _next_seq(self) -> int:
+        self.seq += 1
+        return self.seq - 1
+
+    def _spend(self) -> bool:
+        """Charge one attempt if the budget allows it."""
+        if not self.state.remaining(self.inp.step.name):
+            return False
+        self.state.charge(self.inp.step.name)
+        return True
+
+    async def _rerun(self, commit: str) -> Execution:
+        ex = await execute_step(self.inp.run, self.inp.step_index, self.inp.step, commit,
+                                attempt_base=self.attempt_base, budget=self.state.remaining(self.inp.step.name))
+        used = ex.result.temporal_attempts if ex.result.attempt else 1
+        self.attempt_base += used
+        self.state.attempt_counter += used
+        self.state.charge(self.inp.step.name, used - 1)
+        return ex
+
+    async def _propose(self, fixer: Fixer, command: str | None, commit: str, signal: FailureSignal) -> PatchProposal:
+        inp, step = self.inp, self.inp.step
+        fix = FixInput(run_id=inp.run.run_id, step_index=inp.step_index, step=step, repo_url=inp.run.workspace.repo_url,
+                       branch=inp.run.workspace.branch, commit=commit, fixer=fixer.value, command=command,
+                       signal=signal, log_tail=inp.failed.log_tail, label=f"fix-{self.seq}-{fixer.value}")
+        try:
+            if fixer is Fixer.LLM:
+                return await workflow.execute_activity(
+                    "propose_llm_patch", fix, result_type=PatchProposal, task_queue=self._queue("llm"),
+                    schedule_to_start_timeout=LLM_QUEUE_WAIT, start_to_close_timeout=REPAIR_ACTIVITY_TIMEOUT,
+                    retry_policy=ACTIVITY_RETRY)
+            return await workflow.execute_activity(
+                "propose_fix", fix, result_type=PatchProposal, task_queue=self._queue(step.queue.value),
+                start_to_close_timeout=timedelta(seconds=step.timeout_seconds) + REPAIR_ACTIVITY_TIMEOUT,
+                retry_policy=ACTIVITY_RETRY)
+        except ActivityError as err:
+            cause = err.cause.message if err.cause else err.message
+            return PatchProposal(fixer=fixer.value, diff="", summary=f"the fixer failed: {cause}")
+
+    async def _emit(self, rung: Rung, outcome: str, signal: FailureSignal, result: StepResult | None, detail: str,
+                    *, commit: str | None = None, audit: str | None = None, seq: int | None = None) -> None:
+        """Add a timeline entry and write it (with the retry state) at once."""
+        event = AutofixEvent(
+            seq=self._next_seq() if seq is None else seq, at=workflow.now().isoformat(), step=self.inp.step.name,
+            strategy=rung.value, outcome=outcome, signal_type=signal.type.value, confidence=signal.confidence,
+            attempt=result.attempt if result else self.attempt_base, detail=detail,
+            commit=commit or (result.commit if result else None) or None, fingerprint=signal.fingerprint,
+            evidence=[e.text for e in signal.evidence[:3]], audit=audit)
+        self.events.append(event)
+        await workflow.execute_local_activity(
+            "record_autofix", AutofixRecord(run_id=self.inp.run.run_id, tenant=self.inp.run.tenant, events=[event],
+                                            retry_state=self.state),
+            start_to_close_timeout=RECORD_TIMEOUT)
+
+    def _done(self, outcome: str, *, result: StepResult | None = None, delta=None, reason: str = "") -> RepairResult:  # type: ignore[no-untyped-def]
+        return RepairResult(outcome=outcome, retry_state=replace(self.state), attempt_base=self.attempt_base,
+                            seq=self.seq, events=self.events, result=result, delta=delta, reason=reason)
