@@ -128,3 +128,20 @@ def test_demo_runs_on_its_own_embedded_server(tmp_path: Path) -> None:
     finally:
         subprocess.run([sys.executable, "-m", "worker.cli", "server", "stop"], cwd=ROOT,
                        env={**env_clean, **env}, capture_output=True, timeout=60)
+
+
+def test_autofix_settings_precedence_and_bad_values(env: dict[str, str]) -> None:
+    staging = {**env, "META_BUILDER_ENV": "staging", "META_V3_BACKOFF_CAP_SECONDS": "30"}
+    res = metabuilder("settings", "--tenant", "acme", "--set", "max_total_attempts=8", env=staging)
+    assert res.returncode == 0, res.stderr
+    lines = {line.split()[0]: line.split()[1:4] for line in res.stdout.splitlines()[1:]}
+    assert lines["enabled"] == ["true", "from", "platform"]
+    assert lines["max_total_attempts"] == ["8", "from", "tenant"]
+    assert lines["backoff_cap_seconds"] == ["30", "from", "platform"]
+    reset = metabuilder("settings", "--tenant", "acme", "--reset", env={**staging, "META_BUILDER_ENV": "production"})
+    assert "enabled                false  from platform" in reset.stdout, reset.stdout
+    bad = metabuilder("settings", env={**env, "FEATURE_META_V3_AUTOFIX": "maybe"})
+    assert bad.returncode == 2
+    assert "bad setting: FEATURE_META_V3_AUTOFIX='maybe': expected true or false" in bad.stderr
+    bad = metabuilder("settings", "--set", "max_total_attempts=lots", env=env)
+    assert bad.returncode == 2 and "--set.max_total_attempts='lots': expected a whole number" in bad.stderr
