@@ -73,7 +73,6 @@ class RepairActivities:
                 if problems or not files:
                     problems = problems or ["the patch changes nothing"]
                     await ws.discard(inp.run_id)
-                    ws.forget(inp.run_id)
                 else:
                     commit, _ = await ws.commit_changes(
                         inp.run_id, f"metabuilder: {inp.proposal.fixer} patch for {inp.step_name} (run {inp.run_id})")

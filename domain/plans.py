@@ -283,25 +283,27 @@ def load_plan(path: str | Path) -> Plan:
     return parse_plan(text, source=str(path))
 
 
+def step_to_dict(step: Step) -> dict[str, object]:
+    """Plain mapping of a step, in the YAML file's own key names."""
+    out: dict[str, object] = {
+        "name": step.name, "command": step.command, "queue": step.queue.value,
+        "timeout": f"{step.timeout_seconds:g}s",
+    }
+    if step.env:
+        out["env"] = dict(step.env)
+    extras: Mapping[str, object] = {
+        "fix": step.fix_command, "rollback": step.rollback_command, "fallback": step.fallback_command,
+    }
+    out.update({k: v for k, v in extras.items() if v is not None})
+    if step.requires_approval:
+        out["requires_approval"] = True
+    if step.optional:
+        out["optional"] = True
+    return out
+
+
 def plan_to_dict(plan: Plan) -> dict[str, object]:
     """Plain mapping of a plan, in the YAML file's own key names (for storage and display)."""
-    def step_dict(step: Step) -> dict[str, object]:
-        out: dict[str, object] = {
-            "name": step.name, "command": step.command, "queue": step.queue.value,
-            "timeout": f"{step.timeout_seconds:g}s",
-        }
-        if step.env:
-            out["env"] = dict(step.env)
-        extras: Mapping[str, object] = {
-            "fix": step.fix_command, "rollback": step.rollback_command, "fallback": step.fallback_command,
-        }
-        out.update({k: v for k, v in extras.items() if v is not None})
-        if step.requires_approval:
-            out["requires_approval"] = True
-        if step.optional:
-            out["optional"] = True
-        return out
-
     data: dict[str, object] = {"name": plan.name}
     if plan.description:
         data["description"] = plan.description
@@ -310,5 +312,5 @@ def plan_to_dict(plan: Plan) -> dict[str, object]:
     if plan.repair != RepairOptions():
         data["repair"] = {"migrate": plan.repair.migrate_command, "install": plan.repair.install_command,
                           "install_allowlist": list(plan.repair.install_allowlist)}
-    data["steps"] = [step_dict(s) for s in plan.steps]
+    data["steps"] = [step_to_dict(s) for s in plan.steps]
     return data

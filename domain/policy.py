@@ -86,6 +86,12 @@ class RetryState:
         return max(0, min(self.max_per_step_attempts - self.per_step_attempts.get(step, 0),
                           self.max_total_attempts - self.total_attempts))
 
+    def record_execution(self, step: str, temporal_attempts: int) -> None:
+        """Count one execution of a step that took ``temporal_attempts`` Temporal attempts: each
+        beyond the first was a retry and spends budget."""
+        self.attempt_counter += temporal_attempts
+        self.charge(step, temporal_attempts - 1)
+
     def charge(self, step: str, attempts: int = 1) -> None:
         """Spend ``attempts``; never beyond the budget (callers check :meth:`remaining` first)."""
         attempts = min(attempts, self.remaining(step))

@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from domain.payloads import AutofixRecord, RunRecord
-from domain.plans import Plan, plan_to_dict
+from domain.plans import Plan, plan_to_dict, step_to_dict
 from store.models import (
     AuditEvent,
     AutoFixRun,
@@ -212,7 +212,7 @@ def record_autofix(session: Session, record: AutofixRecord) -> None:
     if record.delta is not None and record.plan_before is not None and record.plan_after is not None:
         delta = record.delta
         data = {"kind": delta.kind.value, "step": delta.step, "reason": delta.reason,
-                "new_step": plan_to_dict(Plan(name="", steps=[delta.new_step]))["steps"][0] if delta.new_step else None,
+                "new_step": step_to_dict(delta.new_step) if delta.new_step else None,
                 "command": delta.command}
         _upsert(session, PlanDeltaRow,
                 {"id": stable_id(record.run_id, "delta", record.delta_seq), "run_id": record.run_id,

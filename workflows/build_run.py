@@ -10,7 +10,7 @@ how it ended: fixed, flaky, a plan change to make, rolled back, or escalated.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio import workflow
@@ -35,9 +35,6 @@ from domain.runs import RunStatus, StepStatus, workflow_id
 from workflows import search_attributes as sa
 from workflows.execution import Execution, StepCancelled, classified_event, execute_step, retry_events
 from workflows.repair import RepairWorkflow
-
-# Kept importable from here: tests and tools refer to them by this module.
-from workflows.execution import CHECKOUT_MARGIN, STEP_INFRA_RETRY  # noqa: F401  isort: skip
 
 RECORD_TIMEOUT = timedelta(seconds=30)
 
@@ -64,11 +61,9 @@ class BuildRunWorkflow:
         )
         self._plan = inp.plan
         self._slots = [_Slot(i, s) for i, s in enumerate(inp.plan.steps)]
-        self._state = RetryState.for_policy(inp.autofix.policy) if inp.autofix else None
-        self._view.retry_state = self._state
+        self._view.retry_state = RetryState.for_policy(inp.autofix.policy) if inp.autofix else None
         self._seq = 0
         self._repairs = 0
-        self._applied: list[str] = []
 
     @workflow.run
     async def run(self, inp: BuildRunInput) -> RunView:
@@ -99,16 +94,19 @@ class BuildRunWorkflow:
         """The run as it stands: status, each step's state, the head commit, the auto-fix timeline."""
         return self._view
 
+    @property
+    def _state(self) -> RetryState | None:
+        """The run's retry budgets and spending (None without auto-fix)."""
+        return self._view.retry_state
+
     async def _execute(self, inp: BuildRunInput, slot: _Slot) -> Execution:
         budget = self._state.remaining(slot.step.name) if self._state else 0
         ex = await execute_step(inp, slot.index, slot.step, self._view.head_commit,
                                 attempt_base=slot.attempts, budget=budget)
         if self._state is None:
             return ex
-        used = ex.result.temporal_attempts
-        slot.attempts += used
-        self._state.attempt_counter += used
-        self._state.charge(slot.step.name, used - 1)
+        slot.attempts += ex.result.temporal_attempts
+        self._state.record_execution(slot.step.name, ex.result.temporal_attempts)
         events = retry_events(slot.step.name, ex.result, self._seq)
         if ex.result.retries:
             self._state.last_backoff_seconds = ex.result.retries[-1].backoff_seconds
@@ -132,7 +130,8 @@ class BuildRunWorkflow:
                 RepairInput(run=inp, step_index=slot.index, step=slot.step, plan=self._plan,
                             commit=self._view.head_commit, signal=ex.result.signal, failed=ex.result,
                             retry_state=self._state, attempt_base=slot.attempts, seq=self._seq,
-                            applied_deltas=list(self._applied), rollback_steps=list(reversed(rollback))),
+                            applied_deltas=[f"{d.kind}:{d.step}" for d in self._view.plan_deltas],
+                            rollback_steps=list(reversed(rollback))),
                 id=f"{workflow_id(inp.run_id)}-repair-{self._repairs}",
             )
         except (asyncio.CancelledError, CancelledError) as err:
@@ -144,8 +143,7 @@ class BuildRunWorkflow:
             cause = err.cause.message if err.cause else err.message
             result = RepairResult(outcome="escalated", retry_state=self._state, attempt_base=slot.attempts,
                                   seq=self._seq, reason=f"the repair of {slot.step.name!r} failed: {cause}")
-        self._state = result.retry_state
-        self._view.retry_state = self._state
+        self._view.retry_state = result.retry_state
         self._view.timeline.extend(result.events)
         self._seq = result.seq
         slot.attempts = result.attempt_base
@@ -163,19 +161,16 @@ class BuildRunWorkflow:
     async def _replan(self, inp: BuildRunInput, pos: int, delta: PlanDelta) -> int:
         before = self._plan
         self._plan = apply_delta(before, delta)
-        self._applied.append(f"{delta.kind}:{delta.step}")
         self._view.plan_deltas.append(delta)
         slot, view = self._slots[pos], self._view.steps[pos]
         next_pos = pos
         if delta.kind is DeltaKind.INSERT_STEP:
             assert delta.new_step is not None
-            index = len(inp.plan.steps) + sum(1 for d in self._view.plan_deltas if d.kind is DeltaKind.INSERT_STEP) - 1
-            self._slots.insert(pos, _Slot(index, delta.new_step))
+            self._slots.insert(pos, _Slot(max(s.index for s in self._slots) + 1, delta.new_step))
             self._view.steps.insert(pos, StepView(name=delta.new_step.name, queue=delta.new_step.queue.value))
             view.status = StepStatus.PENDING
         elif delta.kind is DeltaKind.USE_FALLBACK:
-            assert delta.command is not None
-            slot.step = replace(slot.step, command=delta.command, fallback_command=None)
+            slot.step = next(s for s in self._plan.steps if s.name == delta.step)
             view.status = StepStatus.PENDING
         else:
             view.status, view.skipped = StepStatus.SKIPPED, True

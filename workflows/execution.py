@@ -8,9 +8,8 @@ many Temporal attempts the execution may use, from the run's remaining budget.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -51,7 +50,6 @@ class Execution:
     ok: bool
     result: StepResult
     reason: str = ""
-    retries: list[Any] = field(default_factory=list)
 
 
 def activity_id(index: int, step: Step, attempt_base: int) -> str:

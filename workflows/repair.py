@@ -30,8 +30,7 @@ from domain.payloads import (
     RollbackResult,
     StepResult,
 )
-from domain.policy import RetryState
-from domain.repair import Fixer, Rung, allows, fixers_for, propose_replan
+from domain.repair import Fixer, PlanDelta, Rung, allows, fixers_for, propose_replan
 from domain.runs import task_queue
 from domain.signals import FailureSignal
 from workflows.execution import REPAIR_ACTIVITY_TIMEOUT, Execution, StepCancelled, execute_step
@@ -53,8 +52,7 @@ class RepairWorkflow:
 
     async def _climb(self, inp: RepairInput) -> RepairResult:
         self.inp = inp
-        self.state = RetryState(**{**vars(inp.retry_state),
-                                   "per_step_attempts": dict(inp.retry_state.per_step_attempts)})
+        self.state = replace(inp.retry_state, per_step_attempts=dict(inp.retry_state.per_step_attempts))
         self.seq, self.attempt_base = inp.seq, inp.attempt_base
         self.events: list[AutofixEvent] = []
         self.pending: list[AutofixEvent] = []
@@ -155,10 +153,8 @@ class RepairWorkflow:
     async def _rerun(self, commit: str) -> Execution:
         ex = await execute_step(self.inp.run, self.inp.step_index, self.inp.step, commit,
                                 attempt_base=self.attempt_base, budget=self.state.remaining(self.inp.step.name))
-        used = ex.result.temporal_attempts if ex.result.attempt else 1
-        self.attempt_base += used
-        self.state.attempt_counter += used
-        self.state.charge(self.inp.step.name, used - 1)
+        self.attempt_base += ex.result.temporal_attempts
+        self.state.record_execution(self.inp.step.name, ex.result.temporal_attempts)
         return ex
 
     async def _propose(self, fixer: Fixer, command: str | None, commit: str, signal: FailureSignal) -> PatchProposal:
@@ -195,6 +191,7 @@ class RepairWorkflow:
                                             retry_state=self.state),
             start_to_close_timeout=RECORD_TIMEOUT)
 
-    def _done(self, outcome: str, *, result: StepResult | None = None, delta=None, reason: str = "") -> RepairResult:  # type: ignore[no-untyped-def]
+    def _done(self, outcome: str, *, result: StepResult | None = None, delta: PlanDelta | None = None,
+              reason: str = "") -> RepairResult:
         return RepairResult(outcome=outcome, retry_state=replace(self.state), attempt_base=self.attempt_base,
                             seq=self.seq, events=self.events, result=result, delta=delta, reason=reason)
