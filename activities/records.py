@@ -7,8 +7,8 @@ import asyncio
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 
-from domain.payloads import AutofixRecord, RunRecord
-from store import repository
+from domain.payloads import AutofixRecord, GateRecord, RunRecord
+from store import approvals, repository
 from store.db import transaction
 
 
@@ -33,5 +33,15 @@ class RecordActivities:
         def work() -> None:
             with transaction(self.sessions) as session:
                 repository.record_autofix(session, record)
+
+        await asyncio.to_thread(work)
+
+    @activity.defn(name="record_gate")
+    async def record_gate(self, record: GateRecord) -> None:
+        """Upsert an approval gate and its audit event (idempotent: keyed by the gate id)."""
+
+        def work() -> None:
+            with transaction(self.sessions) as session:
+                approvals.record_gate(session, record.tenant, record.gate)
 
         await asyncio.to_thread(work)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+from domain.approvals import GateView
 from domain.plans import Plan, Step
 from domain.policy import RetryPolicy, RetryState
 from domain.repair import PlanDelta
@@ -42,6 +44,19 @@ class BuildRunInput:
     """None (and runs started before auto-fix existed): stop at the first failure."""
     search_attributes: bool = True
     """Keep the run's status search attribute up to date (the server must define it)."""
+    iteration: int = 1
+    """1 for a new run; a retry of a finished run (``POST .../retry``) is the next iteration."""
+    retry_of: str | None = None
+    """The run this one retries, from its last good commit."""
+
+    def settings(self) -> dict[str, Any]:
+        """The run's auto-fix settings as stored and shown (``enabled`` false without auto-fix)."""
+        if self.autofix is None:
+            return {"enabled": False}
+        p = self.autofix.policy
+        return {"enabled": True, "max_total_attempts": p.max_total_attempts,
+                "max_per_step_attempts": p.max_per_step_attempts, "backoff_cap_seconds": p.max_delay_seconds,
+                "sources": dict(self.autofix.sources)}
 
 
 @dataclass(frozen=True)
@@ -159,6 +174,8 @@ class RunView:
     timeline: list[AutofixEvent] = field(default_factory=list)
     retry_state: RetryState | None = None
     plan_deltas: list[PlanDelta] = field(default_factory=list)
+    gates: list[GateView] = field(default_factory=list)
+    """Approval gates opened so far, pending or decided."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +195,9 @@ class RunRecord:
     source: str = ""
     failed_step: str | None = None
     error: str | None = None
+    iteration: int = 1
+    retry_of: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -295,3 +315,11 @@ class RepairResult:
     result: StepResult | None = None
     delta: PlanDelta | None = None
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class GateRecord:
+    """What the run's workflow writes when a gate opens and when it is decided."""
+
+    tenant: str
+    gate: GateView

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import yaml
 
+from domain.approvals import MAX_GATE_TIMEOUT_SECONDS, ApprovalOptions, Decision
 from domain.yaml_reader import Problem as PlanProblem
 from domain.yaml_reader import YamlReader, YamlSyntaxError, compose, kind_of
 
@@ -76,6 +77,7 @@ class Plan:
     write_scope: list[str] = field(default_factory=list)
     """Glob patterns of workspace paths that patches may touch (empty: whole workspace)."""
     repair: RepairOptions = field(default_factory=RepairOptions)
+    approvals: ApprovalOptions = field(default_factory=ApprovalOptions)
 
 
 class PlanError(ValueError):
@@ -92,7 +94,7 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_TIMEOUT_SECONDS = 24 * 3600.0
 
 
-def parse_duration(value: object) -> float:
+def parse_duration(value: object, maximum: float = MAX_TIMEOUT_SECONDS) -> float:
     """Seconds from ``90``, ``"90s"``, ``"5m"``, ``"1h30m"``; ``ValueError`` otherwise."""
     if isinstance(value, bool):
         raise ValueError(f"expected a duration like 30s, 5m or 1h, got {value!r}")
@@ -103,12 +105,13 @@ def parse_duration(value: object) -> float:
         seconds = hours * 3600 + minutes * 60 + secs
     else:
         raise ValueError(f"expected a duration like 30s, 5m or 1h, got {value!r}")
-    if not 0 < seconds <= MAX_TIMEOUT_SECONDS:
-        raise ValueError(f"duration must be more than 0 and at most 24h, got {value!r}")
+    if not 0 < seconds <= maximum:
+        raise ValueError(f"duration must be more than 0 and at most {maximum / 3600:g}h, got {value!r}")
     return seconds
 
 
-_PLAN_KEYS = {"name", "description", "steps", "write_scope", "repair"}
+_PLAN_KEYS = {"name", "description", "steps", "write_scope", "repair", "approvals"}
+_APPROVAL_KEYS = {"timeout", "on_expiry"}
 _REPAIR_KEYS = {"migrate", "install", "install_allowlist"}
 _STEP_KEYS = {
     "name", "command", "queue", "timeout", "env", "fix", "rollback", "fallback",
@@ -138,6 +141,7 @@ def parse_plan(text: str, source: str = "<plan>") -> Plan:
         write_scope = _string_list(reader, top["write_scope"][1], "write_scope")
 
     repair = _parse_repair(reader, top["repair"][1]) if "repair" in top else RepairOptions()
+    approvals = _parse_approvals(reader, top["approvals"][1]) if "approvals" in top else ApprovalOptions()
 
     steps: list[Step] = []
     if "steps" not in top:
@@ -167,7 +171,24 @@ def parse_plan(text: str, source: str = "<plan>") -> Plan:
     if reader.problems:
         raise PlanError(reader.problems)
     assert name is not None
-    return Plan(name=name, steps=steps, description=description, write_scope=write_scope, repair=repair)
+    return Plan(name=name, steps=steps, description=description, write_scope=write_scope, repair=repair,
+                approvals=approvals)
+
+
+def _parse_approvals(reader: YamlReader, node: yaml.Node) -> ApprovalOptions:
+    keys = reader.mapping(node, "approvals", _APPROVAL_KEYS)
+    defaults = ApprovalOptions()
+    timeout = defaults.timeout_seconds
+    if "timeout" in keys:
+        try:
+            timeout = parse_duration(reader.scalar(keys["timeout"][1], "approvals.timeout"),
+                                     MAX_GATE_TIMEOUT_SECONDS)
+        except ValueError as err:
+            reader.problem(keys["timeout"][1], "approvals.timeout", str(err))
+    on_expiry = defaults.on_expiry
+    if "on_expiry" in keys:
+        on_expiry = reader.choice(keys["on_expiry"][1], "approvals.on_expiry", Decision, "decision") or on_expiry
+    return ApprovalOptions(timeout_seconds=timeout, on_expiry=on_expiry)
 
 
 def _parse_repair(reader: YamlReader, node: yaml.Node) -> RepairOptions:
@@ -312,5 +333,8 @@ def plan_to_dict(plan: Plan) -> dict[str, object]:
     if plan.repair != RepairOptions():
         data["repair"] = {"migrate": plan.repair.migrate_command, "install": plan.repair.install_command,
                           "install_allowlist": list(plan.repair.install_allowlist)}
+    if plan.approvals != ApprovalOptions():
+        data["approvals"] = {"timeout": f"{plan.approvals.timeout_seconds:g}s",
+                             "on_expiry": plan.approvals.on_expiry.value}
     data["steps"] = [step_to_dict(s) for s in plan.steps]
     return data

@@ -18,11 +18,13 @@ class RunStatus(StrEnum):
     ROLLED_BACK = "rolled_back"
     """Auto-fix gave up and undid the run: branch reset to the last good commit, rollbacks run."""
     ESCALATED = "escalated"
-    """Auto-fix gave up and handed the failure to a person."""
+    """Auto-fix gave up and handed the failure to a person (runs from before approval gates)."""
+    PAUSED_AWAITING_APPROVAL = "paused_awaiting_approval"
+    """Waiting at an approval gate for a person's decision (or the gate's expiry)."""
 
     @property
     def is_final(self) -> bool:
-        return self is not RunStatus.PENDING and self is not RunStatus.RUNNING
+        return self not in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED_AWAITING_APPROVAL)
 
 
 class StepStatus(StrEnum):
@@ -35,6 +37,8 @@ class StepStatus(StrEnum):
     CANCELLED = "cancelled"
     SKIPPED = "skipped"
     """An optional step that failed and that a re-plan skipped."""
+    OVERRIDDEN = "overridden"
+    """A step that failed and whose failure a person accepted at an approval gate."""
 
 
 WORKFLOW_ID_PREFIX = "build-run-"

@@ -55,6 +55,13 @@ class BuildRun(Base):
     head_commit: Mapped[str] = mapped_column(String(64))
     failed_step: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    iteration: Mapped[int] = mapped_column(Integer, default=1)
+    """1 for a new run; a retry of a run (``POST .../retry``) is the next iteration."""
+    retry_of: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """The run's effective auto-fix settings and where each came from."""
+    next_overrides: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """Run-level overrides set through the API after the start: used by the run's retries."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
@@ -197,3 +204,55 @@ class TenantSettings(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
     autofix: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class ApprovalGate(Base):
+    """A point where a run waits for a person: what failed, the proposed action, the decision."""
+
+    __tablename__ = "approval_gates"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("build_runs.id", ondelete="CASCADE"), index=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    step_name: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    signal_type: Mapped[str | None] = mapped_column(String(50), nullable=True)
+    evidence: Mapped[list[str]] = mapped_column(JSON, default=list)
+    deciders: Mapped[list[str]] = mapped_column(JSON, default=list)
+    on_expiry: Mapped[str] = mapped_column(String(16))
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    decided_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    decision_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class User(Base):
+    """A person (or a service) of a tenant, with one role: viewer, operator, admin or owner."""
+
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_users_tenant_name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiToken(Base):
+    """An API token of a user; only its SHA-256 is kept (the token is shown once, at creation)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    """The token's first characters, to tell tokens apart in listings."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

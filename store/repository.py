@@ -36,7 +36,7 @@ def stable_id(*parts: object) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, "metabuilder:" + ":".join(map(str, parts))))
 
 
-def _upsert(session: Session, model: type[Any], values: dict[str, Any], keys: Sequence[str],
+def upsert(session: Session, model: type[Any], values: dict[str, Any], keys: Sequence[str],
             update: Sequence[str]) -> None:
     """INSERT ... ON CONFLICT (keys) DO UPDATE, in the dialect of the session's engine."""
     dialect = session.get_bind().dialect.name
@@ -51,7 +51,7 @@ def _upsert(session: Session, model: type[Any], values: dict[str, Any], keys: Se
 
 
 def ensure_tenant(session: Session, tenant_id: str, name: str | None = None) -> None:
-    _upsert(session, Tenant, {"id": tenant_id, "name": name or tenant_id, "created_at": utcnow()},
+    upsert(session, Tenant, {"id": tenant_id, "name": name or tenant_id, "created_at": utcnow()},
             keys=["id"], update=[])
 
 
@@ -59,7 +59,7 @@ def ensure_plan(session: Session, tenant_id: str, name: str, source: str, spec: 
     """Store a plan once per (tenant, content); return its id."""
     content_hash = hashlib.sha256(source.encode()).hexdigest()
     plan_id = stable_id(tenant_id, content_hash)
-    _upsert(session, ScaffoldPlan,
+    upsert(session, ScaffoldPlan,
             {"id": plan_id, "tenant_id": tenant_id, "name": name, "content_hash": content_hash,
              "source": source, "spec": spec, "created_at": utcnow()},
             keys=["tenant_id", "content_hash"], update=[])
@@ -77,12 +77,13 @@ def record_run(session: Session, record: RunRecord) -> None:
     ensure_tenant(session, record.tenant)
     plan_id = ensure_plan_of(session, record.tenant, record.plan, record.plan_source)
     now = utcnow()
-    _upsert(session, BuildRun,
+    upsert(session, BuildRun,
             {"id": record.run_id, "tenant_id": record.tenant, "plan_id": plan_id,
              "workflow_id": record.workflow_id, "status": record.status.value, "repo_url": record.repo_url,
              "branch": record.branch, "source": record.source, "base_commit": record.base_commit,
              "head_commit": record.head_commit, "failed_step": record.failed_step, "error": record.error,
-             "created_at": now, "updated_at": now,
+             "iteration": record.iteration, "retry_of": record.retry_of, "settings": dict(record.settings),
+             "next_overrides": {}, "created_at": now, "updated_at": now,
              "finished_at": now if record.status.is_final else None},
             keys=["id"],
             update=["status", "head_commit", "failed_step", "error", "updated_at", "finished_at"])
@@ -107,7 +108,7 @@ def step_started(session: Session, a: StepAttempt) -> None:
         .where(BuildStep.run_id == a.run_id, BuildStep.step_index == a.step_index,
                BuildStep.attempt < a.attempt, BuildStep.status == "running")
         .values(status="lost", finished_at=utcnow()))
-    _upsert(session, BuildStep,
+    upsert(session, BuildStep,
             {"run_id": a.run_id, "step_index": a.step_index, "attempt": a.attempt, "name": a.name,
              "queue": a.queue, "command": a.command, "status": "running", "commit_before": a.commit_before,
              "worker": a.worker, "log_tail": "", "log_path": "", "started_at": utcnow(),
@@ -136,7 +137,7 @@ def step_finished(session: Session, a: StepAttempt, *, status: str, exit_code: i
                   "backoff_seconds": None, "retry_after_seconds": None}
     if signal is not None:
         classified.update(vars(signal))
-    _upsert(session, BuildStep,
+    upsert(session, BuildStep,
             {"run_id": a.run_id, "step_index": a.step_index, "attempt": a.attempt, "name": a.name,
              "queue": a.queue, "command": a.command, "status": status, "commit_before": a.commit_before,
              "worker": a.worker, "exit_code": exit_code, "duration_seconds": duration_seconds,
@@ -184,7 +185,7 @@ def record_autofix(session: Session, record: AutofixRecord) -> None:
     now = utcnow()
     ensure_tenant(session, record.tenant)
     for ev in record.events:
-        _upsert(session, AutoFixRun,
+        upsert(session, AutoFixRun,
                 {"id": stable_id(record.run_id, "autofix", ev.seq), "run_id": record.run_id, "seq": ev.seq,
                  "step_name": ev.step, "signal_type": ev.signal_type, "confidence": ev.confidence,
                  "strategy": ev.strategy, "outcome": ev.outcome, "attempt": ev.attempt, "backoff": ev.backoff_seconds,
@@ -192,7 +193,7 @@ def record_autofix(session: Session, record: AutofixRecord) -> None:
                  "evidence": list(ev.evidence), "created_at": now, "updated_at": now},
                 keys=["run_id", "seq"], update=["outcome", "detail", "commit", "updated_at"])
         if ev.audit:
-            _upsert(session, AuditEvent,
+            upsert(session, AuditEvent,
                     {"id": stable_id(record.run_id, "audit", ev.seq), "tenant_id": record.tenant,
                      "run_id": record.run_id, "event": ev.audit, "actor": "metabuilder",
                      "data": {"step": ev.step, "signal_type": ev.signal_type, "strategy": ev.strategy,
@@ -200,7 +201,7 @@ def record_autofix(session: Session, record: AutofixRecord) -> None:
                      "created_at": now},
                     keys=["id"], update=[])
     if (state := record.retry_state) is not None:
-        _upsert(session, RetryStateRow,
+        upsert(session, RetryStateRow,
                 {"id": stable_id(record.run_id, "retry-state"), "run_id": record.run_id,
                  "attempt_counter": state.attempt_counter, "per_step_attempts": dict(state.per_step_attempts),
                  "total_attempts": state.total_attempts, "last_backoff_seconds": state.last_backoff_seconds,
@@ -214,7 +215,7 @@ def record_autofix(session: Session, record: AutofixRecord) -> None:
         data = {"kind": delta.kind.value, "step": delta.step, "reason": delta.reason,
                 "new_step": step_to_dict(delta.new_step) if delta.new_step else None,
                 "command": delta.command}
-        _upsert(session, PlanDeltaRow,
+        upsert(session, PlanDeltaRow,
                 {"id": stable_id(record.run_id, "delta", record.delta_seq), "run_id": record.run_id,
                  "original_plan_id": ensure_plan_of(session, record.tenant, record.plan_before),
                  "new_plan_id": ensure_plan_of(session, record.tenant, record.plan_after),
@@ -243,7 +244,7 @@ class RepairRecord:
 
 
 def record_repair_attempt(session: Session, r: RepairRecord) -> None:
-    _upsert(session, RepairAttempt, {"id": stable_id(r.run_id, "repair", r.seq), **vars(r), "created_at": utcnow()},
+    upsert(session, RepairAttempt, {"id": stable_id(r.run_id, "repair", r.seq), **vars(r), "created_at": utcnow()},
             keys=["run_id", "seq"], update=["outcome", "reason", "commit_after", "files"])
 
 
@@ -281,7 +282,7 @@ def tenant_autofix(session: Session, tenant_id: str) -> dict[str, Any]:
 def set_tenant_autofix(session: Session, tenant_id: str, overrides: dict[str, Any]) -> None:
     """Replace the tenant's overrides (``{}`` resets it to the platform defaults)."""
     ensure_tenant(session, tenant_id)
-    _upsert(session, TenantSettings, {"tenant_id": tenant_id, "autofix": overrides, "updated_at": utcnow()},
+    upsert(session, TenantSettings, {"tenant_id": tenant_id, "autofix": overrides, "updated_at": utcnow()},
             keys=["tenant_id"], update=["autofix", "updated_at"])
 
 

@@ -85,7 +85,7 @@ def build_workers(client: Client, settings: Settings, sessions: sessionmaker[Ses
         if pool == WORKFLOW_QUEUE:
             workers.append(Worker(
                 client, task_queue=task_queue(prefix, pool), workflows=[BuildRunWorkflow, RepairWorkflow],
-                activities=[records.record_run, records.record_autofix], workflow_runner=runner,
+                activities=[records.record_run, records.record_autofix, records.record_gate], workflow_runner=runner,
                 sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.sticky_timeout_seconds),
             ))
         else:

@@ -16,11 +16,25 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError, CancelledError, ChildWorkflowError
 
+from domain.approvals import (
+    Decision,
+    DecisionInput,
+    GateAction,
+    GateKind,
+    GateStatus,
+    GateView,
+    action_for,
+    check_decision,
+    decide,
+    expire,
+    gate_id,
+)
 from domain.payloads import (
     RUN_FAILED,
     AutofixEvent,
     AutofixRecord,
     BuildRunInput,
+    GateRecord,
     RepairInput,
     RepairResult,
     RunRecord,
@@ -37,6 +51,9 @@ from workflows.execution import Execution, StepCancelled, classified_event, exec
 from workflows.repair import RepairWorkflow
 
 RECORD_TIMEOUT = timedelta(seconds=30)
+APPROVAL_GATES = "approval-gates"
+"""Patch id: runs recorded before approval gates existed end ``escalated`` and ignore
+``requires_approval``; newer runs wait at a gate."""
 
 
 @dataclass
@@ -47,6 +64,8 @@ class _Slot:
     step: Step
     attempts: int = 0
     """Executions of this step so far (the next one's attempt numbers start after it)."""
+    approved: bool = False
+    """A ``requires_approval`` step whose gate was approved (a re-run does not ask again)."""
 
 
 @workflow.defn
@@ -71,8 +90,12 @@ class BuildRunWorkflow:
         pos = 0
         while pos < len(self._slots):
             slot, view = self._slots[pos], self._view.steps[pos]
-            view.status = StepStatus.RUNNING
             try:
+                if slot.step.requires_approval and not slot.approved and workflow.patched(APPROVAL_GATES):
+                    await self._gate(inp, GateKind.STEP_APPROVAL, slot.step.name,
+                                     f"step {slot.step.name!r} requires approval before it runs")
+                    slot.approved = True
+                view.status = StepStatus.RUNNING
                 ex = await self._execute(inp, slot)
                 if ex.ok:
                     self._succeeded(view, ex.result)
@@ -93,6 +116,47 @@ class BuildRunWorkflow:
     def status(self) -> RunView:
         """The run as it stands: status, each step's state, the head commit, the auto-fix timeline."""
         return self._view
+
+    # Approvals arrive as Updates (validated: a bad decision is refused before it enters the
+    # history, and the caller gets the gate back) or as Signals of the same names and input, which
+    # the plain `temporal workflow signal` CLI can send; an invalid signal is logged and dropped.
+
+    @workflow.update(name="approve")
+    def approve(self, inp: DecisionInput) -> GateView:
+        """Approve a pending gate: the run goes on with the gate's action."""
+        return self._decide(Decision.APPROVE, inp)
+
+    @approve.validator
+    def _check_approve(self, inp: DecisionInput) -> None:
+        check_decision(self._view.gates, Decision.APPROVE, inp)
+
+    @workflow.update(name="reject")
+    def reject(self, inp: DecisionInput) -> GateView:
+        """Reject a pending gate (a reason is required): the run fails with it."""
+        return self._decide(Decision.REJECT, inp)
+
+    @reject.validator
+    def _check_reject(self, inp: DecisionInput) -> None:
+        check_decision(self._view.gates, Decision.REJECT, inp)
+
+    @workflow.signal(name="approve")
+    def approve_signal(self, inp: DecisionInput) -> None:
+        self._decide_signalled(Decision.APPROVE, inp)
+
+    @workflow.signal(name="reject")
+    def reject_signal(self, inp: DecisionInput) -> None:
+        self._decide_signalled(Decision.REJECT, inp)
+
+    def _decide(self, decision: Decision, inp: DecisionInput) -> GateView:
+        gate = check_decision(self._view.gates, decision, inp)
+        decide(gate, decision, inp, workflow.now().isoformat())
+        return gate
+
+    def _decide_signalled(self, decision: Decision, inp: DecisionInput) -> None:
+        try:
+            self._decide(decision, inp)
+        except ValueError as err:
+            workflow.logger.warning("ignored %s signal: %s", decision.value, err)
 
     @property
     def _state(self) -> RetryState | None:
@@ -153,6 +217,17 @@ class BuildRunWorkflow:
             return pos + 1
         if result.outcome == "replan" and result.delta is not None:
             return await self._replan(inp, pos, result.delta)
+        if result.outcome == "escalated" and workflow.patched(APPROVAL_GATES):
+            last = result.events[-1] if result.events else None
+            signal_type = last.signal_type if last else ex.result.signal.type.value
+            evidence = last.evidence if last else [e.text for e in ex.result.signal.evidence[:3]]
+            gate = await self._gate(inp, GateKind.ESCALATION, slot.step.name, result.reason,
+                                    signal_type=signal_type, evidence=evidence)
+            if gate.action == GateAction.OVERRIDE:
+                view.status = StepStatus.OVERRIDDEN
+                return pos + 1
+            view.status = StepStatus.PENDING
+            return pos
         self._view.failed_step, self._view.error = slot.step.name, result.reason
         status = RunStatus.ROLLED_BACK if result.outcome == "rolled_back" else RunStatus.ESCALATED
         await self._set_status(inp, status)
@@ -181,6 +256,45 @@ class BuildRunWorkflow:
                                             plan_before=before, plan_after=self._plan),
             start_to_close_timeout=RECORD_TIMEOUT)
         return next_pos
+
+    async def _gate(self, inp: BuildRunInput, kind: GateKind, step: str, reason: str, *,
+                    signal_type: str | None = None, evidence: list[str] | None = None) -> GateView:
+        """Open a gate, pause the run until it is decided or expires, and return it approved;
+        a rejected gate fails the run with the decider's reason."""
+        now, options = workflow.now(), self._plan.approvals
+        gate = GateView(
+            gate_id=gate_id(inp.run_id, len(self._view.gates) + 1), run_id=inp.run_id, step=step, kind=kind.value,
+            action=action_for(kind, signal_type).value, reason=reason, opened_at=now.isoformat(),
+            expires_at=(now + timedelta(seconds=options.timeout_seconds)).isoformat(),
+            on_expiry=options.on_expiry.value, signal_type=signal_type, evidence=list(evidence or []))
+        self._view.gates.append(gate)
+        await self._record_gate(inp, gate)
+        await self._set_status(inp, RunStatus.PAUSED_AWAITING_APPROVAL)
+        try:
+            await workflow.wait_condition(lambda: not gate.pending,
+                                          timeout=timedelta(seconds=options.timeout_seconds))
+        except TimeoutError:
+            expire(gate, workflow.now().isoformat())
+        except asyncio.CancelledError as err:
+            gate.status, gate.decided_by, gate.decided_at = (GateStatus.CANCELLED.value, "cancellation",
+                                                             workflow.now().isoformat())
+            await self._record_gate(inp, gate)
+            raise StepCancelled() from err
+        await self._record_gate(inp, gate)
+        if not gate.approved:
+            self._view.failed_step = step
+            self._view.error = gate.summary()
+            for view in self._view.steps:
+                if view.name == step and view.status is StepStatus.PENDING:
+                    view.status = StepStatus.CANCELLED
+            await self._set_status(inp, RunStatus.FAILED)
+            raise ApplicationError(self._view.error, self._view, type=RUN_FAILED, non_retryable=True)
+        await self._set_status(inp, RunStatus.RUNNING)
+        return gate
+
+    async def _record_gate(self, inp: BuildRunInput, gate: GateView) -> None:
+        await workflow.execute_local_activity("record_gate", GateRecord(tenant=inp.tenant, gate=gate),
+                                              start_to_close_timeout=RECORD_TIMEOUT)
 
     def _succeeded(self, view: StepView, result: StepResult) -> None:
         view.status = StepStatus.SUCCEEDED
@@ -223,5 +337,6 @@ class BuildRunWorkflow:
             repo_url=inp.workspace.repo_url, branch=inp.workspace.branch,
             base_commit=inp.workspace.base_commit, head_commit=self._view.head_commit,
             source=inp.workspace.source, failed_step=self._view.failed_step, error=self._view.error,
+            iteration=inp.iteration, retry_of=inp.retry_of, settings=inp.settings(),
         )
         await workflow.execute_local_activity("record_run", record, start_to_close_timeout=RECORD_TIMEOUT)

@@ -17,7 +17,7 @@ from store import repository
 from store.db import make_engine, session_factory, transaction
 from store.models import Base, BuildRun, BuildStep, ScaffoldPlan, Tenant
 
-HEAD_REVISION = "0002_autofix"
+HEAD_REVISION = "0003_approvals"
 PLAN = parse_plan("name: p\nsteps:\n  - {name: a, command: 'true'}\n")
 
 

@@ -1,0 +1,88 @@
+"""Tenants, users and API tokens. A token is kept only as its SHA-256: it is shown once."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from domain.access import Principal, Role
+from store.models import ApiToken, Tenant, User, utcnow
+from store.repository import ensure_tenant, upsert
+
+TOKEN_PREFIX = "mb_"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_tenant(session: Session, tenant_id: str, name: str | None = None) -> Tenant:
+    """Create a tenant; ``ValueError`` if it exists."""
+    if session.get(Tenant, tenant_id) is not None:
+        raise ValueError(f"tenant {tenant_id!r} exists already")
+    ensure_tenant(session, tenant_id, name)
+    tenant = session.get(Tenant, tenant_id)
+    assert tenant is not None
+    return tenant
+
+
+def list_tenants(session: Session) -> list[Tenant]:
+    return list(session.scalars(select(Tenant).order_by(Tenant.id)))
+
+
+@dataclass(frozen=True)
+class NewToken:
+    token: str
+    """The token itself: shown to its owner once and never stored."""
+    token_id: str
+    user: str
+    tenant: str
+    role: Role
+
+
+def create_token(session: Session, tenant_id: str, user: str, role: Role) -> NewToken:
+    """Issue a token for ``user`` of the tenant, creating the user or setting its role."""
+    if session.get(Tenant, tenant_id) is None:
+        raise ValueError(f"unknown tenant {tenant_id!r} (create it first: metabuilder tenants create)")
+    if not user.strip() or len(user) > 200:
+        raise ValueError("a user name is 1 to 200 characters")
+    upsert(session, User, {"id": str(uuid.uuid4()), "tenant_id": tenant_id, "name": user, "role": role.value,
+                           "created_at": utcnow()}, keys=["tenant_id", "name"], update=["role"])
+    row = session.scalars(select(User).where(User.tenant_id == tenant_id, User.name == user)).one()
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token_id = str(uuid.uuid4())
+    session.add(ApiToken(id=token_id, user_id=row.id, token_hash=hash_token(token), prefix=token[:10],
+                         created_at=utcnow()))
+    session.flush()
+    return NewToken(token=token, token_id=token_id, user=user, tenant=tenant_id, role=role)
+
+
+def authenticate(session: Session, token: str) -> Principal | None:
+    """The principal a token belongs to; None for an unknown or revoked token."""
+    found = session.execute(
+        select(ApiToken, User).join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None))).first()
+    if found is None:
+        return None
+    api_token, user = found
+    api_token.last_used_at = utcnow()
+    return Principal(tenant=user.tenant_id, user=user.name, role=Role(user.role))
+
+
+def revoke_token(session: Session, token_id: str) -> bool:
+    row = session.get(ApiToken, token_id)
+    if row is None or row.revoked_at is not None:
+        return False
+    row.revoked_at = utcnow()
+    return True
+
+
+def list_tokens(session: Session, tenant_id: str) -> list[tuple[ApiToken, User]]:
+    rows = session.execute(select(ApiToken, User).join(User, User.id == ApiToken.user_id)
+                           .where(User.tenant_id == tenant_id).order_by(ApiToken.created_at))
+    return [(t, u) for t, u in rows]

@@ -1,0 +1,50 @@
+"""Approval gates in the DB projection, and their audit events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from domain.approvals import GateStatus, GateView, audit_event
+from store.models import ApprovalGate, AuditEvent, utcnow
+from store.repository import ensure_tenant, stable_id, upsert
+
+
+def record_gate(session: Session, tenant: str, gate: GateView) -> None:
+    """Upsert a gate and write its audit event: ``approval.requested`` when it opens, then
+    ``approval.granted``, ``.rejected`` or ``.expired``. Idempotent (keyed by the gate id)."""
+    ensure_tenant(session, tenant)
+    upsert(session, ApprovalGate,
+            {"id": gate.gate_id, "run_id": gate.run_id, "tenant_id": tenant, "step_name": gate.step,
+             "kind": gate.kind, "action": gate.action, "status": gate.status, "reason": gate.reason,
+             "signal_type": gate.signal_type, "evidence": list(gate.evidence), "deciders": list(gate.deciders),
+             "on_expiry": gate.on_expiry, "opened_at": datetime.fromisoformat(gate.opened_at),
+             "expires_at": datetime.fromisoformat(gate.expires_at), "decided_by": gate.decided_by,
+             "decided_at": datetime.fromisoformat(gate.decided_at) if gate.decided_at else None,
+             "decision_reason": gate.decision_reason},
+            keys=["id"], update=["status", "decided_by", "decided_at", "decision_reason"])
+    event = "approval.requested" if gate.status == GateStatus.PENDING else audit_event(gate)
+    upsert(session, AuditEvent,
+            {"id": stable_id(gate.gate_id, event), "tenant_id": tenant, "run_id": gate.run_id, "event": event,
+             "actor": gate.decided_by or "metabuilder",
+             "data": {"gate_id": gate.gate_id, "step": gate.step, "kind": gate.kind, "action": gate.action,
+                      "signal_type": gate.signal_type, "status": gate.status, "reason": gate.decision_reason
+                      or gate.reason},
+             "created_at": utcnow()},
+            keys=["id"], update=[])
+
+
+def get_gate(session: Session, gate_id: str) -> ApprovalGate | None:
+    return session.get(ApprovalGate, gate_id)
+
+
+def list_gates(session: Session, *, tenant: str, run_id: str | None = None, status: str | None = None,
+               limit: int = 100, offset: int = 0) -> list[ApprovalGate]:
+    stmt = select(ApprovalGate).where(ApprovalGate.tenant_id == tenant)
+    if run_id is not None:
+        stmt = stmt.where(ApprovalGate.run_id == run_id)
+    if status is not None:
+        stmt = stmt.where(ApprovalGate.status == status)
+    return list(session.scalars(stmt.order_by(ApprovalGate.opened_at, ApprovalGate.id).limit(limit).offset(offset)))
