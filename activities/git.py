@@ -103,6 +103,11 @@ async def publish(top: Path, commit: str, repo_url: str, branch: str) -> None:
     await git("push", "--quiet", "--force", repo_url, f"{commit}:refs/heads/{branch}", cwd=top)
 
 
+async def branch_at(repo_url: str, branch: str, commit: str) -> None:
+    """Create ``branch`` of the shared repository at ``commit`` (already in it), e.g. for a retry."""
+    await git("update-ref", f"refs/heads/{branch}", commit, "0" * 40, cwd=repo_url)
+
+
 @dataclass
 class _Checkout:
     path: Path

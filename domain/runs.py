@@ -63,6 +63,11 @@ def workflow_id(run_id: str) -> str:
     return WORKFLOW_ID_PREFIX + run_id
 
 
+def web_ui_link(ui_url: str | None, namespace: str, run_id: str) -> str | None:
+    """The run's workflow in the Temporal Web UI at ``ui_url`` (None without a UI)."""
+    return f"{ui_url}/namespaces/{namespace}/workflows/{workflow_id(run_id)}" if ui_url else None
+
+
 def run_id_from_workflow_id(wf_id: str) -> str | None:
     return wf_id[len(WORKFLOW_ID_PREFIX):] if wf_id.startswith(WORKFLOW_ID_PREFIX) else None
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import yaml
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
@@ -16,18 +17,30 @@ from temporalio.common import (
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from activities.git import publish, snapshot
+from activities.git import NotAGitRepository, branch_at, publish, snapshot
 from domain.payloads import AutofixConfig, BuildRunInput, RunView, WorkspaceRef
-from domain.plans import Plan, parse_plan
+from domain.plans import Plan, parse_plan, plan_to_dict
 from domain.policy import AutofixSettings, EffectiveSettings, effective_settings
-from domain.runs import WORKFLOW_QUEUE, RunStatus, new_run_id, run_branch, task_queue, validate_run_id, workflow_id
+from domain.runs import (
+    WORKFLOW_QUEUE,
+    RunStatus,
+    StepStatus,
+    new_run_id,
+    run_branch,
+    task_queue,
+    validate_run_id,
+    workflow_id,
+)
+from service.errors import BadRequest, Conflict, NotFound
 from store import repository
 from store.db import transaction
 from workflows import search_attributes as sa
 from workflows.build_run import BuildRunWorkflow
 
+RETRYABLE = frozenset({RunStatus.FAILED, RunStatus.ESCALATED, RunStatus.ROLLED_BACK, RunStatus.CANCELLED})
 
-class RunExistsError(ValueError):
+
+class RunExistsError(Conflict):
     """A run with that id was started before; run ids are never reused."""
 
 
@@ -63,6 +76,7 @@ class Submitted:
     plan: Plan
     workspace: WorkspaceRef
     handle: WorkflowHandle[BuildRunWorkflow, RunView]
+    iteration: int = 1
 
 
 async def submit(client: Client, plan_text: str, plan_source: str, workspace: Path, opts: SubmitOptions,
@@ -71,25 +85,65 @@ async def submit(client: Client, plan_text: str, plan_source: str, workspace: Pa
     and start the run's workflow. The user's branch, index and files are left as they are."""
     plan = parse_plan(plan_text, source=plan_source)
     run_id = validate_run_id(run_id) if run_id else new_run_id()
-    top, commit = await snapshot(workspace)
+    try:
+        top, commit = await snapshot(workspace)
+    except NotAGitRepository as err:
+        raise BadRequest(str(err)) from None
     branch = run_branch(run_id)
     await publish(top, commit, opts.shared_repo, branch)
     ref = WorkspaceRef(repo_url=opts.shared_repo, branch=branch, base_commit=commit, source=str(top))
-    inp = BuildRunInput(run_id=run_id, plan=plan, workspace=ref, tenant=opts.tenant,
-                        task_queue_prefix=opts.task_queue_prefix, plan_source=plan_text,
-                        heartbeat_timeout_seconds=opts.heartbeat_timeout_seconds,
-                        autofix=autofix_config(opts.autofix), search_attributes=opts.search_attributes)
+    return await start(client, BuildRunInput(
+        run_id=run_id, plan=plan, workspace=ref, tenant=opts.tenant, task_queue_prefix=opts.task_queue_prefix,
+        plan_source=plan_text, heartbeat_timeout_seconds=opts.heartbeat_timeout_seconds,
+        autofix=autofix_config(opts.autofix), search_attributes=opts.search_attributes))
+
+
+async def prepare_retry(sessions: sessionmaker[Session], run_id: str, opts: SubmitOptions,
+                        platform: AutofixSettings, *, tenant: str | None = None) -> BuildRunInput:
+    """The next iteration of a finished, unsuccessful run, ready for :func:`start`: the steps that
+    did not succeed, on a new branch at the run's last good commit, with the run's settings (and
+    any set for its retries since)."""
+    with transaction(sessions) as session:
+        run = repository.get_run(session, run_id)
+        if run is None or (tenant is not None and run.tenant_id != tenant):
+            raise NotFound(f"unknown run id {run_id!r}")
+        if run.status not in RETRYABLE:
+            raise Conflict(f"run {run_id} is {run.status}; only a {', '.join(sorted(RETRYABLE))} run can be retried")
+        plan = parse_plan(repository.run_plan_source(session, run), source=f"run {run_id}")
+        done = {s.name for s in repository.run_steps(session, run_id) if s.status == StepStatus.SUCCEEDED}
+        overrides = {k: v for k, v in run.settings.items() if run.settings.get("sources", {}).get(k) == "run"}
+        overrides.update(run.next_overrides)
+        head, tenant_id, iteration = run.head_commit, run.tenant_id, run.iteration
+    remaining = [s for s in plan.steps if s.name not in done]
+    if not remaining:
+        raise Conflict(f"every step of run {run_id} succeeded already; there is nothing to retry")
+    retry_plan = replace(plan, steps=remaining)
+    new_id = new_run_id()
+    branch = run_branch(new_id)
+    await branch_at(opts.shared_repo, branch, head)
+    effective = resolve_autofix(platform, sessions, tenant_id, overrides)
+    plan_text = yaml.safe_dump(plan_to_dict(retry_plan), sort_keys=False)
+    return BuildRunInput(
+        run_id=new_id, plan=retry_plan, workspace=WorkspaceRef(opts.shared_repo, branch, head, source=f"run {run_id}"),
+        tenant=tenant_id, task_queue_prefix=opts.task_queue_prefix, plan_source=plan_text,
+        heartbeat_timeout_seconds=opts.heartbeat_timeout_seconds, autofix=autofix_config(effective),
+        search_attributes=opts.search_attributes, iteration=iteration + 1, retry_of=run_id)
+
+
+async def start(client: Client, inp: BuildRunInput) -> Submitted:
+    """Start the workflow of a run whose workspace branch is in place; returns once it is accepted."""
+    plan, run_id = inp.plan, inp.run_id
     try:
         handle = await client.start_workflow(
             BuildRunWorkflow.run, inp, id=workflow_id(run_id),
-            task_queue=task_queue(opts.task_queue_prefix, WORKFLOW_QUEUE),
+            task_queue=task_queue(inp.task_queue_prefix, WORKFLOW_QUEUE),
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             search_attributes=TypedSearchAttributes([
-                SearchAttributePair(sa.TENANT, opts.tenant), SearchAttributePair(sa.PLAN, plan.name),
+                SearchAttributePair(sa.TENANT, inp.tenant), SearchAttributePair(sa.PLAN, plan.name),
                 SearchAttributePair(sa.RUN_STATUS, RunStatus.PENDING.value),
-            ]) if opts.search_attributes else None,
+            ]) if inp.search_attributes else None,
         )
     except WorkflowAlreadyStartedError:
         raise RunExistsError(f"run {run_id} exists already; run ids are never reused") from None
-    return Submitted(run_id=run_id, plan=plan, workspace=ref, handle=handle)
+    return Submitted(run_id=run_id, plan=plan, workspace=inp.workspace, handle=handle, iteration=inp.iteration)

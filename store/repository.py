@@ -161,14 +161,34 @@ def get_run(session: Session, run_id: str) -> BuildRun | None:
     return session.get(BuildRun, run_id)
 
 
-def list_runs(session: Session, *, tenant: str | None = None, status: str | None = None,
-              limit: int = 50) -> list[BuildRun]:
-    stmt = select(BuildRun).order_by(BuildRun.created_at.desc()).limit(limit)
+def list_runs(session: Session, *, tenant: str | None = None, status: str | None = None, plan: str | None = None,
+              limit: int = 50, offset: int = 0) -> list[BuildRun]:
+    """Runs, newest first, optionally of one tenant, in one status, of plans of one name."""
+    stmt = select(BuildRun).order_by(BuildRun.created_at.desc(), BuildRun.id).limit(limit).offset(offset)
     if tenant is not None:
         stmt = stmt.where(BuildRun.tenant_id == tenant)
     if status is not None:
         stmt = stmt.where(BuildRun.status == status)
+    if plan is not None:
+        stmt = stmt.join(ScaffoldPlan, ScaffoldPlan.id == BuildRun.plan_id).where(ScaffoldPlan.name == plan)
     return list(session.scalars(stmt))
+
+
+def get_plan(session: Session, plan_id: str) -> ScaffoldPlan | None:
+    return session.get(ScaffoldPlan, plan_id)
+
+
+def list_plans(session: Session, tenant: str, *, limit: int = 50, offset: int = 0) -> list[ScaffoldPlan]:
+    stmt = (select(ScaffoldPlan).where(ScaffoldPlan.tenant_id == tenant)
+            .order_by(ScaffoldPlan.created_at.desc(), ScaffoldPlan.id).limit(limit).offset(offset))
+    return list(session.scalars(stmt))
+
+
+def run_plan_source(session: Session, run: BuildRun) -> str:
+    """The YAML text of the plan a run was started with."""
+    plan = session.get(ScaffoldPlan, run.plan_id)
+    assert plan is not None  # a foreign key
+    return plan.source
 
 
 def run_steps(session: Session, run_id: str) -> list[BuildStep]:

@@ -21,13 +21,15 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.git import GitError, NotAGitRepository
 from domain.plans import PlanError, parse_plan
 from domain.policy import ENV_VARS, effective_settings, parse_overrides
-from domain.runs import WORKFLOW_QUEUE, RunStatus, task_queue, workflow_id
+from domain.runs import WORKFLOW_QUEUE, RunStatus, task_queue, web_ui_link, workflow_id
+from service.errors import NotFound, Unavailable
 from service.runs import RunExistsError, SubmitOptions, resolve_autofix, submit
 from store import repository
 from store.db import transaction
-from worker import classify_cmd
+from worker import admin_cmd, classify_cmd
+from worker.api_server import api_server
 from worker.devserver import DevServer, DevServerError, port_open
-from worker.follow import follow, has_pollers, print_summary, web_ui_link
+from worker.follow import follow, has_pollers, print_summary
 from worker.logging import configure_logging
 from worker.runtime import POOLS, build_workers, connect, parse_pools, prepare_database, running_workers
 from worker.settings import Settings, SettingsError
@@ -177,11 +179,15 @@ async def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         sessions = prepare_database(settings)
         client = await connect(settings, start_embedded=False)
         print(f"Temporal dev server on {server.address}; Web UI {settings.ui_url}")
-        print(f"workers polling {', '.join(task_queue(settings.task_queue_prefix, p) for p in POOLS)}; "
-              "Ctrl-C stops everything")
+        print(f"workers polling {', '.join(task_queue(settings.task_queue_prefix, p) for p in POOLS)}")
+        api = api_server(settings, sessions, settings.api_host, settings.api_port)
+        print(f"API on http://{settings.api_host}:{settings.api_port} (docs /docs); Ctrl-C stops everything")
         async with running_workers(build_workers(client, settings, sessions, POOLS,
                                                  concurrency=args.concurrency)):
+            serving = asyncio.create_task(api.serve())
             await _until_signalled()
+            api.should_exit = True
+            await serving
     finally:
         server.stop()
     return EXIT_OK
@@ -264,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=4, help="steps run at once per pool (default: 4)")
     p.set_defaults(fn=cmd_worker)
 
-    p = sub.add_parser("up", help="dev server + workers for all pools in one foreground process")
+    p = sub.add_parser("up", help="dev server, workers for all pools and the API in one foreground process")
     p.add_argument("--concurrency", type=int, default=4)
     p.set_defaults(fn=cmd_up)
 
@@ -273,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_server)
 
     classify_cmd.add_parser(sub)
+    admin_cmd.add_parsers(sub)
 
     p = sub.add_parser("db", help="database schema")
     p.add_argument("action", choices=["upgrade"], help="upgrade: apply Alembic migrations up to head")
@@ -297,10 +304,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(args.fn(args, settings))
     except BrokenPipeError:  # the reader went away (| head): nothing more to say
         return EXIT_OK
-    except (PlanError, NotAGitRepository, RunExistsError, CliError, ValueError, OSError) as err:
+    except (PlanError, NotAGitRepository, RunExistsError, CliError, ValueError, NotFound, OSError) as err:
         print(f"metabuilder: {err}", file=sys.stderr)
         return getattr(err, "code", EXIT_BAD_INPUT)
-    except (DevServerError, GitError, RPCError) as err:
+    except (DevServerError, GitError, RPCError, Unavailable) as err:
         print(f"metabuilder: {err}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except WorkflowFailureError as err:

@@ -26,9 +26,9 @@ from pathlib import Path
 
 from activities.git import git
 from domain.payloads import RunView
-from domain.runs import RunStatus, StepStatus
+from domain.runs import RunStatus, StepStatus, web_ui_link
 from service.runs import SubmitOptions, resolve_autofix, submit
-from worker.follow import follow, print_summary, web_ui_link
+from worker.follow import follow, print_summary
 from worker.runtime import POOLS, build_workers, connect, prepare_database, running_workers
 from worker.settings import Settings
 

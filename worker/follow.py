@@ -15,7 +15,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 
 from domain.payloads import AutofixEvent, RunView, StepView
-from domain.runs import RunStatus, StepStatus, workflow_id
+from domain.runs import RunStatus, StepStatus
 from workflows.build_run import BuildRunWorkflow
 
 _MARK = {StepStatus.RUNNING: "▸", StepStatus.SUCCEEDED: "✓", StepStatus.FAILED: "✗",
@@ -39,10 +39,6 @@ async def has_pollers(client: Client, queue: str, *, workflow_queue: bool) -> bo
     resp = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
         namespace=client.namespace, task_queue=TaskQueue(name=queue), task_queue_type=kind))
     return len(resp.pollers) > 0
-
-
-def web_ui_link(ui_url: str | None, namespace: str, run_id: str) -> str | None:
-    return f"{ui_url}/namespaces/{namespace}/workflows/{workflow_id(run_id)}" if ui_url else None
 
 
 def _step_line(view: StepView, width: int) -> str:

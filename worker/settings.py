@@ -53,6 +53,10 @@ class Settings:
     """Platform level of the auto-fix flags (seed 001 defaults per environment, then env vars)."""
     llm: LlmSettings | None = None
     """The LLM fixer's endpoint; None when ``META_BUILDER_LLM_URL`` is unset."""
+    api_host: str = "127.0.0.1"
+    api_port: int = 5001
+    workspace_roots: tuple[Path, ...] = ()
+    """Directories the API may start runs from (``META_BUILDER_WORKSPACE_ROOTS``, ``:``-separated)."""
 
     @property
     def embedded(self) -> bool:
@@ -87,7 +91,11 @@ class Settings:
             autofix = platform_settings(environment.value, env)
         except PolicyError as err:
             raise SettingsError(str(err)) from None
+        roots = env.get("META_BUILDER_WORKSPACE_ROOTS") or str(Path.home())
         return cls(
+            api_host=env.get("META_BUILDER_API_HOST") or "127.0.0.1",
+            api_port=_int(env, "META_BUILDER_API_PORT", 5001, 1, 65535),
+            workspace_roots=tuple(Path(r).expanduser().resolve() for r in roots.split(os.pathsep) if r.strip()),
             autofix=autofix,
             llm=_llm(env),
             home=home,

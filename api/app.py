@@ -1,0 +1,32 @@
+"""The FastAPI facade: seed v2/v3 endpoints over the DB projection and a Temporal client."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from api import errors
+from api.config import ApiConfig
+from api.deps import TemporalGateway
+from api.routes import approvals, classify, plans, runs, settings
+
+DESCRIPTION = """\
+Meta-Builder's API. Authenticate with `Authorization: Bearer <token>` (`metabuilder tokens create`).
+Roles: viewer reads; operator also starts, retries and cancels runs; admin and owner also decide
+approval gates and change settings. Another tenant's ids answer 404, like unknown ones.
+"""
+
+
+def create_app(config: ApiConfig) -> FastAPI:
+    app = FastAPI(title="Meta-Builder", version="3", description=DESCRIPTION)
+    app.state.config = config
+    app.state.temporal = TemporalGateway(config)
+    errors.install(app)
+    for module in (runs, approvals, settings, plans, classify):
+        app.include_router(module.router)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,30 @@
+"""What the API process needs, built by its entry point (``metabuilder api`` or a test)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio.client import Client
+
+from domain.policy import AutofixSettings
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    sessions: sessionmaker[Session]
+    connect: Callable[[], Awaitable[Client]]
+    """Opens the Temporal client; called on the first request that needs Temporal."""
+    platform: AutofixSettings
+    """The platform level of the auto-fix settings."""
+    shared_repo: str
+    task_queue_prefix: str = "metabuilder"
+    heartbeat_timeout_seconds: float = 10.0
+    namespace: str = "default"
+    search_attributes: bool = True
+    workspace_roots: list[Path] = field(default_factory=list)
+    """Directories a run may be started from (``POST /runs`` with a ``workspace``)."""
+    ui_url: str | None = None
+    """The Temporal Web UI, for links from runs to their workflows."""

@@ -1,0 +1,93 @@
+"""Request dependencies: the DB session, the caller (from the bearer token), the Temporal client."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+from temporalio.client import Client
+
+from api.config import ApiConfig
+from api.errors import ApiError
+from domain.access import Principal, Role
+from store import access
+from store.db import transaction
+
+_bearer = HTTPBearer(auto_error=False, description="An API token: `metabuilder tokens create --role ...`")
+
+
+def get_config(request: Request) -> ApiConfig:
+    config: ApiConfig = request.app.state.config
+    return config
+
+
+ConfigDep = Annotated[ApiConfig, Depends(get_config)]
+
+
+def get_session(config: ConfigDep) -> Iterator[Session]:
+    """One transaction per request, committed when the route returns without an error."""
+    with transaction(config.sessions) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_principal(config: ConfigDep,
+                  creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if creds is None:
+        raise ApiError(401, "missing bearer token (send 'Authorization: Bearer <token>')", challenge)
+    with transaction(config.sessions) as session:
+        principal = access.authenticate(session, creds.credentials)
+    if principal is None:
+        raise ApiError(401, "unknown or revoked token", challenge)
+    return principal
+
+
+def require(role: Role):  # type: ignore[no-untyped-def]
+    """A dependency that lets through callers whose role is ``role`` or above."""
+
+    def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        if not principal.role.allows(role):
+            raise ApiError(403, f"this needs the {role} role or above; {principal.user!r} is {principal.role}")
+        return principal
+
+    return check
+
+
+Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]
+Operator = Annotated[Principal, Depends(require(Role.OPERATOR))]
+Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
+
+
+class TemporalGateway:
+    """Connects to Temporal on first use and keeps the client; failures answer 503, not hang."""
+
+    def __init__(self, config: ApiConfig) -> None:
+        self._config = config
+        self._client: Client | None = None
+        self._lock = asyncio.Lock()
+
+    async def client(self) -> Client:
+        async with self._lock:
+            if self._client is None:
+                try:
+                    self._client = await asyncio.wait_for(self._config.connect(), timeout=10)
+                except Exception as err:  # noqa: BLE001 - any failure to connect is the same 503 to a caller
+                    raise ApiError(503, f"Temporal cannot be reached: {err}") from err
+            return self._client
+
+
+def get_gateway(request: Request) -> TemporalGateway:
+    gateway: TemporalGateway = request.app.state.temporal
+    return gateway
+
+
+TemporalDep = Annotated[TemporalGateway, Depends(get_gateway)]
+"""Routes ask it for the client only after their own checks, so that a bad id is a 404 even
+when Temporal is down."""

@@ -1,0 +1,50 @@
+"""Plans: store a plan from its YAML (validated), list and read them; and who the caller is."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from api.deps import Operator, SessionDep, Viewer
+from api.errors import responses
+from api.routes import V3
+from api.routes.views import plan_out
+from api.schemas import PlanIn, PlanOut, WhoAmI
+from domain.plans import parse_plan, plan_to_dict
+from service.errors import NotFound
+from store import repository
+
+router = APIRouter(tags=["plans"])
+
+
+@router.post(V3 + "/plans", status_code=201, responses=responses(401, 403, 422))
+def create_plan(body: PlanIn, principal: Operator, session: SessionDep) -> PlanOut:
+    """Validate and store a plan; the same text stored twice is one plan."""
+    plan = parse_plan(body.yaml, source="plan")
+    plan_id = repository.ensure_plan(session, principal.tenant, plan.name, body.yaml, plan_to_dict(plan))
+    stored = repository.get_plan(session, plan_id)
+    assert stored is not None
+    return plan_out(stored)
+
+
+@router.get(V3 + "/plans", responses=responses(401, 403, 422))
+def list_plans(principal: Viewer, session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50,
+               offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> list[PlanOut]:
+    """The tenant's plans, newest first."""
+    return [plan_out(p) for p in repository.list_plans(session, principal.tenant, limit=limit, offset=offset)]
+
+
+@router.get(V3 + "/plans/{plan_id}", responses=responses(401, 403, 404, 422))
+def get_plan(plan_id: str, principal: Viewer, session: SessionDep) -> PlanOut:
+    """One plan with its steps and its text."""
+    plan = repository.get_plan(session, plan_id)
+    if plan is None or plan.tenant_id != principal.tenant:
+        raise NotFound(f"unknown plan id {plan_id!r}")
+    return plan_out(plan)
+
+
+@router.get(V3 + "/me", responses=responses(401))
+def whoami(principal: Viewer) -> WhoAmI:
+    """The caller's tenant, user name and role."""
+    return WhoAmI(tenant=principal.tenant, user=principal.user, role=principal.role)

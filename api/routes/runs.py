@@ -1,0 +1,181 @@
+"""Runs: start, list, read, cancel, retry; their auto-fix history, plan deltas, gates and logs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.deps import ConfigDep, Operator, SessionDep, TemporalDep, Viewer
+from api.errors import ApiError, responses
+from api.routes import V2, V3
+from api.routes.views import gate_out, own_run, run_out, step_out
+from api.schemas import (
+    AutofixOut,
+    GateOut,
+    LogsOut,
+    PlanDeltaOut,
+    RepairAttemptOut,
+    RetryStateOut,
+    RunAccepted,
+    RunDetailOut,
+    RunIn,
+    RunOut,
+    TimelineEntry,
+)
+from api.settings_body import overrides_of
+from domain.approvals import GateStatus
+from domain.plans import parse_plan
+from domain.policy import EffectiveSettings
+from domain.runs import RunStatus, workflow_id
+from service import runs as service
+from service.errors import Conflict, NotFound
+from store import approvals, repository
+from store.db import transaction
+
+router = APIRouter(tags=["runs"])
+READ = responses(401, 403, 404, 422)
+ACT = responses(401, 403, 404, 409, 422, 503)
+
+
+def _workspace(config: ConfigDep, raw: str) -> Path:
+    path = Path(raw).expanduser().resolve()
+    if not any(path.is_relative_to(root.resolve()) for root in config.workspace_roots):
+        roots = ", ".join(map(str, config.workspace_roots)) or "none (set META_BUILDER_WORKSPACE_ROOTS)"
+        raise ApiError(422, f"workspace {raw!r} is outside the directories runs may start from: {roots}")
+    return path
+
+
+@router.post(V3 + "/runs", status_code=202, responses=ACT)
+async def start_run(body: RunIn, principal: Operator, config: ConfigDep, temporal: TemporalDep) -> RunAccepted:
+    """Start a run of a stored plan (``plan_id``) or of plan text (``plan_yaml``) on a workspace."""
+    if (body.plan_id is None) == (body.plan_yaml is None):
+        raise ApiError(422, "give exactly one of plan_id and plan_yaml")
+    workspace = _workspace(config, body.workspace)
+    overrides = overrides_of(body.settings)
+
+    def load() -> tuple[str, str, EffectiveSettings]:
+        text, source = body.plan_yaml or "", "plan_yaml"
+        if body.plan_id is not None:
+            with transaction(config.sessions) as session:
+                plan = repository.get_plan(session, body.plan_id)
+                if plan is None or plan.tenant_id != principal.tenant:
+                    raise NotFound(f"unknown plan id {body.plan_id!r}")
+                text, source = plan.source, f"plan {plan.id}"
+        parse_plan(text, source=source)  # a bad plan is a 422 even when Temporal is down
+        return text, source, service.resolve_autofix(config.platform, config.sessions, principal.tenant, overrides)
+
+    text, source, effective = await run_in_threadpool(load)
+    opts = service.SubmitOptions(shared_repo=config.shared_repo, task_queue_prefix=config.task_queue_prefix,
+                                 tenant=principal.tenant, heartbeat_timeout_seconds=config.heartbeat_timeout_seconds,
+                                 autofix=effective, search_attributes=config.search_attributes)
+    submitted = await service.submit(await temporal.client(), text, source, workspace, opts)
+    return RunAccepted(run_id=submitted.run_id, workflow_id=workflow_id(submitted.run_id), status=RunStatus.PENDING)
+
+
+@router.get(V3 + "/runs", responses=READ)
+def list_runs(principal: Viewer, session: SessionDep, config: ConfigDep,
+              status: RunStatus | None = None, plan: Annotated[str | None, Query(max_length=200)] = None,
+              limit: Annotated[int, Query(ge=1, le=500)] = 50,
+              offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> list[RunOut]:
+    """The tenant's runs, newest first, optionally in one status or of one plan name."""
+    rows = repository.list_runs(session, tenant=principal.tenant, status=status.value if status else None,
+                                plan=plan, limit=limit, offset=offset)
+    return [run_out(r, config) for r in rows]
+
+
+@router.get(V3 + "/runs/{run_id}", responses=READ)
+def get_run(run_id: str, principal: Viewer, session: SessionDep, config: ConfigDep) -> RunDetailOut:
+    """A run with every step attempt and its approval gates."""
+    run = own_run(session, run_id, principal)
+    return RunDetailOut(**run_out(run, config).model_dump(),
+                        steps=[step_out(s) for s in repository.run_steps(session, run_id)],
+                        gates=[gate_out(g) for g in approvals.list_gates(session, tenant=principal.tenant,
+                                                                        run_id=run_id)])
+
+
+@router.post(V3 + "/runs/{run_id}/cancel", status_code=202, responses=ACT)
+async def cancel_run(run_id: str, principal: Operator, config: ConfigDep, temporal: TemporalDep) -> RunAccepted:
+    """Ask a run to stop: the running step is cancelled and the run ends ``cancelled``."""
+
+    def load() -> tuple[RunStatus, int]:
+        with transaction(config.sessions) as session:
+            run = own_run(session, run_id, principal)
+            return RunStatus(run.status), run.iteration
+
+    status, iteration = await run_in_threadpool(load)
+    if status.is_final:
+        raise Conflict(f"run {run_id} has finished ({status}); there is nothing to cancel")
+    try:
+        await (await temporal.client()).get_workflow_handle(workflow_id(run_id)).cancel()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise Conflict(f"run {run_id} has no running workflow") from None
+        raise
+    return RunAccepted(run_id=run_id, workflow_id=workflow_id(run_id), status=status, iteration=iteration)
+
+
+@router.post(V2 + "/runs/{run_id}/retry", status_code=202, responses=ACT)
+@router.post(V3 + "/runs/{run_id}/retry", status_code=202, responses=ACT)
+async def retry_run(run_id: str, principal: Operator, config: ConfigDep, temporal: TemporalDep) -> RunAccepted:
+    """Start the next iteration of a failed run: the steps that did not succeed, from its last good commit."""
+    opts = service.SubmitOptions(shared_repo=config.shared_repo, task_queue_prefix=config.task_queue_prefix,
+                                 heartbeat_timeout_seconds=config.heartbeat_timeout_seconds,
+                                 search_attributes=config.search_attributes)
+    inp = await service.prepare_retry(config.sessions, run_id, opts, config.platform, tenant=principal.tenant)
+    submitted = await service.start(await temporal.client(), inp)
+    return RunAccepted(run_id=submitted.run_id, workflow_id=workflow_id(submitted.run_id), status=RunStatus.PENDING,
+                       iteration=submitted.iteration, retry_of=run_id)
+
+
+@router.get(V2 + "/runs/{run_id}/autofix", responses=READ)
+@router.get(V3 + "/runs/{run_id}/autofix", responses=READ)
+def autofix_history(run_id: str, principal: Viewer, session: SessionDep) -> AutofixOut:
+    """The run's auto-fix history: retry state, every attempt with its signal, strategy, outcome and backoff."""
+    run = own_run(session, run_id, principal)
+    state = repository.retry_state(session, run_id)
+    return AutofixOut(
+        run_id=run_id, status=run.status,
+        retry_state=RetryStateOut.model_validate(state, from_attributes=True) if state else None,
+        timeline=[TimelineEntry(seq=e.seq, step=e.step_name, signal_type=e.signal_type, confidence=e.confidence,
+                                strategy=e.strategy, outcome=e.outcome, attempt=e.attempt, backoff=e.backoff,
+                                detail=e.detail, commit=e.commit, evidence=list(e.evidence), created_at=e.created_at)
+                  for e in repository.autofix_timeline(session, run_id)],
+        repair_attempts=[RepairAttemptOut(
+            seq=a.seq, step=a.step_name, signal_type=a.signal_type, fixer=a.fixer, outcome=a.outcome,
+            reason=a.reason, files=list(a.files), diff=a.diff, commit_before=a.commit_before,
+            commit_after=a.commit_after, model=a.model, tokens_in=a.tokens_in, tokens_out=a.tokens_out,
+            cost_usd=a.cost_usd) for a in repository.repair_attempts(session, run_id)])
+
+
+@router.get(V2 + "/runs/{run_id}/escalation", responses=READ)
+@router.get(V3 + "/runs/{run_id}/escalations", responses=READ)
+def escalations(run_id: str, principal: Viewer, session: SessionDep,
+                status: GateStatus | None = None) -> list[GateOut]:
+    """The run's approval gates (escalations and steps awaiting approval), pending or decided."""
+    own_run(session, run_id, principal)
+    return [gate_out(g) for g in approvals.list_gates(session, tenant=principal.tenant, run_id=run_id,
+                                                      status=status.value if status else None)]
+
+
+@router.get(V2 + "/runs/{run_id}/plan-delta", responses=READ)
+@router.get(V3 + "/runs/{run_id}/plan-deltas", responses=READ)
+def plan_deltas(run_id: str, principal: Viewer, session: SessionDep) -> list[PlanDeltaOut]:
+    """The run's re-plans: what changed in the plan, why, and the plans before and after."""
+    own_run(session, run_id, principal)
+    return [PlanDeltaOut(id=d.id, kind=d.delta_data["kind"], step=d.delta_data["step"],
+                         reason=d.delta_data.get("reason", ""), command=d.delta_data.get("command"),
+                         new_step=d.delta_data.get("new_step"), triggered_by=d.triggered_by,
+                         original_plan_id=d.original_plan_id, new_plan_id=d.new_plan_id, created_at=d.created_at)
+            for d in repository.plan_deltas(session, run_id)]
+
+
+@router.get(V2 + "/runs/{run_id}/logs", responses=READ)
+@router.get(V3 + "/runs/{run_id}/logs", responses=READ)
+def logs(run_id: str, principal: Viewer, session: SessionDep) -> LogsOut:
+    """Every step attempt of the run with the tail of its log."""
+    own_run(session, run_id, principal)
+    return LogsOut(run_id=run_id, steps=[step_out(s, lines=None) for s in repository.run_steps(session, run_id)])

@@ -1,0 +1,58 @@
+"""Deciding approval gates: find the gate in the DB projection, send the decision to its run."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.service import RPCError, RPCStatusCode
+
+from domain.approvals import Decision, DecisionInput, GateView
+from domain.runs import workflow_id
+from service.errors import Conflict, NotFound, Unavailable
+from store import approvals
+from store.db import transaction
+
+UPDATE_TIMEOUT = timedelta(seconds=15)
+"""How long a decision waits for the run's worker to accept it (the API never waits longer)."""
+
+
+def gate_run(sessions: sessionmaker[Session], gate_id: str, tenant: str | None = None) -> str:
+    """The run id of a gate; ``NotFound`` if there is no such gate (of ``tenant``, when given)."""
+    with transaction(sessions) as session:
+        gate = approvals.get_gate(session, gate_id)
+        if gate is None or (tenant is not None and gate.tenant_id != tenant):
+            raise NotFound(f"unknown gate {gate_id!r}")
+        return gate.run_id
+
+
+async def decide_gate(client: Client | Callable[[], Awaitable[Client]], sessions: sessionmaker[Session],
+                      gate_id: str, decision: Decision, *, by: str, reason: str = "",
+                      tenant: str | None = None) -> GateView:
+    """Send ``decision`` to the gate's run as an Update and return the decided gate.
+
+    ``Conflict`` when the run refuses it (already decided, a reason is missing) or no longer runs,
+    ``Unavailable`` when no worker or server answers within :data:`UPDATE_TIMEOUT`. ``client``
+    may be a function that connects, called only once the gate is known.
+    """
+    run_id = await asyncio.to_thread(gate_run, sessions, gate_id, tenant)
+    if not isinstance(client, Client):
+        client = await client()
+    handle = client.get_workflow_handle(workflow_id(run_id))
+    try:
+        return await handle.execute_update(decision.value, DecisionInput(gate_id=gate_id, by=by, reason=reason),
+                                           result_type=GateView, rpc_timeout=UPDATE_TIMEOUT)
+    except WorkflowUpdateFailedError as err:
+        raise Conflict(str(err.cause.message if hasattr(err.cause, "message") else err.cause)) from None
+    except WorkflowUpdateRPCTimeoutOrCancelledError:
+        raise Unavailable(f"run {run_id} did not answer within {UPDATE_TIMEOUT.seconds}s: "
+                          "are its workers running?") from None
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise Conflict(f"run {run_id} is not running any more; gate {gate_id} can no longer be decided") from None
+        if err.status == RPCStatusCode.UNAVAILABLE:
+            raise Unavailable(f"Temporal is unavailable: {err}") from None
+        raise

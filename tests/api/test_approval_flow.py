@@ -1,0 +1,159 @@
+"""The whole approval path on the real dev server: a run started through the API stops at a gate,
+which is decided once through the API and once with the `temporal` CLI binary's plain signal;
+a rejected run is retried as its next iteration from its last good commit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+from temporalio.client import Client
+
+from store import repository
+from store.db import transaction
+from tests.api.conftest import LiveApi, make_tenant
+from tests.conftest import git
+from worker.devserver import DevServer, temporal_cli
+from worker.runtime import POOLS, build_workers, running_workers
+from worker.settings import Settings
+
+SECURITY = """\
+name: audited
+steps:
+  - name: audit
+    command: "echo 'Found 1 known vulnerability in 1 package'; echo 'urllib3 1.0 GHSA-v845-jxx5-vc9f'; exit 1"
+  - name: build
+    command: echo built > built.txt
+"""
+DEPLOY = """\
+name: shipped
+steps:
+  - name: build
+    command: echo built > built.txt
+  - name: deploy
+    command: echo deployed > deployed.txt
+    requires_approval: true
+"""
+
+
+@pytest.fixture
+async def api_workers(live_api: LiveApi, client: Client, settings: Settings, api_sessions) -> AsyncIterator[None]:  # type: ignore[no-untyped-def]
+    """Workers on the API's task queues, writing to the API's database."""
+    worker_settings = replace(settings, task_queue_prefix=live_api.settings.task_queue_prefix,
+                              shared_repo=live_api.settings.shared_repo)
+    async with running_workers(build_workers(client, worker_settings, api_sessions, POOLS)):
+        yield
+
+
+def workspace(live_api: LiveApi, name: str) -> Path:
+    repo = live_api.root / name
+    repo.mkdir()
+    git(repo, "init", "--quiet", "--initial-branch=main")
+    (repo / "app.py").write_text("print('app')\n")
+    git(repo, "add", "--all")
+    git(repo, "commit", "--quiet", "-m", "initial")
+    return repo
+
+
+async def wait_status(http: httpx.AsyncClient, run_id: str, *statuses: str, timeout: float = 60) -> dict:  # type: ignore[type-arg]
+
+
+    deadline = time.monotonic() + timeout
+    while True:
+        run = (await http.get(f"/api/meta/v3/runs/{run_id}")).json()
+        if run.get("status") in statuses:
+            return run  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, f"run {run_id} is {run.get('status')}, not {statuses}"
+        await asyncio.sleep(0.2)
+
+
+async def test_gate_decided_through_the_api(live_api: LiveApi, api_workers: None, api_sessions) -> None:  # type: ignore[no-untyped-def]
+    tenant, tokens = make_tenant(api_sessions)
+    _, strangers = make_tenant(api_sessions)
+    viewer, operator, admin = (live_api.client(tokens[r]) for r in ("viewer", "operator", "admin"))  # type: ignore[index]
+    body = {"plan_yaml": SECURITY, "workspace": str(workspace(live_api, f"ws-{tenant}"))}
+    assert (await viewer.post("/api/meta/v3/runs", json=body)).status_code == 403
+    started = await operator.post("/api/meta/v3/runs", json=body)
+    assert started.status_code == 202, started.text
+    run_id = started.json()["run_id"]
+
+    run = await wait_status(viewer, run_id, "paused_awaiting_approval")
+    [gate] = (await viewer.get(f"/api/meta/v2/runs/{run_id}/escalation")).json()
+    assert (await viewer.get(f"/api/meta/v3/runs/{run_id}/escalations")).json() == [gate]
+    assert (gate["status"], gate["signal_type"], gate["action"], gate["step"]) == (
+        "pending", "SECURITY", "override", "audit")
+    assert any("GHSA-v845-jxx5-vc9f" in line for line in gate["evidence"])
+    assert [g["gate_id"] for g in (await viewer.get("/api/meta/v3/approvals")).json()] == [gate["gate_id"]]
+    assert run["gates"][0]["gate_id"] == gate["gate_id"]
+
+    approve = f"/api/meta/v2/approvals/{gate['gate_id']}/approve"
+    assert (await viewer.post(approve, json={"reason": "ok"})).status_code == 403
+    assert (await operator.post(approve, json={"reason": "ok"})).status_code == 403
+    assert (await live_api.client(strangers["admin"]).post(approve, json={"reason": "ok"})).status_code == 404
+    refused = await admin.post(approve)
+    assert refused.status_code == 409 and "needs a reason" in refused.json()["detail"]
+    decided = await admin.post(approve, json={"reason": "not reachable from our code"})
+    assert decided.status_code == 200, decided.text
+    assert (decided.json()["status"], decided.json()["decided_by"]) == ("approved", "admin-user")
+    again = await admin.post(f"/api/meta/v3/approvals/{gate['gate_id']}/reject", json={"reason": "changed my mind"})
+    assert again.status_code == 409 and "already decided" in again.json()["detail"]
+
+    run = await wait_status(viewer, run_id, "succeeded", "failed")
+    assert run["status"] == "succeeded", run["error"]
+    first_attempts = {s["name"]: s["status"] for s in run["steps"] if s["attempt"] == 1}
+    assert first_attempts == {"audit": "failed", "build": "succeeded"}
+    assert run["gates"][0]["status"] == "approved"
+    autofix = (await viewer.get(f"/api/meta/v3/runs/{run_id}/autofix")).json()
+    assert [e["signal_type"] for e in autofix["timeline"]][0] == "SECURITY"
+    with transaction(api_sessions) as session:
+        events = [(a.event, a.actor) for a in repository.audit_events(session, tenant=tenant, run_id=run_id)]
+    assert ("approval.requested", "metabuilder") in events and ("approval.granted", "admin-user") in events
+
+
+def signal(dev_server: DevServer, run_id: str, name: str, body: dict[str, str]) -> None:
+    """Decide as an operator would with nothing but the `temporal` CLI."""
+    subprocess.run([temporal_cli(), "workflow", "signal", "--address", dev_server.address, "--namespace", "default",
+                    "--workflow-id", f"build-run-{run_id}", "--name", name, "--input", json.dumps(body)],
+                   check=True, capture_output=True, text=True, timeout=60)
+
+
+async def test_gate_decided_with_the_temporal_cli_then_the_run_is_retried(
+        live_api: LiveApi, api_workers: None, api_sessions, dev_server: DevServer) -> None:  # type: ignore[no-untyped-def]
+    tenant, tokens = make_tenant(api_sessions)
+    viewer, operator = live_api.client(tokens["viewer"]), live_api.client(tokens["operator"])  # type: ignore[index]
+    body = {"plan_yaml": DEPLOY, "workspace": str(workspace(live_api, f"ws-{tenant}")),
+            "settings": {"autofix_enabled": True}}
+    started = await operator.post("/api/meta/v3/runs", json=body)
+    assert started.status_code == 202, started.text
+    first = started.json()["run_id"]
+    run = await wait_status(viewer, first, "paused_awaiting_approval")
+    gate_id = run["gates"][0]["gate_id"]
+    assert (run["gates"][0]["kind"], run["gates"][0]["step"]) == ("step_approval", "deploy")
+
+    signal(dev_server, first, "reject", {"gate_id": gate_id, "by": "ops-oncall", "reason": "change freeze"})
+    run = await wait_status(viewer, first, "failed")
+    assert run["error"] == f"gate {gate_id} rejected by ops-oncall: change freeze"
+    build_commit = next(s["commit_after"] for s in run["steps"] if s["name"] == "build")
+    assert run["head_commit"] == build_commit
+
+    assert (await viewer.post(f"/api/meta/v2/runs/{first}/retry")).status_code == 403
+    retried = await operator.post(f"/api/meta/v2/runs/{first}/retry")
+    assert retried.status_code == 202, retried.text
+    assert (retried.json()["iteration"], retried.json()["retry_of"]) == (2, first)
+    second = retried.json()["run_id"]
+    run = await wait_status(viewer, second, "paused_awaiting_approval")
+    assert (run["iteration"], run["retry_of"], run["base_commit"]) == (2, first, build_commit)
+    signal(dev_server, second, "approve", {"gate_id": run["gates"][0]["gate_id"], "by": "ops-oncall"})
+    run = await wait_status(viewer, second, "succeeded", "failed")
+    assert run["status"] == "succeeded", run["error"]
+    assert [s["name"] for s in run["steps"]] == ["deploy"]  # build succeeded in iteration 1
+    assert run["gates"][0]["decided_by"] == "ops-oncall"
+    # A finished run cannot be retried again.
+    assert (await operator.post(f"/api/meta/v3/runs/{second}/retry")).status_code == 409

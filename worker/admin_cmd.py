@@ -1,0 +1,118 @@
+"""``metabuilder tenants|tokens|approvals|approve|reject|api``: who may do what, gates, and the API."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+
+from domain.access import Role
+from domain.approvals import Decision, GateStatus
+from service.approvals import decide_gate
+from store import access, approvals
+from store.db import transaction
+from worker.runtime import connect, prepare_database
+from worker.settings import Settings
+
+
+def cmd_tenants(args: argparse.Namespace, settings: Settings) -> int:
+    sessions = prepare_database(settings)
+    with transaction(sessions) as session:
+        if args.action == "create":
+            tenant = access.create_tenant(session, args.tenant_id, args.name)
+            print(f"tenant {tenant.id!r} created ({tenant.name})")
+        else:
+            for tenant in access.list_tenants(session):
+                print(f"{tenant.id:<24} {tenant.name}")
+    return 0
+
+
+def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
+    sessions = prepare_database(settings)
+    with transaction(sessions) as session:
+        if args.action == "create":
+            new = access.create_token(session, args.tenant, args.user, Role(args.role))
+            print(f"token for {new.user!r} ({new.role}) of tenant {new.tenant!r}, id {new.token_id}:")
+            print(new.token)
+            print("it is shown only now; keep it somewhere safe")
+        elif args.action == "revoke":
+            if not args.token_id or not access.revoke_token(session, args.token_id):
+                raise ValueError(f"no active token with id {args.token_id!r}")
+            print(f"token {args.token_id} revoked")
+        else:
+            for token, user in access.list_tokens(session, args.tenant):
+                state = f"revoked {token.revoked_at:%Y-%m-%d}" if token.revoked_at else "active"
+                print(f"{token.id}  {token.prefix}...  {user.name:<20} {user.role:<8} {state}")
+    return 0
+
+
+def cmd_approvals(args: argparse.Namespace, settings: Settings) -> int:
+    sessions = prepare_database(settings)
+    status = None if args.all else GateStatus.PENDING.value
+    with transaction(sessions) as session:
+        gates = approvals.list_gates(session, tenant=args.tenant, status=status, limit=500)
+        if not gates:
+            print(f"no {'' if args.all else 'pending '}approval gates for tenant {args.tenant!r}")
+        for g in gates:
+            print(f"{g.id}  {g.status:<8} {g.kind:<13} step {g.step_name!r}  approve -> {g.action}"
+                  f"  expires {g.expires_at:%Y-%m-%d %H:%M} UTC (then {g.on_expiry})")
+            print(f"    {g.reason}")
+            for line in g.evidence[:3]:
+                print(f"    | {line}")
+            if g.decided_by:
+                print(f"    decided by {g.decided_by} at {g.decided_at:%Y-%m-%d %H:%M:%S}: {g.decision_reason or ''}")
+    return 0
+
+
+async def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
+    decision = Decision.APPROVE if args.command == "approve" else Decision.REJECT
+    sessions = prepare_database(settings)
+    client = await connect(settings, start_embedded=False)
+    gate = await decide_gate(client, sessions, args.gate_id, decision, by=args.by or getpass.getuser(),
+                             reason=args.reason or "")
+    print(f"gate {gate.gate_id} {gate.status} by {gate.decided_by}; run {gate.run_id} goes on"
+          if decision is Decision.APPROVE else
+          f"gate {gate.gate_id} {gate.status} by {gate.decided_by}; run {gate.run_id} fails: {gate.decision_reason}")
+    return 0
+
+
+async def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.api_server import serve_api
+
+    host, port = args.host or settings.api_host, args.port or settings.api_port
+    await serve_api(settings, prepare_database(settings), host, port)
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("tenants", help="create or list tenants")
+    p.add_argument("action", choices=["create", "list"])
+    p.add_argument("tenant_id", nargs="?", help="the new tenant's id (for create)")
+    p.add_argument("--name", help="a display name (default: the id)")
+    p.set_defaults(fn=cmd_tenants)
+
+    p = sub.add_parser("tokens", help="issue, list or revoke API tokens (stored hashed, shown once)")
+    p.add_argument("action", choices=["create", "list", "revoke"])
+    p.add_argument("token_id", nargs="?", help="the token to revoke")
+    p.add_argument("--tenant", default="default")
+    p.add_argument("--user", default=getpass.getuser(), help="who the token is for (default: you)")
+    p.add_argument("--role", choices=[r.value for r in Role], default=Role.VIEWER.value)
+    p.set_defaults(fn=cmd_tokens)
+
+    p = sub.add_parser("approvals", help="list approval gates (pending ones unless --all)")
+    p.add_argument("action", nargs="?", choices=["list"], default="list")
+    p.add_argument("--tenant", default="default")
+    p.add_argument("--all", action="store_true", help="decided gates too")
+    p.set_defaults(fn=cmd_approvals)
+
+    for name, help_text in (("approve", "approve a pending gate: the run goes on"),
+                            ("reject", "reject a pending gate: the run fails with the reason")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("gate_id", metavar="GATE")
+        p.add_argument("--reason", required=name == "reject", help="why (required to reject)")
+        p.add_argument("--by", help="who decides (default: your user name)")
+        p.set_defaults(fn=cmd_decide)
+
+    p = sub.add_parser("api", help="serve the HTTP API (OpenAPI at /openapi.json, docs at /docs)")
+    p.add_argument("--host", help="address to listen on (default: META_BUILDER_API_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: META_BUILDER_API_PORT or 5001)")
+    p.set_defaults(fn=cmd_api)
