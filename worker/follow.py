@@ -14,6 +14,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 
+from domain.approvals import GateView
 from domain.payloads import AutofixEvent, RunView, StepView
 from domain.runs import RunStatus, StepStatus
 from workflows.build_run import BuildRunWorkflow
@@ -58,6 +59,7 @@ async def follow(handle: WorkflowHandle[BuildRunWorkflow, RunView], *, out: Text
     """Print each step as it changes until the run ends; return the final view."""
     shown: dict[str, tuple[StepStatus, str | None]] = {}
     events_shown = 0
+    gates_shown: dict[str, str] = {}
     waiting_hint = False
     started = time.monotonic()
     while True:
@@ -81,9 +83,24 @@ async def follow(handle: WorkflowHandle[BuildRunWorkflow, RunView], *, out: Text
         for event in view.timeline[events_shown:]:
             print(event_line(event), file=out, flush=True)
         events_shown = len(view.timeline)
+        for gate in view.gates:
+            if gates_shown.get(gate.gate_id) != gate.status:
+                gates_shown[gate.gate_id] = gate.status
+                print(gate_line(gate), file=out, flush=True)
         if view.status.is_final:
             return view
         await asyncio.sleep(poll_seconds)
+
+
+def gate_line(gate: GateView) -> str:
+    """A gate as it opens (with how to decide it) and once it is decided."""
+    if gate.pending:
+        return (f"  ⏸ approval gate {gate.gate_id}: {gate.reason}\n"
+                f"      approve -> {gate.action}; decide with `metabuilder approve {gate.gate_id}` or "
+                f"`metabuilder reject {gate.gate_id} --reason ...`\n"
+                f"      expires {gate.expires_at[:19]}Z, then: {gate.on_expiry}")
+    return f"  ▶ gate {gate.gate_id} {gate.status} by {gate.decided_by}" + (
+        f": {gate.decision_reason}" if gate.decision_reason else "")
 
 
 def _previous_commit(view: RunView, index: int) -> str:

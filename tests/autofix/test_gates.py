@@ -16,6 +16,7 @@ from domain.runs import RunStatus, StepStatus
 from store import approvals, repository
 from store.db import transaction
 from tests.autofix.conftest import finish, start_autofix
+from tests.autofix.test_ladder import keep_histories
 from worker.settings import Settings
 
 SECURITY = """\
@@ -70,6 +71,7 @@ async def test_security_finding_waits_for_approval_and_validator_refuses_bad_dec
     view = await finish(run.handle)
     assert view.status is RunStatus.SUCCEEDED, view.error
     assert [s.status for s in view.steps] == [StepStatus.OVERRIDDEN, StepStatus.SUCCEEDED]
+    await keep_histories(ts_workers, "gate_approved", view.run_id, 1)
     # Refused updates never entered the history: one update accepted and completed.
     events = update_events((await run.handle.fetch_history()).events)
     assert events == ["EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED", "EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED"]
@@ -94,6 +96,7 @@ async def test_rejected_gate_fails_the_run_with_the_reason(
     view = await finish(run.handle)
     assert view.status is RunStatus.FAILED
     assert view.error == f"gate {gate.gate_id} rejected by ann: fix it first"
+    await keep_histories(ts_workers, "gate_rejected", view.run_id, 0)
     assert view.steps[1].status is StepStatus.PENDING
     with transaction(sessions) as session:
         audit = [a for a in repository.audit_events(session, tenant="default", run_id=view.run_id)
@@ -108,6 +111,7 @@ async def test_unattended_gate_expires_to_reject_by_default(
     gate = await pending_gate(run.handle)
     view = await finish(run.handle)  # waiting on the result lets the test server skip the 2 hours
     assert view.status is RunStatus.FAILED
+    await keep_histories(ts_workers, "gate_expired", view.run_id, 0)
     [expired] = view.gates
     assert (expired.status, expired.decided_by) == ("expired", "expiry")
     assert view.error.startswith(f"gate {gate.gate_id} expired: nobody decided before")

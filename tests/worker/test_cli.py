@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,48 @@ def test_autofix_settings_precedence_and_bad_values(env: dict[str, str]) -> None
     assert "bad setting: FEATURE_META_V3_AUTOFIX='maybe': expected true or false" in bad.stderr
     bad = metabuilder("settings", "--set", "max_total_attempts=lots", env=env)
     assert bad.returncode == 2 and "--set.max_total_attempts='lots': expected a whole number" in bad.stderr
+
+
+def test_tenants_and_tokens(env: dict[str, str]) -> None:
+    assert metabuilder("tenants", "create", "acme", "--name", "Acme Corp", env=env).returncode == 0
+    again = metabuilder("tenants", "create", "acme", env=env)
+    assert again.returncode == 2 and "tenant 'acme' exists already" in again.stderr
+    created = metabuilder("tokens", "create", "--tenant", "acme", "--user", "ann", "--role", "admin", env=env)
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.splitlines()[1]
+    assert token.startswith("mb_") and "shown only now" in created.stdout
+    listed = metabuilder("tokens", "list", "--tenant", "acme", env=env)
+    assert "ann" in listed.stdout and "admin" in listed.stdout and token not in listed.stdout
+    token_id = listed.stdout.split()[0]
+    assert metabuilder("tokens", "revoke", token_id, env=env).returncode == 0
+    assert "revoked" in metabuilder("tokens", "list", "--tenant", "acme", env=env).stdout
+    unknown = metabuilder("tokens", "create", "--tenant", "nope", "--role", "viewer", env=env)
+    assert unknown.returncode == 2 and "unknown tenant 'nope'" in unknown.stderr
+
+
+def test_a_gate_listed_and_approved_from_the_cli(env: dict[str, str], user_repo: Path, tmp_path: Path) -> None:
+    plan = write_plan(tmp_path / "plan.yaml",
+                      "  - name: deploy\n    command: echo deployed > d.txt\n    requires_approval: true\n")
+    run = subprocess.Popen([sys.executable, "-m", "worker.cli", "run", str(plan), "--workspace", str(user_repo),
+                            "--run-id", "cli-gate-1", "--with-worker"], cwd=ROOT, env={**os.environ, **env},
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(300):
+            listed = metabuilder("approvals", "list", env=env)
+            if "cli-gate-1-gate-1" in listed.stdout:
+                break
+            time.sleep(0.2)
+        assert "cli-gate-1-gate-1  pending  step_approval" in listed.stdout, listed.stdout + listed.stderr
+        no_reason = metabuilder("reject", "cli-gate-1-gate-1", env=env)
+        assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
+        unknown = metabuilder("approve", "no-such-gate", env=env)
+        assert unknown.returncode == 2 and "unknown gate 'no-such-gate'" in unknown.stderr
+        approved = metabuilder("approve", "cli-gate-1-gate-1", "--by", "ann", env=env)
+        assert approved.returncode == 0, approved.stderr
+        assert "gate cli-gate-1-gate-1 approved by ann" in approved.stdout
+        out, _ = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == 0, out
+    decided = metabuilder("approvals", "list", "--all", env=env).stdout
+    assert "approved" in decided and "decided by ann" in decided
