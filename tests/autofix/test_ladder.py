@@ -40,6 +40,14 @@ async def keep_histories(client: Client, name: str, run_id: str, repairs: int) -
         record_history(f"autofix_{name}_repair_{n}", (await child.fetch_history()).to_json())
 
 
+def assert_escalated(view) -> None:  # type: ignore[no-untyped-def]
+    """The ladder gave up: a gate opened and, nobody deciding, expired to its default (reject)."""
+    assert view.status is RunStatus.FAILED, view.error
+    [gate] = view.gates
+    assert (gate.kind, gate.status, gate.on_expiry) == ("escalation", "expired", "reject")
+    assert view.error.startswith(f"gate {gate.gate_id} expired")
+
+
 def strategies(view) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
     return [(e.strategy, e.outcome) for e in view.timeline]
 
@@ -157,9 +165,9 @@ async def test_security_failure_is_escalated_without_retry_or_patch(
     steps = ("  - name: secrets\n    command: |\n"
              "      echo 'Private key detected in config/id_rsa'; echo 'gitleaks: leaks found: 1'; exit 1\n")
     view = await finish((await start_autofix(ts_workers, settings, user_repo, f"name: t\nsteps:\n{steps}")).handle)
-    assert view.status is RunStatus.ESCALATED
+    assert_escalated(view)
     assert strategies(view) == [("classify", "failed"), ("escalate", "escalated")]
-    assert "needs a person's decision" in (view.error or "")
+    assert "needs a person's decision" in view.gates[0].reason
 
 
 @pytest.mark.parametrize("budget", [0, 1, 2])
@@ -170,7 +178,7 @@ async def test_attempt_budgets_are_never_exceeded(
     autofix_run = {"max_total_attempts": budget}
     view = await finish((await start_autofix(ts_workers, settings, user_repo, f"name: t\nsteps:\n{steps}",
                                              **autofix_run)).handle)
-    assert view.status is RunStatus.ESCALATED
+    assert_escalated(view)
     assert view.retry_state is not None and view.retry_state.total_attempts == budget
     assert view.retry_state.attempt_counter == 1 + budget
     with transaction(sessions) as session:
@@ -205,7 +213,7 @@ async def test_llm_patch_after_the_sandbox_rejects_unsafe_ones(
             for bad in (OUTSIDE, INTO_GIT, PRIVATE_KEY):
                 fake.replies[:] = [bad]
                 view = await finish((await start_autofix(ts_env.client, settings, user_repo, plan)).handle)
-                assert view.status is RunStatus.ESCALATED
+                assert_escalated(view)
                 rejected = [e for e in view.timeline if e.outcome == "rejected"]
                 assert len(rejected) == 1, strategies(view)
             fake.replies[:] = [GOOD]
