@@ -11,30 +11,19 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError, CancelledError, ChildWorkflowError
 
 from domain.approvals import (
-    Decision,
-    DecisionInput,
     GateAction,
     GateKind,
-    GateStatus,
-    GateView,
-    action_for,
-    check_decision,
-    decide,
-    expire,
-    gate_id,
 )
 from domain.payloads import (
     RUN_FAILED,
     AutofixEvent,
     AutofixRecord,
     BuildRunInput,
-    GateRecord,
     RepairInput,
     RepairResult,
     RunRecord,
@@ -47,10 +36,10 @@ from domain.policy import RetryState
 from domain.repair import DeltaKind, PlanDelta, apply_delta
 from domain.runs import RunStatus, StepStatus, workflow_id
 from workflows import search_attributes as sa
-from workflows.execution import Execution, StepCancelled, classified_event, execute_step, retry_events
+from workflows.execution import RECORD_TIMEOUT, Execution, StepCancelled, classified_event, execute_step, retry_events
+from workflows.gates import ApprovalGates
 from workflows.repair import RepairWorkflow
 
-RECORD_TIMEOUT = timedelta(seconds=30)
 APPROVAL_GATES = "approval-gates"
 """Patch id: runs recorded before approval gates existed end ``escalated`` and ignore
 ``requires_approval``; newer runs wait at a gate."""
@@ -69,7 +58,7 @@ class _Slot:
 
 
 @workflow.defn
-class BuildRunWorkflow:
+class BuildRunWorkflow(ApprovalGates):
     @workflow.init
     def __init__(self, inp: BuildRunInput) -> None:
         self._view = RunView(
@@ -116,47 +105,6 @@ class BuildRunWorkflow:
     def status(self) -> RunView:
         """The run as it stands: status, each step's state, the head commit, the auto-fix timeline."""
         return self._view
-
-    # Approvals arrive as Updates (validated: a bad decision is refused before it enters the
-    # history, and the caller gets the gate back) or as Signals of the same names and input, which
-    # the plain `temporal workflow signal` CLI can send; an invalid signal is logged and dropped.
-
-    @workflow.update(name="approve")
-    def approve(self, inp: DecisionInput) -> GateView:
-        """Approve a pending gate: the run goes on with the gate's action."""
-        return self._decide(Decision.APPROVE, inp)
-
-    @approve.validator
-    def _check_approve(self, inp: DecisionInput) -> None:
-        check_decision(self._view.gates, Decision.APPROVE, inp)
-
-    @workflow.update(name="reject")
-    def reject(self, inp: DecisionInput) -> GateView:
-        """Reject a pending gate (a reason is required): the run fails with it."""
-        return self._decide(Decision.REJECT, inp)
-
-    @reject.validator
-    def _check_reject(self, inp: DecisionInput) -> None:
-        check_decision(self._view.gates, Decision.REJECT, inp)
-
-    @workflow.signal(name="approve")
-    def approve_signal(self, inp: DecisionInput) -> None:
-        self._decide_signalled(Decision.APPROVE, inp)
-
-    @workflow.signal(name="reject")
-    def reject_signal(self, inp: DecisionInput) -> None:
-        self._decide_signalled(Decision.REJECT, inp)
-
-    def _decide(self, decision: Decision, inp: DecisionInput) -> GateView:
-        gate = check_decision(self._view.gates, decision, inp)
-        decide(gate, decision, inp, workflow.now().isoformat())
-        return gate
-
-    def _decide_signalled(self, decision: Decision, inp: DecisionInput) -> None:
-        try:
-            self._decide(decision, inp)
-        except ValueError as err:
-            workflow.logger.warning("ignored %s signal: %s", decision.value, err)
 
     @property
     def _state(self) -> RetryState | None:
@@ -256,45 +204,6 @@ class BuildRunWorkflow:
                                             plan_before=before, plan_after=self._plan),
             start_to_close_timeout=RECORD_TIMEOUT)
         return next_pos
-
-    async def _gate(self, inp: BuildRunInput, kind: GateKind, step: str, reason: str, *,
-                    signal_type: str | None = None, evidence: list[str] | None = None) -> GateView:
-        """Open a gate, pause the run until it is decided or expires, and return it approved;
-        a rejected gate fails the run with the decider's reason."""
-        now, options = workflow.now(), self._plan.approvals
-        gate = GateView(
-            gate_id=gate_id(inp.run_id, len(self._view.gates) + 1), run_id=inp.run_id, step=step, kind=kind.value,
-            action=action_for(kind, signal_type).value, reason=reason, opened_at=now.isoformat(),
-            expires_at=(now + timedelta(seconds=options.timeout_seconds)).isoformat(),
-            on_expiry=options.on_expiry.value, signal_type=signal_type, evidence=list(evidence or []))
-        self._view.gates.append(gate)
-        await self._record_gate(inp, gate)
-        await self._set_status(inp, RunStatus.PAUSED_AWAITING_APPROVAL)
-        try:
-            await workflow.wait_condition(lambda: not gate.pending,
-                                          timeout=timedelta(seconds=options.timeout_seconds))
-        except TimeoutError:
-            expire(gate, workflow.now().isoformat())
-        except asyncio.CancelledError as err:
-            gate.status, gate.decided_by, gate.decided_at = (GateStatus.CANCELLED.value, "cancellation",
-                                                             workflow.now().isoformat())
-            await self._record_gate(inp, gate)
-            raise StepCancelled() from err
-        await self._record_gate(inp, gate)
-        if not gate.approved:
-            self._view.failed_step = step
-            self._view.error = gate.summary()
-            for view in self._view.steps:
-                if view.name == step and view.status is StepStatus.PENDING:
-                    view.status = StepStatus.CANCELLED
-            await self._set_status(inp, RunStatus.FAILED)
-            raise ApplicationError(self._view.error, self._view, type=RUN_FAILED, non_retryable=True)
-        await self._set_status(inp, RunStatus.RUNNING)
-        return gate
-
-    async def _record_gate(self, inp: BuildRunInput, gate: GateView) -> None:
-        await workflow.execute_local_activity("record_gate", GateRecord(tenant=inp.tenant, gate=gate),
-                                              start_to_close_timeout=RECORD_TIMEOUT)
 
     def _succeeded(self, view: StepView, result: StepResult) -> None:
         view.status = StepStatus.SUCCEEDED

@@ -35,6 +35,8 @@ STEP_INFRA_RETRY = RetryPolicy(
 that exits non-zero is a step failure, not retried here."""
 INFRA_ALLOWANCE = 4
 """Temporal attempts beyond the auto-fix budget, for lost workers (heartbeat timeouts)."""
+RECORD_TIMEOUT = timedelta(seconds=30)
+"""Bookkeeping local activities (DB projection writes)."""
 REPAIR_ACTIVITY_TIMEOUT = timedelta(minutes=15)
 STEP_FAILURE_TYPES = frozenset({STEP_FAILED, *(t.value for t in FailureType)})
 

@@ -33,9 +33,8 @@ from domain.payloads import (
 from domain.repair import Fixer, PlanDelta, Rung, allows, fixers_for, propose_replan
 from domain.runs import task_queue
 from domain.signals import FailureSignal
-from workflows.execution import REPAIR_ACTIVITY_TIMEOUT, Execution, StepCancelled, execute_step
+from workflows.execution import RECORD_TIMEOUT, REPAIR_ACTIVITY_TIMEOUT, Execution, StepCancelled, execute_step
 
-RECORD_TIMEOUT = timedelta(seconds=30)
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 LLM_QUEUE_WAIT = timedelta(minutes=10)
 """How long an LLM proposal may wait for an ``llm`` worker before the ladder goes on without it."""

@@ -1,0 +1,118 @@
+"""Approval gates of a build run: the Update and Signal handlers that decide them, and the wait.
+
+``BuildRunWorkflow`` mixes this in; it owns the run's view, plan and status. Kept apart so that
+the run's step sequencing and its human decisions can be read separately.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+from domain.approvals import (
+    Decision,
+    DecisionInput,
+    GateKind,
+    GateStatus,
+    GateView,
+    action_for,
+    check_decision,
+    decide,
+    expire,
+    gate_id,
+)
+from domain.payloads import RUN_FAILED, BuildRunInput, GateRecord, RunView
+from domain.plans import Plan
+from domain.runs import RunStatus, StepStatus
+from workflows.execution import RECORD_TIMEOUT, StepCancelled
+
+
+class ApprovalGates:
+    _view: RunView
+    _plan: Plan
+
+    async def _set_status(self, inp: BuildRunInput, status: RunStatus) -> None:
+        raise NotImplementedError
+
+    # Approvals arrive as Updates (validated: a bad decision is refused before it enters the
+    # history, and the caller gets the gate back) or as Signals of the same names and input, which
+    # the plain `temporal workflow signal` CLI can send; an invalid signal is logged and dropped.
+
+    @workflow.update(name="approve")
+    def approve(self, inp: DecisionInput) -> GateView:
+        """Approve a pending gate: the run goes on with the gate's action."""
+        return self._decide(Decision.APPROVE, inp)
+
+    @approve.validator
+    def _check_approve(self, inp: DecisionInput) -> None:
+        check_decision(self._view.gates, Decision.APPROVE, inp)
+
+    @workflow.update(name="reject")
+    def reject(self, inp: DecisionInput) -> GateView:
+        """Reject a pending gate (a reason is required): the run fails with it."""
+        return self._decide(Decision.REJECT, inp)
+
+    @reject.validator
+    def _check_reject(self, inp: DecisionInput) -> None:
+        check_decision(self._view.gates, Decision.REJECT, inp)
+
+    @workflow.signal(name="approve")
+    def approve_signal(self, inp: DecisionInput) -> None:
+        self._decide_signalled(Decision.APPROVE, inp)
+
+    @workflow.signal(name="reject")
+    def reject_signal(self, inp: DecisionInput) -> None:
+        self._decide_signalled(Decision.REJECT, inp)
+
+    def _decide(self, decision: Decision, inp: DecisionInput) -> GateView:
+        gate = check_decision(self._view.gates, decision, inp)
+        decide(gate, decision, inp, workflow.now().isoformat())
+        return gate
+
+    def _decide_signalled(self, decision: Decision, inp: DecisionInput) -> None:
+        try:
+            self._decide(decision, inp)
+        except ValueError as err:
+            workflow.logger.warning("ignored %s signal: %s", decision.value, err)
+
+    async def _gate(self, inp: BuildRunInput, kind: GateKind, step: str, reason: str, *,
+                    signal_type: str | None = None, evidence: list[str] | None = None) -> GateView:
+        """Open a gate, pause the run until it is decided or expires, and return it approved;
+        a rejected gate fails the run with the decider's reason."""
+        now, options = workflow.now(), self._plan.approvals
+        gate = GateView(
+            gate_id=gate_id(inp.run_id, len(self._view.gates) + 1), run_id=inp.run_id, step=step, kind=kind.value,
+            action=action_for(kind, signal_type).value, reason=reason, opened_at=now.isoformat(),
+            expires_at=(now + timedelta(seconds=options.timeout_seconds)).isoformat(),
+            on_expiry=options.on_expiry.value, signal_type=signal_type, evidence=list(evidence or []))
+        self._view.gates.append(gate)
+        await self._record_gate(inp, gate)
+        await self._set_status(inp, RunStatus.PAUSED_AWAITING_APPROVAL)
+        try:
+            await workflow.wait_condition(lambda: not gate.pending,
+                                          timeout=timedelta(seconds=options.timeout_seconds))
+        except TimeoutError:
+            expire(gate, workflow.now().isoformat())
+        except asyncio.CancelledError as err:
+            gate.status, gate.decided_by, gate.decided_at = (GateStatus.CANCELLED.value, "cancellation",
+                                                             workflow.now().isoformat())
+            await self._record_gate(inp, gate)
+            raise StepCancelled() from err
+        await self._record_gate(inp, gate)
+        if not gate.approved:
+            self._view.failed_step = step
+            self._view.error = gate.summary()
+            for view in self._view.steps:
+                if view.name == step and view.status is StepStatus.PENDING:
+                    view.status = StepStatus.CANCELLED
+            await self._set_status(inp, RunStatus.FAILED)
+            raise ApplicationError(self._view.error, self._view, type=RUN_FAILED, non_retryable=True)
+        await self._set_status(inp, RunStatus.RUNNING)
+        return gate
+
+    async def _record_gate(self, inp: BuildRunInput, gate: GateView) -> None:
+        await workflow.execute_local_activity("record_gate", GateRecord(tenant=inp.tenant, gate=gate),
+                                              start_to_close_timeout=RECORD_TIMEOUT)
