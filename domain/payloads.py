@@ -48,6 +48,11 @@ class BuildRunInput:
     """1 for a new run; a retry of a finished run (``POST .../retry``) is the next iteration."""
     retry_of: str | None = None
     """The run this one retries, from its last good commit."""
+    approval_gates: bool = False
+    """Wait at approval gates (escalations, ``requires_approval`` steps). Runs started before gates
+    existed lack it in their input and replay as they ran: escalated, ``requires_approval``
+    ignored. An input flag, not ``workflow.patched``: a patch marker recorded right after a local
+    activity that outlived its workflow task failed to replay (seen with temporalio 1.35)."""
 
     def settings(self) -> dict[str, Any]:
         """The run's auto-fix settings as stored and shown (``enabled`` false without auto-fix)."""

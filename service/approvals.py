@@ -29,24 +29,23 @@ def gate_run(sessions: sessionmaker[Session], gate_id: str, tenant: str | None =
         return gate.run_id
 
 
-async def decide_gate(client: Client | Callable[[], Awaitable[Client]], sessions: sessionmaker[Session],
+async def decide_gate(connect: Callable[[], Awaitable[Client]], sessions: sessionmaker[Session],
                       gate_id: str, decision: Decision, *, by: str, reason: str = "",
                       tenant: str | None = None) -> GateView:
     """Send ``decision`` to the gate's run as an Update and return the decided gate.
 
     ``Conflict`` when the run refuses it (already decided, a reason is missing) or no longer runs,
-    ``Unavailable`` when no worker or server answers within :data:`UPDATE_TIMEOUT`. ``client``
-    may be a function that connects, called only once the gate is known.
+    ``Unavailable`` when no worker or server answers within :data:`UPDATE_TIMEOUT`. ``connect``
+    is called only once the gate is known, so an unknown gate is reported even without Temporal.
     """
     run_id = await asyncio.to_thread(gate_run, sessions, gate_id, tenant)
-    if not isinstance(client, Client):
-        client = await client()
+    client = await connect()
     handle = client.get_workflow_handle(workflow_id(run_id))
     try:
         return await handle.execute_update(decision.value, DecisionInput(gate_id=gate_id, by=by, reason=reason),
                                            result_type=GateView, rpc_timeout=UPDATE_TIMEOUT)
     except WorkflowUpdateFailedError as err:
-        raise Conflict(str(err.cause.message if hasattr(err.cause, "message") else err.cause)) from None
+        raise Conflict(getattr(err.cause, "message", str(err.cause))) from None
     except WorkflowUpdateRPCTimeoutOrCancelledError:
         raise Unavailable(f"run {run_id} did not answer within {UPDATE_TIMEOUT.seconds}s: "
                           "are its workers running?") from None

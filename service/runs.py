@@ -95,7 +95,7 @@ async def submit(client: Client, plan_text: str, plan_source: str, workspace: Pa
     return await start(client, BuildRunInput(
         run_id=run_id, plan=plan, workspace=ref, tenant=opts.tenant, task_queue_prefix=opts.task_queue_prefix,
         plan_source=plan_text, heartbeat_timeout_seconds=opts.heartbeat_timeout_seconds,
-        autofix=autofix_config(opts.autofix), search_attributes=opts.search_attributes))
+        autofix=autofix_config(opts.autofix), search_attributes=opts.search_attributes, approval_gates=True))
 
 
 async def prepare_retry(sessions: sessionmaker[Session], run_id: str, opts: SubmitOptions,
@@ -127,7 +127,7 @@ async def prepare_retry(sessions: sessionmaker[Session], run_id: str, opts: Subm
         run_id=new_id, plan=retry_plan, workspace=WorkspaceRef(opts.shared_repo, branch, head, source=f"run {run_id}"),
         tenant=tenant_id, task_queue_prefix=opts.task_queue_prefix, plan_source=plan_text,
         heartbeat_timeout_seconds=opts.heartbeat_timeout_seconds, autofix=autofix_config(effective),
-        search_attributes=opts.search_attributes, iteration=iteration + 1, retry_of=run_id)
+        search_attributes=opts.search_attributes, iteration=iteration + 1, retry_of=run_id, approval_gates=True)
 
 
 async def start(client: Client, inp: BuildRunInput) -> Submitted:

@@ -66,12 +66,10 @@ def cmd_approvals(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
     decision = Decision.APPROVE if args.command == "approve" else Decision.REJECT
     sessions = prepare_database(settings)
-    client = await connect(settings, start_embedded=False)
-    gate = await decide_gate(client, sessions, args.gate_id, decision, by=args.by or getpass.getuser(),
-                             reason=args.reason or "")
-    print(f"gate {gate.gate_id} {gate.status} by {gate.decided_by}; run {gate.run_id} goes on"
-          if decision is Decision.APPROVE else
-          f"gate {gate.gate_id} {gate.status} by {gate.decided_by}; run {gate.run_id} fails: {gate.decision_reason}")
+    gate = await decide_gate(lambda: connect(settings, start_embedded=False), sessions, args.gate_id, decision,
+                             by=args.by or getpass.getuser(), reason=args.reason or "")
+    then = "goes on" if decision is Decision.APPROVE else f"fails: {gate.decision_reason}"
+    print(f"gate {gate.gate_id} {gate.status} by {gate.decided_by}; run {gate.run_id} {then}")
     return 0
 
 

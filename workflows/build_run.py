@@ -40,10 +40,6 @@ from workflows.execution import RECORD_TIMEOUT, Execution, StepCancelled, classi
 from workflows.gates import ApprovalGates
 from workflows.repair import RepairWorkflow
 
-APPROVAL_GATES = "approval-gates"
-"""Patch id: runs recorded before approval gates existed end ``escalated`` and ignore
-``requires_approval``; newer runs wait at a gate."""
-
 
 @dataclass
 class _Slot:
@@ -80,7 +76,7 @@ class BuildRunWorkflow(ApprovalGates):
         while pos < len(self._slots):
             slot, view = self._slots[pos], self._view.steps[pos]
             try:
-                if slot.step.requires_approval and not slot.approved and workflow.patched(APPROVAL_GATES):
+                if inp.approval_gates and slot.step.requires_approval and not slot.approved:
                     await self._gate(inp, GateKind.STEP_APPROVAL, slot.step.name,
                                      f"step {slot.step.name!r} requires approval before it runs")
                     slot.approved = True
@@ -165,7 +161,7 @@ class BuildRunWorkflow(ApprovalGates):
             return pos + 1
         if result.outcome == "replan" and result.delta is not None:
             return await self._replan(inp, pos, result.delta)
-        if result.outcome == "escalated" and workflow.patched(APPROVAL_GATES):
+        if result.outcome == "escalated" and inp.approval_gates:
             last = result.events[-1] if result.events else None
             signal_type = last.signal_type if last else ex.result.signal.type.value
             evidence = last.evidence if last else [e.text for e in ex.result.signal.evidence[:3]]

@@ -7,6 +7,7 @@ the run's step sequencing and its human decisions can be read separately.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from temporalio import workflow
@@ -31,11 +32,11 @@ from workflows.execution import RECORD_TIMEOUT, StepCancelled
 
 
 class ApprovalGates:
+    """Mixed into ``BuildRunWorkflow``, which provides the run's view, plan and status writer."""
+
     _view: RunView
     _plan: Plan
-
-    async def _set_status(self, inp: BuildRunInput, status: RunStatus) -> None:
-        raise NotImplementedError
+    _set_status: Callable[[BuildRunInput, RunStatus], Awaitable[None]]
 
     # Approvals arrive as Updates (validated: a bad decision is refused before it enters the
     # history, and the caller gets the gate back) or as Signals of the same names and input, which

@@ -133,6 +133,7 @@ async def test_step_requiring_approval_runs_after_a_signal_or_an_approving_expir
     view = await finish(run.handle)
     assert view.status is RunStatus.SUCCEEDED, view.error
     assert view.gates[0].decided_by == "ops"
+    await keep_histories(ts_workers, "gate_step_signalled", view.run_id, 0)
 
     plan = f"name: d\napprovals: {{timeout: 30m, on_expiry: approve}}\nsteps:\n{deploy}"
     run = await start_autofix(ts_workers, settings, user_repo, plan)
