@@ -18,6 +18,7 @@ from activities.steps import StepActivities
 from domain.payloads import ApplyInput, ApplyResult, FixInput, PatchProposal, RollbackInput, RollbackResult
 from domain.sandbox import check_patch, path_problem
 from store import repository
+from telemetry.metrics import timed_async
 
 LLM_NOT_CONFIGURED = "no LLM endpoint is configured"
 
@@ -28,6 +29,7 @@ class RepairActivities:
     llm: LlmSettings | None = None
 
     @activity.defn(name="propose_fix")
+    @timed_async("propose_fix")
     async def propose_fix(self, inp: FixInput) -> PatchProposal:
         """Run a deterministic fixer (the step's fix command, ``alembic merge heads``) in the run's
         checkout at ``inp.commit`` and return what it changed as a diff; the checkout is left clean."""
@@ -44,6 +46,7 @@ class RepairActivities:
         return PatchProposal(fixer=inp.fixer, diff=diff, summary=summary + f"; {len(files)} file(s) changed")
 
     @activity.defn(name="propose_llm_patch")
+    @timed_async("propose_llm_patch")
     async def propose_llm_patch(self, inp: FixInput) -> PatchProposal:
         """Ask the configured LLM for a patch (an empty diff when none is configured)."""
         if self.llm is None:
@@ -56,6 +59,7 @@ class RepairActivities:
                 raise ApplicationError(str(err), type="LlmError") from err
 
     @activity.defn(name="apply_patch")
+    @timed_async("apply_patch")
     async def apply_patch(self, inp: ApplyInput) -> ApplyResult:
         """Check a proposed patch against the sandbox rules; if it passes, apply it as a commit
         on the run branch (also kept at ``refs/metabuilder/<run>/patch-<seq>``). Recorded either way."""
@@ -89,6 +93,7 @@ class RepairActivities:
         return ApplyResult(applied=not problems, commit=commit, problems=problems, files=files)
 
     @activity.defn(name="rollback")
+    @timed_async("rollback")
     async def rollback(self, inp: RollbackInput) -> RollbackResult:
         """Reset the run branch to the last good commit, then run the completed steps' rollback
         commands (given in reverse plan order) in a checkout of it. Stops at the first that fails."""

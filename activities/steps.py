@@ -27,6 +27,8 @@ from domain.sandbox import step_environment
 from domain.signals import FailureSignal
 from store import repository
 from store.db import transaction
+from telemetry import events
+from telemetry.metrics import timed
 
 TIMEOUT_EXIT_CODE = 124
 """Exit code reported for a command killed at its timeout (as coreutils' ``timeout``)."""
@@ -210,9 +212,13 @@ class StepActivities:
     async def _finish(self, attempt: repository.StepAttempt, status: str, exit_code: int | None,
                       started: float, commit: str | None, tail: str, log_path: Path,
                       signal_: repository.AttemptSignal | None = None) -> None:
+        seconds = time.monotonic() - started
         await self.db(repository.step_finished, attempt, status=status, exit_code=exit_code,
-                       duration_seconds=round(time.monotonic() - started, 3), commit_after=commit,
+                       duration_seconds=round(seconds, 3), commit_after=commit,
                        log_tail=tail, log_path=str(log_path), signal=signal_)
+        # Each Temporal attempt has its own attempt number and row: counted once per attempt.
+        events.step_finished(attempt.run_id, attempt.name, attempt.queue, attempt.attempt, status, seconds=seconds,
+                             exit_code=exit_code, signal_type=signal_.signal_type if signal_ else None)
 
     async def db(self, fn: Callable[..., None], *args: Any, **kwargs: Any) -> None:
         def work() -> None:
@@ -223,7 +229,7 @@ class StepActivities:
 
 
 def _classify_file(log_path: Path, exit_code: int, step_name: str) -> FailureSignal:
-    with log_path.open("rb") as log:
+    with timed("classify"), log_path.open("rb") as log:
         return classify(log, exit_code=exit_code, step_name=step_name)
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from api import errors
+from api import errors, metrics
 from api.config import ApiConfig
 from api.deps import TemporalGateway
-from api.routes import approvals, classify, plans, runs, settings
+from api.routes import approvals, audit, classify, plans, runs, settings
 
 DESCRIPTION = """\
 Meta-Builder's API. Authenticate with `Authorization: Bearer <token>` (`metabuilder tokens create`).
@@ -21,7 +21,8 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.state.config = config
     app.state.temporal = TemporalGateway(config)
     errors.install(app)
-    for module in (runs, approvals, settings, plans, classify):
+    metrics.install(app, config.sessions)
+    for module in (runs, approvals, settings, plans, classify, audit):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"])

@@ -197,6 +197,17 @@ class PlanDeltaOut(BaseModel):
     created_at: datetime
 
 
+# --- audit --------------------------------------------------------------------------------------
+
+class AuditEventOut(BaseModel):
+    id: str
+    event: str = Field(description="``autofix.classified``, ``autofix.retry``, ``approval.granted``...")
+    actor: str = Field(description="Who did it: a user for decisions, ``metabuilder`` for the orchestrator.")
+    run_id: str | None
+    data: dict[str, Any]
+    created_at: datetime
+
+
 # --- approvals ----------------------------------------------------------------------------------
 
 class GateOut(BaseModel):

@@ -12,9 +12,10 @@ from store.models import ApprovalGate, AuditEvent, utcnow
 from store.repository import ensure_tenant, stable_id, upsert
 
 
-def record_gate(session: Session, tenant: str, gate: GateView) -> None:
+def record_gate(session: Session, tenant: str, gate: GateView) -> bool:
     """Upsert a gate and write its audit event: ``approval.requested`` when it opens, then
-    ``approval.granted``, ``.rejected`` or ``.expired``. Idempotent (keyed by the gate id)."""
+    ``approval.granted``, ``.rejected`` or ``.expired``. Idempotent (keyed by the gate id).
+    Returns whether the audit event is new (False when the same state is written again)."""
     ensure_tenant(session, tenant)
     upsert(session, ApprovalGate,
             {"id": gate.gate_id, "run_id": gate.run_id, "tenant_id": tenant, "step_name": gate.step,
@@ -26,7 +27,7 @@ def record_gate(session: Session, tenant: str, gate: GateView) -> None:
              "decision_reason": gate.decision_reason},
             keys=["id"], update=["status", "decided_by", "decided_at", "decision_reason"])
     event = "approval.requested" if gate.status == GateStatus.PENDING else audit_event(gate)
-    upsert(session, AuditEvent,
+    return upsert(session, AuditEvent,
             {"id": stable_id(gate.gate_id, event), "tenant_id": tenant, "run_id": gate.run_id, "event": event,
              "actor": gate.decided_by or "metabuilder",
              "data": {"gate_id": gate.gate_id, "step": gate.step, "kind": gate.kind, "action": gate.action,

@@ -7,6 +7,7 @@ import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import yaml
@@ -14,7 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from domain.payloads import AutofixRecord, RunRecord
+from domain.payloads import AutofixEvent, AutofixRecord, RunRecord
 from domain.plans import Plan, plan_to_dict, step_to_dict
 from store.models import (
     AuditEvent,
@@ -37,8 +38,9 @@ def stable_id(*parts: object) -> str:
 
 
 def upsert(session: Session, model: type[Any], values: dict[str, Any], keys: Sequence[str],
-            update: Sequence[str]) -> None:
-    """INSERT ... ON CONFLICT (keys) DO UPDATE, in the dialect of the session's engine."""
+            update: Sequence[str]) -> bool:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE, in the dialect of the session's engine. With no
+    columns to update (DO NOTHING), returns whether a row was inserted; otherwise True."""
     dialect = session.get_bind().dialect.name
     insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
     stmt = insert(model).values(**values)
@@ -47,7 +49,8 @@ def upsert(session: Session, model: type[Any], values: dict[str, Any], keys: Seq
                                           set_={col: stmt.excluded[col] for col in update})
     else:
         stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
-    session.execute(stmt)
+    result = session.execute(stmt)
+    return bool(getattr(result, "rowcount", 1))
 
 
 def ensure_tenant(session: Session, tenant_id: str, name: str | None = None) -> None:
@@ -72,8 +75,10 @@ def ensure_plan_of(session: Session, tenant_id: str, plan: Plan, source: str = "
     return ensure_plan(session, tenant_id, plan.name, source or yaml.safe_dump(spec, sort_keys=False), spec)
 
 
-def record_run(session: Session, record: RunRecord) -> None:
-    """Create or update a run's row from the workflow's view of it."""
+def record_run(session: Session, record: RunRecord) -> str | None:
+    """Create or update a run's row from the workflow's view of it; return the status it had
+    before (None for a new run), so that callers can tell a transition from a rewrite."""
+    previous = session.scalar(select(BuildRun.status).where(BuildRun.id == record.run_id))
     ensure_tenant(session, record.tenant)
     plan_id = ensure_plan_of(session, record.tenant, record.plan, record.plan_source)
     now = utcnow()
@@ -87,6 +92,12 @@ def record_run(session: Session, record: RunRecord) -> None:
              "finished_at": now if record.status.is_final else None},
             keys=["id"],
             update=["status", "head_commit", "failed_step", "error", "updated_at", "finished_at"])
+    return previous
+
+
+def has_autofix(session: Session, run_id: str) -> bool:
+    """Whether auto-fix acted in the run (at least one timeline entry)."""
+    return session.scalar(select(AutoFixRun.id).where(AutoFixRun.run_id == run_id).limit(1)) is not None
 
 
 @dataclass(frozen=True)
@@ -199,11 +210,15 @@ def run_steps(session: Session, run_id: str) -> list[BuildStep]:
 
 # --- auto-fix -----------------------------------------------------------------------------------
 
-def record_autofix(session: Session, record: AutofixRecord) -> None:
+def record_autofix(session: Session, record: AutofixRecord) -> list[AutofixEvent]:
     """Write timeline entries, their audit events, the retry state and a plan delta. Idempotent:
-    rows are keyed by the run and the workflow's sequence numbers."""
+    rows are keyed by the run and the workflow's sequence numbers. Returns the entries that were
+    not there before (none when the same record is written again)."""
     now = utcnow()
     ensure_tenant(session, record.tenant)
+    seqs = [ev.seq for ev in record.events]
+    known = set(session.scalars(select(AutoFixRun.seq).where(AutoFixRun.run_id == record.run_id,
+                                                             AutoFixRun.seq.in_(seqs)))) if seqs else set()
     for ev in record.events:
         upsert(session, AutoFixRun,
                 {"id": stable_id(record.run_id, "autofix", ev.seq), "run_id": record.run_id, "seq": ev.seq,
@@ -241,6 +256,7 @@ def record_autofix(session: Session, record: AutofixRecord) -> None:
                  "new_plan_id": ensure_plan_of(session, record.tenant, record.plan_after),
                  "delta_data": data, "triggered_by": delta.triggered_by[:100], "created_at": now},
                 keys=["id"], update=[])
+    return [ev for ev in record.events if ev.seq not in known]
 
 
 @dataclass(frozen=True)
@@ -282,11 +298,31 @@ def plan_deltas(session: Session, run_id: str) -> list[PlanDeltaRow]:
                                 .order_by(PlanDeltaRow.created_at)))
 
 
-def audit_events(session: Session, *, tenant: str, run_id: str | None = None) -> list[AuditEvent]:
-    stmt = select(AuditEvent).where(AuditEvent.tenant_id == tenant).order_by(AuditEvent.created_at)
+def audit_events(session: Session, *, tenant: str, run_id: str | None = None, event: str | None = None,
+                 limit: int | None = None, offset: int = 0) -> list[AuditEvent]:
+    """A tenant's audit events, oldest first; of one run, of one event name (``approval.granted``)
+    or, ending in ``.*``, of one family (``autofix.*``)."""
+    stmt = select(AuditEvent).where(AuditEvent.tenant_id == tenant).order_by(AuditEvent.created_at, AuditEvent.id)
     if run_id is not None:
         stmt = stmt.where(AuditEvent.run_id == run_id)
-    return list(session.scalars(stmt))
+    if event is not None:
+        stmt = (stmt.where(AuditEvent.event.startswith(event[:-1], autoescape=True)) if event.endswith(".*")
+                else stmt.where(AuditEvent.event == event))
+    return list(session.scalars(stmt.limit(limit).offset(offset)))
+
+
+def run_counts(session: Session) -> dict[str, int]:
+    """How many runs are in each status now (all tenants)."""
+    return {status: n for status, n in session.execute(
+        select(BuildRun.status, func.count()).group_by(BuildRun.status))}
+
+
+def autofix_outcomes(session: Session, since: datetime) -> dict[str, int]:
+    """Final statuses of the runs finished since ``since`` in which auto-fix acted (all tenants)."""
+    acted = select(AutoFixRun.id).where(AutoFixRun.run_id == BuildRun.id).exists()
+    stmt = (select(BuildRun.status, func.count()).where(BuildRun.finished_at >= since, acted)
+            .group_by(BuildRun.status))
+    return {status: n for status, n in session.execute(stmt)}
 
 
 def retry_state(session: Session, run_id: str) -> RetryStateRow | None:

@@ -10,12 +10,14 @@ ROOT = Path(__file__).parent.parent
 ALLOWED = {
     "domain": {"domain"},
     "store": {"domain", "store"},
+    "telemetry": {"domain", "telemetry"},
     "workflows": {"domain", "workflows"},
-    "activities": {"domain", "store", "activities"},
+    "activities": {"domain", "store", "telemetry", "activities"},
     "service": {"domain", "store", "activities", "workflows", "service"},
     "migrations": {"store", "migrations"},
-    "api": {"domain", "store", "service", "workflows", "api"},
-    "worker": {"domain", "store", "workflows", "activities", "service", "worker", "migrations", "api"},
+    "api": {"domain", "store", "service", "workflows", "telemetry", "api"},
+    "worker": {"domain", "store", "workflows", "activities", "service", "worker", "migrations", "api",
+               "telemetry"},
 }
 FORBIDDEN_IN_DOMAIN = {"temporalio", "sqlalchemy", "subprocess", "socket", "asyncio", "httpx", "fastapi"}
 

@@ -31,7 +31,16 @@ from worker.api_server import api_server
 from worker.devserver import DevServer, DevServerError, port_open
 from worker.follow import follow, has_pollers, print_summary
 from worker.logging import configure_logging
-from worker.runtime import POOLS, build_workers, connect, parse_pools, prepare_database, running_workers
+from worker.runtime import (
+    POOLS,
+    build_workers,
+    connect,
+    parse_pools,
+    prepare_database,
+    running_workers,
+    sdk_metrics_runtime,
+    serve_metrics,
+)
 from worker.settings import Settings, SettingsError
 
 log = structlog.get_logger("metabuilder.cli")
@@ -156,14 +165,23 @@ async def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     pools = parse_pools(args.queues)
     sessions = prepare_database(settings)
-    client = await connect(settings, start_embedded=False)
+    runtime = sdk_metrics_runtime(settings)
+    client = await connect(settings, start_embedded=False, runtime=runtime)
     workers = build_workers(client, settings, sessions, pools, concurrency=args.concurrency)
+    metrics = serve_metrics(settings)
     log.info("worker.started", queues=[task_queue(settings.task_queue_prefix, p) for p in pools],
-             address=settings.address, concurrency=args.concurrency)
+             address=settings.address, concurrency=args.concurrency, metrics=metrics,
+             sdk_metrics=_sdk_metrics_url(settings))
     async with running_workers(workers):
         await _until_signalled()
     log.info("worker.stopped")
     return EXIT_OK
+
+
+def _sdk_metrics_url(settings: Settings) -> str | None:
+    if not settings.sdk_metrics_port:
+        return None
+    return f"http://{settings.metrics_host}:{settings.sdk_metrics_port}/metrics"
 
 
 async def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
@@ -177,8 +195,11 @@ async def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     try:
         await server.wait_ready()
         sessions = prepare_database(settings)
-        client = await connect(settings, start_embedded=False)
+        client = await connect(settings, start_embedded=False, runtime=sdk_metrics_runtime(settings))
         print(f"Temporal dev server on {server.address}; Web UI {settings.ui_url}")
+        sdk = _sdk_metrics_url(settings)
+        print(f"metrics on http://{settings.api_host}:{settings.api_port}/metrics"
+              + (f"; Temporal SDK metrics on {sdk}" if sdk else ""))
         print(f"workers polling {', '.join(task_queue(settings.task_queue_prefix, p) for p in POOLS)}")
         api = api_server(settings, sessions, settings.api_host, settings.api_port)
         print(f"API on http://{settings.api_host}:{settings.api_port} (docs /docs); Ctrl-C stops everything")

@@ -40,7 +40,9 @@ def configure_logging(settings: Settings, *, quiet_sdk: bool = False) -> None:
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
+        # A stdlib record's ``extra`` (the SDK's ``temporal_workflow``/``temporal_activity``
+        # context) becomes fields of the event.
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     ))
     root = logging.getLogger()

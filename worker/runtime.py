@@ -11,8 +11,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import structlog
+from prometheus_client import start_http_server
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -43,9 +45,10 @@ def parse_pools(text: str) -> list[str]:
     return list(dict.fromkeys(pools))
 
 
-async def connect(settings: Settings, *, start_embedded: bool = True) -> Client:
+async def connect(settings: Settings, *, start_embedded: bool = True, runtime: Runtime | None = None) -> Client:
     """A client of the configured server. With no ``TEMPORAL_ADDRESS`` and nothing listening on
-    the embedded port, start the embedded dev server in the background (it outlives this process)."""
+    the embedded port, start the embedded dev server in the background (it outlives this process).
+    ``runtime`` (:func:`sdk_metrics_runtime`) carries the SDK's metrics endpoint to the workers."""
     if settings.embedded and not port_open("127.0.0.1", settings.dev_server_port):
         if not start_embedded:
             raise DevServerError(f"no Temporal server on {settings.address} (start one with `metabuilder up`)")
@@ -54,11 +57,41 @@ async def connect(settings: Settings, *, start_embedded: bool = True) -> Client:
         server.start(detach=True)
         await server.wait_ready()
     try:
-        client = await Client.connect(settings.address, namespace=settings.temporal_namespace)
+        client = await Client.connect(settings.address, namespace=settings.temporal_namespace, runtime=runtime)
     except RuntimeError as err:
         raise DevServerError(f"cannot connect to Temporal at {settings.address}: {err}") from err
     await ensure_search_attributes(client, settings.temporal_namespace)
     return client
+
+
+def sdk_metrics_runtime(settings: Settings) -> Runtime | None:
+    """A Temporal runtime whose own metrics are served for Prometheus on ``sdk_metrics_port``
+    (None when it is 0). Raises ``MetricsPortError`` when the port is taken."""
+    if not settings.sdk_metrics_port:
+        return None
+    address = f"{settings.metrics_host}:{settings.sdk_metrics_port}"
+    try:
+        return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
+    except Exception as err:  # the core raises a plain exception naming the bind error
+        raise MetricsPortError(f"cannot serve the Temporal SDK's metrics on {address} "
+                               f"(META_BUILDER_SDK_METRICS_PORT; 0 turns it off): {err}") from err
+
+
+def serve_metrics(settings: Settings) -> str | None:
+    """Serve this process's ``/metrics`` (``telemetry.metrics``) on ``metrics_port`` from a
+    background thread; return its URL (None when the port is 0)."""
+    if not settings.metrics_port:
+        return None
+    try:
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    except OSError as err:
+        raise MetricsPortError(f"cannot serve /metrics on {settings.metrics_host}:{settings.metrics_port} "
+                               f"(META_BUILDER_METRICS_PORT; 0 turns it off): {err.strerror or err}") from err
+    return f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
+
+
+class MetricsPortError(OSError):
+    """A metrics endpoint could not listen where the settings say."""
 
 
 def prepare_database(settings: Settings) -> sessionmaker[Session]:

@@ -57,6 +57,12 @@ class Settings:
     api_port: int = 5001
     workspace_roots: tuple[Path, ...] = ()
     """Directories the API may start runs from (``META_BUILDER_WORKSPACE_ROOTS``, ``:``-separated)."""
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9108
+    """``/metrics`` of a ``worker`` process (the API serves its own on its port); 0: none."""
+    sdk_metrics_port: int = 9109
+    """The Temporal SDK's own metrics (workflow/activity task latencies, pollers...) of a ``worker``
+    or ``up`` process; 0: none."""
 
     @property
     def embedded(self) -> bool:
@@ -95,6 +101,9 @@ class Settings:
         return cls(
             api_host=env.get("META_BUILDER_API_HOST") or "127.0.0.1",
             api_port=_int(env, "META_BUILDER_API_PORT", 5001, 1, 65535),
+            metrics_host=env.get("META_BUILDER_METRICS_HOST") or "127.0.0.1",
+            metrics_port=_int(env, "META_BUILDER_METRICS_PORT", 9108, 0, 65535),
+            sdk_metrics_port=_int(env, "META_BUILDER_SDK_METRICS_PORT", 9109, 0, 65535),
             workspace_roots=tuple(Path(r).expanduser().resolve() for r in roots.split(os.pathsep) if r.strip()),
             autofix=autofix,
             llm=_llm(env),

@@ -3,6 +3,8 @@ dev server; tenants and tokens made with the same functions as the CLI."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -20,6 +22,7 @@ from domain.access import Role
 from migrations import upgrade
 from store import access
 from store.db import make_engine, session_factory, transaction
+from tests.conftest import git
 from worker.devserver import DevServer, free_port, port_open
 from worker.settings import Settings
 
@@ -31,6 +34,8 @@ class LiveApi:
     """The API process's settings (its task queue prefix and shared repository, for workers)."""
     root: Path
     """Runs may start from workspaces under this directory."""
+    env: dict[str, str]
+    """The API process's environment (for other processes of the same deployment)."""
 
     def client(self, token: str | None = None) -> httpx.AsyncClient:
         """An async client: in-process workers share the test's event loop, which must not block."""
@@ -57,19 +62,26 @@ def live_api(api_sessions: sessionmaker[Session], pg_url: str, dev_server: DevSe
            "META_BUILDER_TASK_QUEUE_PREFIX": f"api-{uuid.uuid4().hex[:8]}",
            "META_BUILDER_SHARED_REPO": str(root / "shared.git"), "META_BUILDER_WORKSPACE_ROOTS": str(root),
            "META_BUILDER_HEARTBEAT_TIMEOUT_SECONDS": "5", "META_BUILDER_ENV": "staging"}
-    log = (root / "api.log").open("w")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "metabuilder"), "api", "--port", str(port)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while not port_open("127.0.0.1", port):
-        assert proc.poll() is None, f"the API exited: {(root / 'api.log').read_text()}"
-        assert time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.1)
-    settings = Settings.from_env(env)
-    yield LiveApi(url=f"http://127.0.0.1:{port}", settings=settings, root=root)
-    proc.terminate()
-    proc.wait(10)
-    log.close()
+    with metabuilder(["api", "--port", str(port)], env, port, root / "api.log"):
+        yield LiveApi(url=f"http://127.0.0.1:{port}", settings=Settings.from_env(env), root=root, env=env)
+
+
+@contextlib.contextmanager
+def metabuilder(args: list[str], env: dict[str, str], port: int, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A `metabuilder` command in its own process, ready once ``port`` answers; stopped with SIGTERM."""
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "metabuilder"), *args],
+                                env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while not port_open("127.0.0.1", port):
+                assert proc.poll() is None, f"`metabuilder {args[0]}` exited: {log_path.read_text()}"
+                assert time.monotonic() < deadline, f"`metabuilder {args[0]}` did not start: {log_path.read_text()}"
+                time.sleep(0.1)
+            yield proc
+        finally:
+            proc.terminate()
+            proc.wait(10)
 
 
 def make_tenant(sessions: sessionmaker[Session], name: str | None = None) -> tuple[str, dict[Role, str]]:
@@ -79,3 +91,25 @@ def make_tenant(sessions: sessionmaker[Session], name: str | None = None) -> tup
         access.create_tenant(session, tenant)
         tokens = {role: access.create_token(session, tenant, f"{role.value}-user", role).token for role in Role}
     return tenant, tokens
+
+
+def workspace(live_api: LiveApi, name: str) -> Path:
+    """A new git repository with one commit, where the API may start runs."""
+    repo = live_api.root / name
+    repo.mkdir()
+    git(repo, "init", "--quiet", "--initial-branch=main")
+    (repo / "app.py").write_text("print('app')\n")
+    git(repo, "add", "--all")
+    git(repo, "commit", "--quiet", "-m", "initial")
+    return repo
+
+
+async def wait_status(http: httpx.AsyncClient, run_id: str, *statuses: str, timeout: float = 60) -> dict:  # type: ignore[type-arg]
+    """Poll the run through the API until it is in one of ``statuses``; return its body."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = (await http.get(f"/api/meta/v3/runs/{run_id}")).json()
+        if run.get("status") in statuses:
+            return run  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, f"run {run_id} is {run.get('status')}, not {statuses}"
+        await asyncio.sleep(0.2)

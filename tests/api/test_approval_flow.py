@@ -4,22 +4,17 @@ a rejected run is retried as its next iteration from its last good commit."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
-import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
 
-import httpx
 import pytest
 from temporalio.client import Client
 
 from store import repository
 from store.db import transaction
-from tests.api.conftest import LiveApi, make_tenant
-from tests.conftest import git
+from tests.api.conftest import LiveApi, make_tenant, wait_status, workspace
 from worker.devserver import DevServer, temporal_cli
 from worker.runtime import POOLS, build_workers, running_workers
 from worker.settings import Settings
@@ -50,28 +45,6 @@ async def api_workers(live_api: LiveApi, client: Client, settings: Settings, api
                               shared_repo=live_api.settings.shared_repo)
     async with running_workers(build_workers(client, worker_settings, api_sessions, POOLS)):
         yield
-
-
-def workspace(live_api: LiveApi, name: str) -> Path:
-    repo = live_api.root / name
-    repo.mkdir()
-    git(repo, "init", "--quiet", "--initial-branch=main")
-    (repo / "app.py").write_text("print('app')\n")
-    git(repo, "add", "--all")
-    git(repo, "commit", "--quiet", "-m", "initial")
-    return repo
-
-
-async def wait_status(http: httpx.AsyncClient, run_id: str, *statuses: str, timeout: float = 60) -> dict:  # type: ignore[type-arg]
-
-
-    deadline = time.monotonic() + timeout
-    while True:
-        run = (await http.get(f"/api/meta/v3/runs/{run_id}")).json()
-        if run.get("status") in statuses:
-            return run  # type: ignore[no-any-return]
-        assert time.monotonic() < deadline, f"run {run_id} is {run.get('status')}, not {statuses}"
-        await asyncio.sleep(0.2)
 
 
 async def test_gate_decided_through_the_api(live_api: LiveApi, api_workers: None, api_sessions) -> None:  # type: ignore[no-untyped-def]

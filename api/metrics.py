@@ -1,0 +1,97 @@
+"""``GET /metrics`` of the API process, and the timing of its requests.
+
+The page holds the process's own metrics (``telemetry.metrics``: requests here; the activities'
+counts too when workers run in this process, as under ``metabuilder up``) and two gauges read
+from the DB projection at scrape time, which are the same whichever API process is asked:
+``metabuilder_runs_by_status{status}`` and ``autofix_success_ratio``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import timedelta
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy.orm import Session, sessionmaker
+
+from domain.runs import RunStatus
+from store import repository
+from store.db import transaction
+from store.models import utcnow
+from telemetry.metrics import AUTOFIX_SUCCESS_RATIO, HTTP_REQUEST_SECONDS
+
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+SUCCESS_WINDOW = timedelta(hours=24)
+"""``autofix_success_ratio`` is over the runs that finished in this window."""
+
+
+class ProjectionCollector(Collector):
+    """Gauges computed from the DB on each scrape."""
+
+    def __init__(self, sessions: sessionmaker[Session], window: timedelta = SUCCESS_WINDOW) -> None:
+        self.sessions = sessions
+        self.window = window
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        runs, ratio, up = self._families()
+        try:
+            with transaction(self.sessions) as session:
+                counts = repository.run_counts(session)
+                outcomes = repository.autofix_outcomes(session, utcnow() - self.window)
+        except Exception:  # a scrape must answer; the DB being down is itself the reading
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        for status in RunStatus:
+            runs.add_metric([status.value], counts.get(status.value, 0))
+        finished = sum(outcomes.values())
+        if finished:
+            ratio.add_metric([], outcomes.get(RunStatus.SUCCEEDED.value, 0) / finished)
+        yield from (runs, ratio, up)
+
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        hours = self.window.total_seconds() / 3600
+        return (
+            GaugeMetricFamily("metabuilder_runs_by_status", "Runs in each status now (all tenants).",
+                              labels=["status"]),
+            GaugeMetricFamily(AUTOFIX_SUCCESS_RATIO,
+                              f"Share of the runs finished in the last {hours:g}h in which auto-fix acted that "
+                              "succeeded (absent when there were none)."),
+            GaugeMetricFamily("metabuilder_projection_up", "1 when the DB projection answered this scrape."),
+        )
+
+
+def install(app: FastAPI, sessions: sessionmaker[Session]) -> None:
+    """Add ``GET /metrics`` and time every request by its route template."""
+    projection = CollectorRegistry(auto_describe=True)
+    projection.register(ProjectionCollector(sessions))
+
+    @app.get("/metrics", tags=["health"], response_class=Response,
+             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
+    def metrics() -> Response:
+        """Prometheus metrics of this process and of the DB projection (no token needed)."""
+        return Response(generate_latest(REGISTRY) + generate_latest(projection), media_type=CONTENT_TYPE_LATEST)
+
+    @app.middleware("http")
+    async def time_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = request.method if request.method in KNOWN_METHODS else "other"
+            HTTP_REQUEST_SECONDS.labels(method, template, f"{status // 100}xx").observe(
+                time.perf_counter() - started)

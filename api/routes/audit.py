@@ -1,0 +1,34 @@
+"""The tenant's audit log (seed 001 events and the approval events), for compliance reviews."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from api.deps import Admin, SessionDep
+from api.errors import responses
+from api.routes import V3
+from api.routes.views import own_run
+from api.schemas import AuditEventOut
+from store import repository
+
+router = APIRouter(tags=["audit"])
+
+EVENT_PATTERN = r"^[a-z_]+(\.([a-z_]+|\*))?$"
+
+
+@router.get(V3 + "/audit", responses=responses(401, 403, 404, 422))
+def audit_log(principal: Admin, session: SessionDep, run_id: str | None = None,
+              event: Annotated[str | None, Query(pattern=EVENT_PATTERN, max_length=64,
+                                                 description="An event name, or a family: `approval.*`")] = None,
+              limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+              offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> list[AuditEventOut]:
+    """The caller's tenant's audit events, oldest first; of one run and one event or family if asked
+    (admin or owner: the log names who decided what)."""
+    if run_id is not None:
+        own_run(session, run_id, principal)
+    rows = repository.audit_events(session, tenant=principal.tenant, run_id=run_id, event=event,
+                                   limit=limit, offset=offset)
+    return [AuditEventOut(id=a.id, event=a.event, actor=a.actor, run_id=a.run_id, data=dict(a.data),
+                          created_at=a.created_at) for a in rows]
