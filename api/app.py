@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
-from api import errors, metrics
+from api import errors, metrics, portal
 from api.config import ApiConfig
-from api.deps import TemporalGateway
+from api.deps import TemporalGateway, known_query_only
 from api.routes import approvals, audit, classify, plans, runs, settings
 
 DESCRIPTION = """\
@@ -17,11 +17,13 @@ approval gates and change settings. Another tenant's ids answer 404, like unknow
 
 
 def create_app(config: ApiConfig) -> FastAPI:
-    app = FastAPI(title="Meta-Builder", version="3", description=DESCRIPTION)
+    app = FastAPI(title="Meta-Builder", version="3", description=DESCRIPTION,
+                  dependencies=[Depends(known_query_only)])
     app.state.config = config
     app.state.temporal = TemporalGateway(config)
     errors.install(app)
     metrics.install(app, config.sessions)
+    portal.install(app)
     for module in (runs, approvals, settings, plans, classify, audit):
         app.include_router(module.router)
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 from temporalio.client import Client
@@ -91,3 +92,22 @@ def get_gateway(request: Request) -> TemporalGateway:
 TemporalDep = Annotated[TemporalGateway, Depends(get_gateway)]
 """Routes ask it for the client only after their own checks, so that a bad id is a 404 even
 when Temporal is down."""
+
+
+def known_query_only(request: Request) -> None:
+    """Refuse a query parameter the route does not take (a typo would otherwise be ignored)."""
+    route = request.scope.get("route")
+    if route is None or not request.url.path.startswith("/api/") or not request.query_params:
+        return
+    known = _query_names(route.dependant)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        expected = ", ".join(sorted(known)) or "none"
+        raise ApiError(422, f"unknown query parameter {', '.join(map(repr, unknown))} (expected: {expected})")
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
@@ -35,34 +35,46 @@ class ApiError(Exception):
         self.status, self.detail, self.headers = status, detail, headers
 
 
+PORTAL_PREFIX = "/portal"
+
 STATUS = {NotFound: 404, Conflict: 409, Unavailable: 503, BadRequest: 422, PlanError: 422, PolicyError: 422}
 
 
 def install(app: FastAPI) -> None:
-    async def api_error(_: Request, err: Exception) -> JSONResponse:
+    async def api_error(request: Request, err: Exception) -> Response:
         if isinstance(err, ApiError):
-            return JSONResponse({"detail": err.detail}, status_code=err.status, headers=err.headers)
+            return respond(request, err.status, err.detail, err.headers)
         status = next(code for kind, code in STATUS.items() if isinstance(err, kind))
-        return JSONResponse({"detail": str(err)}, status_code=status)
+        return respond(request, status, str(err))
 
-    async def invalid(_: Request, err: Exception) -> JSONResponse:
+    async def invalid(request: Request, err: Exception) -> Response:
         assert isinstance(err, RequestValidationError)
         problems = [FieldError(loc=[str(p) if not isinstance(p, int) else p for p in e["loc"]], msg=e["msg"],
                                type=e["type"]) for e in err.errors()]
         detail = "; ".join(f"{'.'.join(map(str, p.loc))}: {p.msg}" for p in problems) or "invalid request"
-        return JSONResponse(ErrorOut(detail=detail, errors=problems).model_dump(), status_code=422)
+        return respond(request, 422, detail, body=ErrorOut(detail=detail, errors=problems).model_dump())
 
-    async def http_error(_: Request, err: Exception) -> JSONResponse:
+    async def http_error(request: Request, err: Exception) -> Response:
         assert isinstance(err, HTTPException)
         if err.status_code == 400:  # Starlette could not read the body at all
-            return JSONResponse({"detail": f"the request body is not valid JSON: {err.detail}"}, status_code=422)
+            return respond(request, 422, f"the request body is not valid JSON: {err.detail}")
         headers: Any = getattr(err, "headers", None)
-        return JSONResponse({"detail": str(err.detail)}, status_code=err.status_code, headers=headers)
+        return respond(request, err.status_code, str(err.detail), headers)
 
     for kind in (ApiError, *STATUS):
         app.add_exception_handler(kind, api_error)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(HTTPException, http_error)
+
+
+def respond(request: Request, status: int, detail: str, headers: dict[str, str] | None = None,
+            body: dict[str, Any] | None = None) -> Response:
+    """JSON ``{"detail": ...}``; on a portal page (``app.state.error_page``), a page saying the same."""
+    error_page = getattr(request.app.state, "error_page", None)
+    if error_page is not None and request.url.path.startswith(PORTAL_PREFIX):
+        response: Response = error_page(request, status, detail)
+        return response
+    return JSONResponse(body or {"detail": detail}, status_code=status, headers=headers)
 
 
 def responses(*codes: int) -> dict[int | str, dict[str, object]]:

@@ -66,6 +66,24 @@ def live_api(api_sessions: sessionmaker[Session], pg_url: str, dev_server: DevSe
         yield LiveApi(url=f"http://127.0.0.1:{port}", settings=Settings.from_env(env), root=root, env=env)
 
 
+@dataclass(frozen=True)
+class LiveWorker:
+    metrics_url: str
+    sdk_metrics_url: str
+    log: Path
+
+
+@pytest.fixture(scope="session")
+def live_worker(live_api: LiveApi, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveWorker]:
+    """`metabuilder worker` for all pools of the API's deployment, in its own process."""
+    port, sdk_port = free_port(), free_port()
+    env = {**live_api.env, "META_BUILDER_METRICS_PORT": str(port), "META_BUILDER_SDK_METRICS_PORT": str(sdk_port),
+           "META_BUILDER_LOG_FORMAT": "json"}
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    with metabuilder(["worker"], env, port, log):
+        yield LiveWorker(f"http://127.0.0.1:{port}/metrics", f"http://127.0.0.1:{sdk_port}/metrics", log)
+
+
 @contextlib.contextmanager
 def metabuilder(args: list[str], env: dict[str, str], port: int, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A `metabuilder` command in its own process, ready once ``port`` answers; stopped with SIGTERM."""

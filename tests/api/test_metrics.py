@@ -5,21 +5,23 @@ to the DB projection (timeline entries, step attempts, gates, the run's status c
 from __future__ import annotations
 
 import collections
+import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from store import repository
 from store.db import transaction
 from store.models import AutoFixRun, BuildRun
-from tests.api.conftest import LiveApi, make_tenant, metabuilder, wait_status, workspace
+from tests.api.conftest import LiveApi, LiveWorker, make_tenant, wait_status, workspace
 from tests.autofix.test_retries import flaky_command
-from worker.devserver import free_port
+from tests.ops.promql import metric_names
+from tests.ops.test_prometheus import DASHBOARD, PROMETHEUS
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -42,20 +44,9 @@ def series(samples: Samples, name: str) -> dict[frozenset[tuple[str, str]], floa
     return {labels: v for (n, labels), v in samples.items() if n == name}
 
 
-@pytest.fixture(scope="module")
-def worker_process(live_api: LiveApi, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """`metabuilder worker` for all pools of the API's deployment; yields its two metrics URLs."""
-    port, sdk_port = free_port(), free_port()
-    env = {**live_api.env, "META_BUILDER_METRICS_PORT": str(port), "META_BUILDER_SDK_METRICS_PORT": str(sdk_port),
-           "META_BUILDER_LOG_FORMAT": "json"}
-    log = tmp_path_factory.mktemp("worker") / "worker.log"
-    with metabuilder(["worker"], env, port, log):
-        yield f"http://127.0.0.1:{port}/metrics", f"http://127.0.0.1:{sdk_port}/metrics"
-
-
 async def test_a_run_s_counts_appear_once_on_the_worker_and_the_api(
-        live_api: LiveApi, worker_process: tuple[str, str], api_sessions, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    worker_url, sdk_url = worker_process
+        live_api: LiveApi, live_worker: LiveWorker, api_sessions, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    worker_url, sdk_url = live_worker.metrics_url, live_worker.sdk_metrics_url
     tenant, tokens = make_tenant(api_sessions)
     operator, admin = live_api.client(tokens["operator"]), live_api.client(tokens["admin"])  # type: ignore[index]
     fetch = flaky_command(tmp_path / "n", 2, "curl: (56) Recv failure: Connection reset by peer")
@@ -125,3 +116,28 @@ async def test_a_run_s_counts_appear_once_on_the_worker_and_the_api(
     # The SDK's own metrics, on their own endpoint.
     sdk = httpx.get(sdk_url, timeout=10).text
     assert "temporal_" in sdk and "temporal_activity_execution_latency" in sdk
+
+
+def exported_names(url: str) -> set[str]:
+    """Every series name the page at ``url`` may hold, even for metrics with no samples yet."""
+    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
+                "summary": ("_sum", "_count", "_created"), "gauge": ("",), "untyped": ("",)}
+    names = set()
+    for family in text_string_to_metric_families(httpx.get(url, timeout=10).text):
+        names |= {family.name + s for s in suffixes.get(family.type, ("",))}
+        names |= {s.name for s in family.samples}
+    return names
+
+
+def test_every_dashboard_and_alert_query_reads_metrics_the_processes_export(
+        live_api: LiveApi, live_worker: LiveWorker) -> None:
+    exported = exported_names(live_worker.metrics_url) | exported_names(f"{live_api.url}/metrics")
+    dashboard = json.loads(DASHBOARD.read_text())
+    rules = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())["groups"][0]["rules"]
+    queries = [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p["targets"]]
+    queries += [(r["alert"], r["expr"]) for r in rules]
+    assert len(queries) >= 13
+    for where, expr in queries:
+        names = metric_names(expr)
+        assert names, f"{where}: no metric in {expr!r}"
+        assert names <= exported, f"{where}: {sorted(names - exported)} not exported by the worker or the API"

@@ -60,6 +60,8 @@ ENDPOINTS: list[tuple[str, str, Role, Any, int]] = [
     ("POST", f"{V3}/plans", Role.OPERATOR, {"yaml": PLAN}, 201),
     ("GET", f"{V3}/plans", Role.VIEWER, None, 200),
     ("GET", f"{V3}/plans/{P}", Role.VIEWER, None, 200),
+    ("GET", f"{V3}/audit", Role.ADMIN, None, 200),
+    ("GET", f"{V3}/audit?run_id={R}&event=approval.*", Role.ADMIN, None, 200),
 ]
 
 
@@ -100,8 +102,8 @@ def call(api: LiveApi, token: str | None, method: str, path: str, body: Any) -> 
 def test_the_matrix_covers_every_endpoint(live_api: LiveApi) -> None:
     spec = httpx.get(f"{live_api.url}/openapi.json").json()
     served = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops if p.startswith("/api/")}
-    named = {(m, p.replace(R, "{run_id}").replace(G, "{gate_id}").replace(T, "{tenant_id}").replace(P, "{plan_id}"))
-             for m, p, *_ in ENDPOINTS}
+    named = {(m, p.split("?")[0].replace(R, "{run_id}").replace(G, "{gate_id}").replace(T, "{tenant_id}")
+              .replace(P, "{plan_id}")) for m, p, *_ in ENDPOINTS}
     assert served == named
 
 
@@ -138,6 +140,12 @@ def test_lists_show_only_the_callers_tenant(live_api: LiveApi, tenants: dict[str
     assert [g["gate_id"] for g in gates] == [tenants["own"]["gate"]]
     plans = call(live_api, token, "GET", f"{V3}/plans", None).json()
     assert [p["id"] for p in plans] == [tenants["own"]["plan"]]
+    audit = call(live_api, tenants["tokens"][Role.ADMIN], "GET", f"{V3}/audit", None).json()
+    assert audit and {a["run_id"] for a in audit} == {tenants["own"]["run"]}
+    assert [a["event"] for a in audit] == ["approval.requested"]
+    assert call(live_api, tenants["tokens"][Role.ADMIN], "GET", f"{V3}/audit?event=autofix.*", None).json() == []
+    bad = call(live_api, tenants["tokens"][Role.ADMIN], "GET", f"{V3}/audit?event=DROP TABLE", None)
+    assert bad.status_code == 422 and "event" in bad.json()["detail"]
     assert runs[0]["web_ui_url"] == f"http://ui.example/namespaces/default/workflows/build-run-{runs[0]['run_id']}"
 
 

@@ -1,0 +1,261 @@
+"""Portal pages, rendered on the server from the same data and rules as the JSON API.
+
+Signing in takes an API token (``metabuilder tokens create``) and keeps it in an HttpOnly,
+SameSite=Strict cookie; every page checks it as the API checks a bearer token, with the same
+roles. Forms that change something also carry a token derived from the cookie's, so that
+another site cannot post them. Pages read through the API's own route functions, so a page
+shows exactly what the API answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import ConfigDep, SessionDep, TemporalDep
+from api.errors import PORTAL_PREFIX, ApiError
+from api.routes import runs as run_routes
+from api.routes import settings as settings_routes
+from api.routes.views import gate_out
+from api.schemas import SettingsIn
+from api.settings_body import overrides_of
+from domain.access import Principal, Role
+from domain.approvals import Decision, GateStatus
+from domain.policy import ENV_VARS, PolicyError
+from service.approvals import decide_gate
+from service.errors import Conflict
+from store import access, approvals, repository
+from store.db import transaction
+
+PREFIX = PORTAL_PREFIX
+COOKIE = "mb_portal"
+DECISION_SHOWN_WITHIN = 5.0
+"""Seconds a decision waits for the run to record it, so that the next page shows it decided."""
+
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+
+def shown(value: object) -> str:
+    """A setting's value as the page shows it: on/off, 60 rather than 60.0."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "" if value is None else str(value)
+
+
+templates.env.filters["shown"] = shown
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+
+class SignIn(Exception):
+    """The page needs a signed-in user."""
+
+    def __init__(self, next_path: str) -> None:
+        self.next_path = next_path
+
+
+def csrf_token(api_token: str) -> str:
+    return hmac.new(api_token.encode(), b"metabuilder-portal-form", hashlib.sha256).hexdigest()[:32]
+
+
+def portal_user(request: Request, config: ConfigDep) -> Principal:
+    token = request.cookies.get(COOKIE)
+    principal = None
+    if token:
+        with transaction(config.sessions) as session:
+            principal = access.authenticate(session, token)
+    if principal is None:
+        raise SignIn(request.url.path)
+    request.state.csrf = csrf_token(token or "")
+    return principal
+
+
+User = Annotated[Principal, Depends(portal_user)]
+
+
+def check_form(request: Request, csrf: str) -> None:
+    if not hmac.compare_digest(csrf, getattr(request.state, "csrf", "")):
+        raise Conflict("the form is stale or came from another site: reload the page and try again")
+
+
+def page(request: Request, name: str, principal: Principal | None, status_code: int = 200, **context: Any) -> Response:
+    return templates.TemplateResponse(request, name, {
+        "user": principal, "can_decide": bool(principal and principal.role.allows(Role.ADMIN)),
+        "csrf": getattr(request.state, "csrf", ""), "notice": request.query_params.get("notice"), **context,
+    }, status_code=status_code)
+
+
+def back(path: str, notice: str) -> RedirectResponse:
+    return RedirectResponse(f"{path}?notice={quote(notice)}", status_code=303)
+
+
+# --- signing in ---------------------------------------------------------------------------------
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, next: str = PREFIX + "/runs") -> Response:
+    return page(request, "login.html", None, next=_local(next))
+
+
+@router.post("/login", response_class=HTMLResponse)
+def login(request: Request, config: ConfigDep, token: Annotated[str, Form(max_length=200)] = "",
+          next: Annotated[str, Form(max_length=500)] = PREFIX + "/runs") -> Response:
+    with transaction(config.sessions) as session:
+        principal = access.authenticate(session, token.strip()) if token.strip() else None
+    if principal is None:
+        return page(request, "login.html", None, status_code=401, next=_local(next),
+                    error="unknown or revoked token")
+    response = RedirectResponse(_local(next), status_code=303)
+    response.set_cookie(COOKIE, token.strip(), httponly=True, samesite="strict", path=PREFIX,
+                        secure=request.url.scheme == "https")
+    return response
+
+
+@router.post("/logout")
+def logout() -> Response:
+    response = RedirectResponse(PREFIX + "/login", status_code=303)
+    response.delete_cookie(COOKIE, path=PREFIX)
+    return response
+
+
+def _local(path: str) -> str:
+    """Only paths of the portal are followed after signing in (no open redirect)."""
+    return path if path.startswith(PREFIX + "/") and "//" not in path and "\\" not in path else PREFIX + "/runs"
+
+
+# --- runs ---------------------------------------------------------------------------------------
+
+@router.get("", include_in_schema=False)
+@router.get("/", include_in_schema=False)
+def home() -> Response:
+    return RedirectResponse(PREFIX + "/runs", status_code=303)
+
+
+@router.get("/runs", response_class=HTMLResponse)
+def runs_page(request: Request, principal: User, session: SessionDep, config: ConfigDep,
+              status: str | None = None) -> Response:
+    rows = repository.list_runs(session, tenant=principal.tenant, status=status or None, limit=100)
+    pending = approvals.list_gates(session, tenant=principal.tenant, status=GateStatus.PENDING.value)
+    return page(request, "runs.html", principal, runs=[run_routes.run_out(r, config) for r in rows],
+                status=status or "", pending=len(pending))
+
+
+@router.get("/runs/{run_id}", response_class=HTMLResponse)
+def run_page(request: Request, run_id: str, principal: User, session: SessionDep, config: ConfigDep) -> Response:
+    run = run_routes.get_run(run_id, principal, session, config)
+    autofix = run_routes.autofix_history(run_id, principal, session)
+    settings = settings_routes.run_settings(run_id, principal, session)
+    return page(request, "run.html", principal, run=run, autofix=autofix, settings=settings,
+                deltas=run_routes.plan_deltas(run_id, principal, session),
+                diffs=[a for a in autofix.repair_attempts if a.diff])
+
+
+# --- approvals ----------------------------------------------------------------------------------
+
+@router.get("/approvals", response_class=HTMLResponse)
+def approvals_page(request: Request, principal: User, session: SessionDep) -> Response:
+    pending = approvals.list_gates(session, tenant=principal.tenant, status=GateStatus.PENDING.value)
+    decided = [g for g in approvals.list_gates(session, tenant=principal.tenant, status=None, limit=500)
+               if g.status != GateStatus.PENDING][-20:]
+    return page(request, "approvals.html", principal, pending=[gate_out(g) for g in pending],
+                decided=[gate_out(g) for g in reversed(decided)])
+
+
+@router.post("/approvals/{gate_id}/{decision}")
+async def decide(request: Request, gate_id: str, decision: Decision, principal: User, config: ConfigDep,
+                 temporal: TemporalDep, csrf: Annotated[str, Form(max_length=64)] = "",
+                 reason: Annotated[str, Form(max_length=2000)] = "",
+                 back_to: Annotated[str, Form(max_length=500)] = PREFIX + "/approvals") -> Response:
+    check_form(request, csrf)
+    if not principal.role.allows(Role.ADMIN):
+        raise ApiError(403, f"deciding a gate needs the admin role or above; {principal.user!r} is {principal.role}")
+    gate = await decide_gate(temporal.client, config.sessions, gate_id, decision, by=principal.user,
+                             reason=reason.strip(), tenant=principal.tenant)
+    await _until_recorded(config, gate_id)
+    verb = "approved" if decision is Decision.APPROVE else "rejected"
+    return back(_local(back_to), f"gate {gate.gate_id} {verb}: the run goes on" if decision is Decision.APPROVE
+                else f"gate {gate.gate_id} {verb}: the run stops")
+
+
+async def _until_recorded(config: ConfigDep, gate_id: str) -> None:
+    """The run accepted the decision; wait (briefly) until its bookkeeping shows it in the DB."""
+
+    def status() -> str | None:
+        with transaction(config.sessions) as session:
+            row = approvals.get_gate(session, gate_id)
+            return row.status if row else None
+
+    deadline = asyncio.get_running_loop().time() + DECISION_SHOWN_WITHIN
+    while await run_in_threadpool(status) == GateStatus.PENDING and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+@router.get("/settings/builder/autofix", response_class=HTMLResponse)
+def settings_page(request: Request, principal: User, session: SessionDep, config: ConfigDep) -> Response:
+    current = settings_routes.tenant_settings(principal.tenant, principal, session, config)
+    platform = {key: getattr(config.platform, key) for key in ENV_VARS}
+    return page(request, "settings.html", principal, settings=current, platform=platform, env_vars=ENV_VARS)
+
+
+@router.post("/settings/builder/autofix")
+def change_settings(request: Request, principal: User, session: SessionDep,
+                    csrf: Annotated[str, Form(max_length=64)] = "",
+                    action: Annotated[str, Form(max_length=10)] = "save",
+                    autofix_enabled: Annotated[str, Form(max_length=10)] = "",
+                    max_total_attempts: Annotated[str, Form(max_length=10)] = "",
+                    max_per_step_attempts: Annotated[str, Form(max_length=10)] = "",
+                    backoff_cap_seconds: Annotated[str, Form(max_length=20)] = "") -> Response:
+    """Save the tenant's overrides (a field left empty follows the platform), or reset them all."""
+    check_form(request, csrf)
+    if not principal.role.allows(Role.ADMIN):
+        raise ApiError(403, f"changing settings needs the admin role or above; {principal.user!r} is "
+                            f"{principal.role}")
+    path = PREFIX + "/settings/builder/autofix"
+    if action == "reset":
+        repository.set_tenant_autofix(session, principal.tenant, {})
+        return back(path, "reset to the platform defaults")
+    fields = {"autofix_enabled": autofix_enabled, "max_total_attempts": max_total_attempts,
+              "max_per_step_attempts": max_per_step_attempts, "backoff_cap_seconds": backoff_cap_seconds}
+    try:
+        body = SettingsIn.model_validate({k: v.strip() for k, v in fields.items() if v.strip()})
+    except ValueError as err:
+        raise PolicyError(_first_problem(err)) from None
+    repository.set_tenant_autofix(session, principal.tenant, overrides_of(body))
+    return back(path, "saved")
+
+
+def _first_problem(err: ValueError) -> str:
+    errors = getattr(err, "errors", lambda: [])()
+    if not errors:
+        return str(err)
+    first = errors[0]
+    return f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+def install(app: FastAPI) -> None:
+    app.include_router(router)
+
+    async def sign_in(request: Request, err: Exception) -> Response:
+        assert isinstance(err, SignIn)
+        return RedirectResponse(f"{PREFIX}/login?next={quote(err.next_path)}", status_code=303)
+
+    app.add_exception_handler(SignIn, sign_in)
+    app.state.error_page = error_page
+
+
+def error_page(request: Request, status: int, detail: str) -> Response:
+    """An error on a portal page, as a page (the API's handlers call this for ``/portal`` paths)."""
+    return page(request, "error.html", None, status_code=status, status=status, detail=detail)

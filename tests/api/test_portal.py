@@ -1,0 +1,184 @@
+"""The portal pages in a real browser (Debian's headless Chromium driven by Playwright) against the
+running API and a `metabuilder worker` process: a run with auto-fix history shows its timeline and
+its patch; a viewer sees no buttons; an admin approves the pending gate and the run goes on.
+
+Screenshots go to a temporary directory, or to ``$META_BUILDER_SCREENSHOTS`` (``docs/screenshots``
+to refresh the ones in the docs)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from tests.api.conftest import LiveApi, LiveWorker, make_tenant, wait_status
+from tests.autofix.test_retries import flaky_command
+from tests.conftest import git
+from worker.demo import EXAMPLE
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+                 "--disable-background-networking", "--disable-component-update"]
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    assert Path(CHROMIUM).exists(), "Chromium is missing: `apt-get install chromium` (scripts/ensure-test-tools.sh)"
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    target = Path(os.environ.get("META_BUILDER_SCREENSHOTS") or tmp_path / "screenshots")
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def project(root: Path, name: str) -> Path:
+    """A repository with a style problem that the lint step's fix command repairs."""
+    repo = root / name
+    (repo / "tools").mkdir(parents=True)
+    shutil.copy(EXAMPLE / "tools" / "lint.py", repo / "tools" / "lint.py")
+    (repo / "calc.py").write_text("def add(a: int, b: int) -> int:   \n    return a + b\n")
+    (repo / "test_calc.py").write_text("from calc import add\n")
+    git(repo, "init", "--quiet", "--initial-branch=main")
+    git(repo, "add", "--all")
+    git(repo, "commit", "--quiet", "-m", "initial")
+    return repo
+
+
+async def sign_in(browser: Browser, api: LiveApi, token: str) -> Page:
+    context = await browser.new_context(base_url=api.url, viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    await page.goto("/portal/runs")
+    await expect(page).to_have_url(re.compile(r"/portal/login\?next=/portal/runs$"))
+    await page.get_by_label("Token").fill(token)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page).to_have_url(re.compile(r"/portal/runs$"))
+    return page
+
+
+async def test_timeline_then_an_admin_approves_and_the_run_goes_on(
+        live_api: LiveApi, live_worker: LiveWorker, api_sessions, browser: Browser,  # type: ignore[no-untyped-def]
+        shots: Path, tmp_path: Path) -> None:
+    tenant, tokens = make_tenant(api_sessions)
+    fetch = flaky_command(tmp_path / "n", 1, "curl: (56) Recv failure: Connection reset by peer")
+    plan = ("name: portal-demo\nwrite_scope: ['*.py']\nsteps:\n"
+            "  - name: lint\n    command: python3 tools/lint.py\n    fix: python3 tools/lint.py --fix\n"
+            f"  - name: fetch\n    command: \"{fetch}\"\n"
+            "  - name: deploy\n    command: echo deployed\n    requires_approval: true\n")
+    async with live_api.client(tokens["operator"]) as operator:  # type: ignore[index]
+        started = await operator.post("/api/meta/v3/runs", json={
+            "plan_yaml": plan, "workspace": str(project(live_api.root, f"ws-{tenant}"))})
+        assert started.status_code == 202, started.text
+        run_id = started.json()["run_id"]
+        await wait_status(operator, run_id, "paused_awaiting_approval")
+
+    # A viewer: the run with its timeline and patch, and no buttons anywhere.
+    viewer = await sign_in(browser, live_api, tokens["viewer"])  # type: ignore[index]
+    await expect(viewer.get_by_role("link", name="1 gate awaiting approval")).to_be_visible()
+    await viewer.screenshot(path=shots / "portal-runs.png", full_page=True)
+    await viewer.get_by_role("link", name=run_id[:13]).click()
+    await expect(viewer.locator("#run-status")).to_have_text("paused_awaiting_approval")
+    timeline = viewer.locator("ol.timeline li")
+    await expect(viewer.get_by_role("heading", name="Auto-Fix Timeline")).to_be_visible()
+    await expect(timeline.filter(has_text="PATCH").filter(has_text="fixed")).to_have_count(1)
+    await expect(timeline.filter(has_text="RETRY").filter(has_text="backoff 1s")).to_have_count(1)
+    await expect(timeline.filter(has_text="LINT").first).to_be_visible()
+    diff = viewer.locator("#diff-preview + .panel pre.diff")
+    await expect(diff.locator(".del")).to_contain_text("def add(a: int, b: int) -> int:   ")
+    await expect(diff.locator(".add")).to_contain_text("def add(a: int, b: int) -> int:")
+    web_ui = await viewer.locator("#web-ui").get_attribute("href")
+    assert web_ui == f"http://ui.example/namespaces/default/workflows/build-run-{run_id}"
+    await expect(viewer.get_by_role("button", name="Approve")).to_have_count(0)
+    await expect(viewer.get_by_text("Only an admin or owner can decide this gate.")).to_be_visible()
+    await viewer.screenshot(path=shots / "portal-run.png", full_page=True)
+    await viewer.goto("/portal/approvals")
+    await expect(viewer.locator(".gate")).to_have_count(1)
+    await expect(viewer.get_by_role("button", name="Approve")).to_have_count(0)
+    await viewer.goto("/portal/settings/builder/autofix")
+    await expect(viewer.get_by_role("button", name="Save")).to_have_count(0)
+
+    # An admin approves from the Approvals page; the decision shows at once, then the run finishes.
+    admin = await sign_in(browser, live_api, tokens["admin"])  # type: ignore[index]
+    await admin.goto("/portal/approvals")
+    gate = admin.locator(".gate")
+    await expect(gate).to_contain_text("deploy")
+    await expect(gate).to_contain_text("run the step")
+    await admin.screenshot(path=shots / "portal-approvals.png", full_page=True)
+    await gate.get_by_label("Reason").fill("release window open")
+    await gate.get_by_role("button", name="Approve").click()
+    await expect(admin.get_by_role("status")).to_contain_text("approved: the run goes on")
+    await expect(admin.locator(".gate")).to_have_count(0)
+    decided = admin.locator("table tr", has_text="deploy")
+    await expect(decided).to_contain_text("approved")
+    await expect(decided).to_contain_text("admin-user")
+    async with live_api.client(tokens["viewer"]) as http:  # type: ignore[index]
+        run = await wait_status(http, run_id, "succeeded", "failed")
+    assert run["status"] == "succeeded", run["error"]
+    await admin.goto(f"/portal/runs/{run_id}")
+    await expect(admin.locator("#run-status")).to_have_text("succeeded")
+    await expect(admin.locator(f"#gate-{run_id}-gate-1")).to_contain_text("release window open")
+
+
+async def test_settings_page_changes_and_resets_the_tenant(
+        live_api: LiveApi, api_sessions, browser: Browser, shots: Path) -> None:  # type: ignore[no-untyped-def]
+    _, tokens = make_tenant(api_sessions)
+    admin = await sign_in(browser, live_api, tokens["admin"])  # type: ignore[index]
+    await admin.goto("/portal/settings/builder/autofix")
+    row = admin.locator("tr[data-setting=max_total_attempts]")
+    await expect(row.locator(".source")).to_have_text("platform")
+    await admin.get_by_label("Max Total Attempts").fill("8")
+    await admin.get_by_label("Enable Auto-Fix v3").select_option("false")
+    await admin.get_by_role("button", name="Save").click()
+    await expect(admin.get_by_role("status")).to_have_text("saved")
+    await expect(row.locator(".effective")).to_have_text("8")
+    await expect(row.locator(".source")).to_have_text("tenant")
+    await expect(admin.locator("tr[data-setting=autofix_enabled] .effective")).to_have_text("off")
+    await admin.screenshot(path=shots / "portal-settings.png", full_page=True)
+    async with live_api.client(tokens["viewer"]) as http:  # type: ignore[index]
+        me = (await http.get("/api/meta/v3/me")).json()
+        body = (await http.get(f"/api/meta/v3/tenants/{me['tenant']}/settings")).json()
+    assert body["overrides"] == {"autofix_enabled": False, "max_total_attempts": 8}
+
+    await admin.get_by_label("Max Total Attempts").fill("500")  # the server's bound, not the browser's
+    await admin.get_by_role("button", name="Save").click()
+    await expect(admin.get_by_role("alert")).to_contain_text("max_total_attempts")
+    await admin.go_back()
+    await admin.get_by_role("button", name="Reset to platform defaults").click()
+    await expect(admin.get_by_role("status")).to_have_text("reset to the platform defaults")
+    await expect(row.locator(".source")).to_have_text("platform")
+
+
+def test_forms_need_the_cookie_s_form_token_and_the_role(live_api: LiveApi, api_sessions) -> None:  # type: ignore[no-untyped-def]
+    _, tokens = make_tenant(api_sessions)
+    with httpx.Client(base_url=live_api.url, follow_redirects=False, timeout=30) as http:
+        assert http.get("/portal/runs").headers["location"] == "/portal/login?next=/portal/runs"
+        bad = http.post("/portal/login", data={"token": "mb_nope"})
+        assert bad.status_code == 401 and "unknown or revoked token" in bad.text
+        # After signing in, `next` only leads inside the portal.
+        signed = http.post("/portal/login", data={"token": tokens["viewer"], "next": "https://evil.example/"})  # type: ignore[index]
+        assert signed.status_code == 303 and signed.headers["location"] == "/portal/runs"
+        cookie = signed.cookies["mb_portal"]
+        assert "httponly" in signed.headers["set-cookie"].lower() and "samesite=strict" in signed.headers[
+            "set-cookie"].lower()
+        http.cookies.set("mb_portal", cookie, path="/portal")
+        page = http.get("/portal/approvals")
+        assert page.status_code == 200
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', http.get("/portal/settings/builder/autofix").text)
+        assert csrf is not None
+        stale = http.post("/portal/settings/builder/autofix", data={"csrf": "0" * 32, "max_total_attempts": "3"})
+        assert stale.status_code == 409 and "stale" in stale.text
+        viewer_post = http.post("/portal/settings/builder/autofix", data={"csrf": csrf[1], "max_total_attempts": "3"})
+        assert viewer_post.status_code == 403 and "admin role" in viewer_post.text
+        missing = http.get("/portal/runs/no-such-run")
+        assert missing.status_code == 404 and "unknown run id" in missing.text and "<html" in missing.text
