@@ -20,6 +20,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	@scripts/ensure-postgres.sh
+	@scripts/ensure-test-tools.sh
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

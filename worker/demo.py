@@ -143,6 +143,9 @@ async def run_demo(settings: Settings) -> int:
     if settings.embedded:
         print(f"The dev server keeps running for the Web UI at {settings.ui_url}; "
               "stop it with `metabuilder server stop`.")
+    print("To see these runs in the portal (timeline, diffs, approvals) and on /metrics: stop the dev server, "
+          "run `metabuilder up`, make a token with `metabuilder tokens create --tenant default --user you "
+          f"--role admin`, and open http://{settings.api_host}:{settings.api_port}/portal")
     return 0
 
 

@@ -113,6 +113,14 @@ async def test_a_run_s_counts_appear_once_on_the_worker_and_the_api(
     ratio = value(api_after, "autofix_success_ratio")
     assert math.isclose(ratio, finished.count("succeeded") / len(finished)), (ratio, finished)
 
+    # The worker's JSON log: each event about the run carries the seed-001 fields that apply.
+    logged = [json.loads(line) for line in live_worker.log.read_text().splitlines() if run_id in line]
+    retries = [e for e in logged if e["event"] == "autofix.retry"]
+    assert [(e["step_id"], e["signal_type"], e["strategy"], e["outcome"], e["attempt"]) for e in retries] == [
+        ("fetch", "TRANSIENT", "retry", "retried", 1), ("fetch", "TRANSIENT", "retry", "retried", 2)]
+    assert {e["event"] for e in logged} >= {"run.status", "step.finished", "approval.requested", "approval.approved"}
+    assert all(e["run_id"] == run_id for e in logged if e["logger"] == "metabuilder.events")
+
     # The SDK's own metrics, on their own endpoint.
     sdk = httpx.get(sdk_url, timeout=10).text
     assert "temporal_" in sdk and "temporal_activity_execution_latency" in sdk
