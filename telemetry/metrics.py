@@ -18,7 +18,10 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import ParamSpec, TypeVar
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Histogram, disable_created_metrics
+
+# ``*_created`` timestamps would double the series for nothing Prometheus uses here.
+disable_created_metrics()
 
 BACKOFF_BUCKETS = (0.5, 1, 2, 5, 10, 15, 30, 45, 60, 90, 120, 300, 600)
 """Seconds; past the 60 s default cap so that a raised cap (or Retry-After) stays visible."""
