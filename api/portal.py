@@ -164,10 +164,9 @@ def run_page(request: Request, run_id: str, principal: User, session: SessionDep
 @router.get("/approvals", response_class=HTMLResponse)
 def approvals_page(request: Request, principal: User, session: SessionDep) -> Response:
     pending = approvals.list_gates(session, tenant=principal.tenant, status=GateStatus.PENDING.value)
-    decided = [g for g in approvals.list_gates(session, tenant=principal.tenant, status=None, limit=500)
-               if g.status != GateStatus.PENDING][-20:]
+    decided = approvals.recent_decisions(session, tenant=principal.tenant, limit=20)
     return page(request, "approvals.html", principal, pending=[gate_out(g) for g in pending],
-                decided=[gate_out(g) for g in reversed(decided)])
+                decided=[gate_out(g) for g in decided])
 
 
 @router.post("/approvals/{gate_id}/{decision}")

@@ -49,3 +49,11 @@ def list_gates(session: Session, *, tenant: str, run_id: str | None = None, stat
     if status is not None:
         stmt = stmt.where(ApprovalGate.status == status)
     return list(session.scalars(stmt.order_by(ApprovalGate.opened_at, ApprovalGate.id).limit(limit).offset(offset)))
+
+
+def recent_decisions(session: Session, *, tenant: str, limit: int = 20) -> list[ApprovalGate]:
+    """The tenant's gates that are no longer pending, most recently decided first."""
+    stmt = (select(ApprovalGate)
+            .where(ApprovalGate.tenant_id == tenant, ApprovalGate.status != GateStatus.PENDING.value)
+            .order_by(ApprovalGate.decided_at.desc().nulls_last(), ApprovalGate.id).limit(limit))
+    return list(session.scalars(stmt))

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import structlog
 
-from domain.approvals import GateStatus, GateView
+from domain.approvals import GateKind, GateStatus, GateView
 from domain.payloads import AutofixEvent
 from domain.runs import RunStatus
 from telemetry import metrics
@@ -54,8 +54,8 @@ def gate_recorded(run_id: str, gate: GateView) -> None:
     """A gate's audit event was new: it opened, or it was decided, expired or cancelled."""
     status = "requested" if gate.status == GateStatus.PENDING else gate.status
     metrics.APPROVAL_REQUESTS.labels(status, gate.kind).inc()
-    log.info(f"approval.{status}", run_id=run_id, step_id=gate.step, gate_id=gate.gate_id,
-             signal_type=gate.signal_type, strategy="escalate" if gate.signal_type else None,
+    log.info(f"approval.{status}", run_id=run_id, step_id=gate.step, gate_id=gate.gate_id, kind=gate.kind,
+             signal_type=gate.signal_type, strategy="escalate" if gate.kind == GateKind.ESCALATION else None,
              outcome=gate.status, decided_by=gate.decided_by)
 
 
