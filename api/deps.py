@@ -38,13 +38,20 @@ def get_session(config: ConfigDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
+def principal_of(config: ApiConfig, token: str) -> Principal | None:
+    """The user a token stands for; None for an empty, unknown or revoked token."""
+    if not token:
+        return None
+    with transaction(config.sessions) as session:
+        return access.authenticate(session, token)
+
+
 def get_principal(config: ConfigDep,
                   creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
     challenge = {"WWW-Authenticate": "Bearer"}
     if creds is None:
         raise ApiError(401, "missing bearer token (send 'Authorization: Bearer <token>')", challenge)
-    with transaction(config.sessions) as session:
-        principal = access.authenticate(session, creds.credentials)
+    principal = principal_of(config, creds.credentials)
     if principal is None:
         raise ApiError(401, "unknown or revoked token", challenge)
     return principal

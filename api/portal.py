@@ -17,11 +17,13 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, Form, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import ConfigDep, SessionDep, TemporalDep
+from api.deps import ConfigDep, SessionDep, TemporalDep, principal_of
 from api.errors import PORTAL_PREFIX, ApiError
 from api.routes import runs as run_routes
 from api.routes import settings as settings_routes
@@ -30,10 +32,10 @@ from api.schemas import SettingsIn
 from api.settings_body import overrides_of
 from domain.access import Principal, Role
 from domain.approvals import Decision, GateStatus
-from domain.policy import ENV_VARS, PolicyError
+from domain.policy import ENV_VARS
 from service.approvals import decide_gate
 from service.errors import Conflict
-from store import access, approvals, repository
+from store import approvals, repository
 from store.db import transaction
 
 PREFIX = PORTAL_PREFIX
@@ -69,14 +71,11 @@ def csrf_token(api_token: str) -> str:
 
 
 def portal_user(request: Request, config: ConfigDep) -> Principal:
-    token = request.cookies.get(COOKIE)
-    principal = None
-    if token:
-        with transaction(config.sessions) as session:
-            principal = access.authenticate(session, token)
+    token = request.cookies.get(COOKIE, "")
+    principal = principal_of(config, token)
     if principal is None:
         raise SignIn(request.url.path)
-    request.state.csrf = csrf_token(token or "")
+    request.state.csrf = csrf_token(token)
     return principal
 
 
@@ -109,8 +108,7 @@ def login_form(request: Request, next: str = PREFIX + "/runs") -> Response:
 @router.post("/login", response_class=HTMLResponse)
 def login(request: Request, config: ConfigDep, token: Annotated[str, Form(max_length=200)] = "",
           next: Annotated[str, Form(max_length=500)] = PREFIX + "/runs") -> Response:
-    with transaction(config.sessions) as session:
-        principal = access.authenticate(session, token.strip()) if token.strip() else None
+    principal = principal_of(config, token.strip())
     if principal is None:
         return page(request, "login.html", None, status_code=401, next=_local(next),
                     error="unknown or revoked token")
@@ -228,18 +226,10 @@ def change_settings(request: Request, principal: User, session: SessionDep,
               "max_per_step_attempts": max_per_step_attempts, "backoff_cap_seconds": backoff_cap_seconds}
     try:
         body = SettingsIn.model_validate({k: v.strip() for k, v in fields.items() if v.strip()})
-    except ValueError as err:
-        raise PolicyError(_first_problem(err)) from None
+    except ValidationError as err:  # answered like an API body: 422 naming each field
+        raise RequestValidationError(err.errors()) from None
     repository.set_tenant_autofix(session, principal.tenant, overrides_of(body))
     return back(path, "saved")
-
-
-def _first_problem(err: ValueError) -> str:
-    errors = getattr(err, "errors", lambda: [])()
-    if not errors:
-        return str(err)
-    first = errors[0]
-    return f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
 
 
 # --- errors -------------------------------------------------------------------------------------
