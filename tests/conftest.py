@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import uuid
@@ -39,6 +40,13 @@ async def client(dev_server: DevServer) -> Client:
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this session, dropped afterwards."""
+    with fresh_pg_database() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def fresh_pg_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database, dropped when the block ends; yields its SQLAlchemy URL."""
     name = f"mb_test_{uuid.uuid4().hex[:10]}"
     admin = psycopg2.connect(PG_ADMIN_DSN)
     admin.autocommit = True

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ from migrations import current_revision, downgrade, upgrade
 from store import repository
 from store.db import make_engine, session_factory, transaction
 from store.models import Base, BuildRun, BuildStep, ScaffoldPlan, Tenant
+from tests.conftest import fresh_pg_database
 
 HEAD_REVISION = "0003_approvals"
 PLAN = parse_plan("name: p\nsteps:\n  - {name: a, command: 'true'}\n")
@@ -74,3 +78,22 @@ def test_writes_are_idempotent_upserts(db_url: str) -> None:
         assert (step.status, step.exit_code, step.commit_after, step.log_tail) == ("succeeded", 0, "c" * 40, "ok")
         assert [r.id for r in repository.list_runs(s, tenant="acme", status="succeeded")] == ["run-1"]
         assert repository.list_runs(s, tenant="other") == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_processes_that_start_together_on_a_new_database_all_migrate_it(backend: str, tmp_path: Path) -> None:
+    """A worker and a CLI command started at once on a fresh database (seen in the CLI tests: one
+    of them died on 'duplicate column' before migrations took a lock)."""
+    with contextlib.ExitStack() as stack:
+        db_url = (f"sqlite:///{tmp_path / 'new.db'}" if backend == "sqlite"
+                  else stack.enter_context(fresh_pg_database()))
+        _migrate_at_once(db_url)
+
+
+def _migrate_at_once(db_url: str) -> None:
+    script = f"from migrations import upgrade; upgrade({db_url!r})"
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(4)]
+    results = [(p.wait(timeout=120), p.stdout.read() if p.stdout else "") for p in procs]
+    assert [code for code, _ in results] == [0] * len(procs), "\n".join(out for _, out in results)
+    assert current_revision(db_url) == HEAD_REVISION
