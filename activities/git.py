@@ -145,21 +145,10 @@ class WorkspaceCache:
         next holder can kill what a dead worker left running in the checkout.
         """
         entry = self._entry(run_id)
-        async with entry.lock:
-            entry.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(entry.path.parent / f"{run_id}.lock", os.O_CREAT | os.O_RDWR, 0o644)
-            try:
-                while True:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        await asyncio.sleep(0.1)
-                pgid_file = entry.path.parent / f"{run_id}.pgid"
-                _kill_leftover(pgid_file)
-                yield pgid_file
-            finally:
-                os.close(fd)  # closing releases the flock
+        async with entry.lock, _flock(entry.path.parent / f"{run_id}.lock"):
+            pgid_file = entry.path.parent / f"{run_id}.pgid"
+            _kill_leftover(pgid_file)
+            yield pgid_file
 
     async def checkout(self, repo_url: str, run_id: str, branch: str, commit: str) -> Path:
         """A clean worktree of ``commit``; ignored files of earlier steps on this worker stay
@@ -169,24 +158,29 @@ class WorkspaceCache:
             return entry.path
         entry.commit = None
         mirror = self._mirror(repo_url)
-        if not (mirror / "HEAD").exists():
-            mirror.mkdir(parents=True, exist_ok=True)
-            await git("init", "--quiet", "--bare", str(mirror))
-        if not await self._has_commit(mirror, commit):
-            await git("fetch", "--quiet", "--no-tags", "--force", repo_url,
-                      f"+refs/heads/{branch}:refs/heads/{branch}",
-                      f"+refs/metabuilder/{run_id}/*:refs/metabuilder/{run_id}/*", cwd=mirror)
+        mirror.parent.mkdir(parents=True, exist_ok=True)
+        # The workers of one machine may share the mirror: a fetch reads every worktree's HEAD and
+        # fails on one that another worker's `worktree add` has half made; `init` races with itself.
+        async with _flock(mirror.parent / f"{mirror.name}.lock"):
+            if not (mirror / "HEAD").exists():
+                mirror.mkdir(parents=True, exist_ok=True)
+                await git("init", "--quiet", "--bare", str(mirror))
             if not await self._has_commit(mirror, commit):
-                raise GitError(f"commit {commit} of run {run_id} is not in {repo_url}")
-        if (entry.path / ".git").exists():
-            await git("checkout", "--quiet", "--detach", "--force", commit, cwd=entry.path)
-            await git("clean", "--quiet", "-d", "--force", cwd=entry.path)
-        else:
-            if entry.path.exists():
-                shutil.rmtree(entry.path)
-            await git("worktree", "prune", cwd=mirror)
-            entry.path.parent.mkdir(parents=True, exist_ok=True)
-            await git("worktree", "add", "--quiet", "--detach", "--force", str(entry.path), commit, cwd=mirror)
+                await git("fetch", "--quiet", "--no-tags", "--force", repo_url,
+                          f"+refs/heads/{branch}:refs/heads/{branch}",
+                          f"+refs/metabuilder/{run_id}/*:refs/metabuilder/{run_id}/*", cwd=mirror)
+                if not await self._has_commit(mirror, commit):
+                    raise GitError(f"commit {commit} of run {run_id} is not in {repo_url}")
+            if not (entry.path / ".git").exists():
+                if entry.path.exists():
+                    shutil.rmtree(entry.path)
+                await git("worktree", "prune", cwd=mirror)
+                entry.path.parent.mkdir(parents=True, exist_ok=True)
+                await git("worktree", "add", "--quiet", "--detach", "--force", str(entry.path), commit, cwd=mirror)
+                entry.commit = commit
+                return entry.path
+        await git("checkout", "--quiet", "--detach", "--force", commit, cwd=entry.path)
+        await git("clean", "--quiet", "-d", "--force", cwd=entry.path)
         entry.commit = commit
         return entry.path
 
@@ -252,6 +246,24 @@ class WorkspaceCache:
         entry = self._checkouts.get(run_id)
         if entry is not None:
             entry.commit = None
+
+
+@contextlib.asynccontextmanager
+async def _flock(path: Path) -> AsyncIterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if missing), across processes; the kernel
+    releases it if the holder dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
 
 
 def _kill_leftover(pgid_file: Path) -> None:
