@@ -27,7 +27,9 @@ ROOT = Path(__file__).parent.parent.parent
 
 def start_worker(settings: Settings, address: str, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "TEMPORAL_ADDRESS": address, "META_BUILDER_HOME": str(settings.home),
-           "META_BUILDER_TASK_QUEUE_PREFIX": settings.task_queue_prefix, "META_BUILDER_LOG_LEVEL": "warning"}
+           "META_BUILDER_TASK_QUEUE_PREFIX": settings.task_queue_prefix, "META_BUILDER_LOG_LEVEL": "warning",
+           # Off: a fixed port may be taken by another worker on the machine.
+           "META_BUILDER_METRICS_PORT": "0", "META_BUILDER_SDK_METRICS_PORT": "0"}
     env.pop("DATABASE_URL", None)
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "worker.cli", "worker"], cwd=ROOT, env=env,
