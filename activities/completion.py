@@ -24,7 +24,7 @@ if [ "$status" -eq 0 ]; then
   unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE GIT_OBJECT_DIRECTORY GIT_COMMON_DIR
   export GIT_TERMINAL_PROMPT=0 LC_ALL=C
   if git add --all \\
-      && { git diff --cached --quiet || %(git_bot)s commit --quiet --no-verify -m "$4"; } \\
+      && { git diff --cached --quiet || @GIT@ commit --quiet --no-verify -m "$4"; } \\
       && commit=$(git rev-parse HEAD) \\
       && { [ "$commit" = "$5" ] || git push --quiet --force "$3" "$commit:$6" "$commit:$7"; }; then
     :
@@ -33,9 +33,9 @@ if [ "$status" -eq 0 ]; then
     echo "[metabuilder] the step's changes could not be committed and pushed" >&2
   fi
 fi
-printf 'exit=%%s\\ncommit=%%s\\n' "$status" "$commit" > "$2.tmp" && mv -f "$2.tmp" "$2"
+printf 'exit=%s\\ncommit=%s\\n' "$status" "$commit" > "$2.tmp" && mv -f "$2.tmp" "$2"
 exit "$status"
-""" % {"git_bot": shlex.join(["git", *BOT_CONFIG])}
+""".replace("@GIT@", shlex.join(["git", *BOT_CONFIG]))
 
 
 @dataclass(frozen=True)

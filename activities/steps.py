@@ -23,7 +23,14 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from activities.completion import Completion, Recorded, read_recorded, result_path
 from activities.git import GitError, WorkspaceCache
 from domain.classifier import classify
-from domain.payloads import STEP_FAILED, RetryRecord, StepInput, StepResult
+from domain.payloads import (
+    STEP_CANNOT_START,
+    STEP_FAILED,
+    STEP_OUTCOME_UNKNOWN,
+    RetryRecord,
+    StepInput,
+    StepResult,
+)
 from domain.runs import AttemptStatus, attempt_ref
 from domain.sandbox import step_environment
 from domain.signals import FailureSignal
@@ -38,10 +45,6 @@ TIMEOUT_EXIT_CODE = 124
 LOG_TAIL_LINES = 60
 LOG_TAIL_BYTES = 16_000
 KILL_GRACE_SECONDS = 5.0
-STEP_CANNOT_START = "StepCannotStart"
-"""Error type of a step whose command cannot be started at all (not retried: it never will)."""
-STEP_OUTCOME_UNKNOWN = "StepOutcomeUnknown"
-"""Error type of a non-idempotent step not run again after an attempt whose end is unknown."""
 
 
 @dataclass(frozen=True)
@@ -325,8 +328,8 @@ class StepActivities:
                        duration_seconds=round(seconds, 3), commit_after=commit,
                        log_tail=tail, log_path=str(log_path), signal=signal_)
         # Each Temporal attempt has its own attempt number and row: counted once per attempt.
-        events.step_finished(attempt.run_id, attempt.name, attempt.queue, attempt.attempt, status.value, seconds=seconds,
-                             exit_code=exit_code, signal_type=signal_.signal_type if signal_ else None)
+        events.step_finished(attempt.run_id, attempt.name, attempt.queue, attempt.attempt, status.value,
+                             seconds=seconds, exit_code=exit_code, signal_type=signal_.signal_type if signal_ else None)
 
     async def db(self, fn: Callable[..., None], *args: Any, **kwargs: Any) -> None:
         def work() -> None:
