@@ -42,6 +42,7 @@ from worker.runtime import (
     serve_metrics,
 )
 from worker.settings import Settings, SettingsError
+from worker.version import VersionAction
 
 log = structlog.get_logger("metabuilder.cli")
 
@@ -254,6 +255,7 @@ async def _until_signalled() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metabuilder", description="Self-healing build runs on Temporal.")
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="run the demo build plans on the embedded defaults")

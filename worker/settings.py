@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -111,7 +112,7 @@ class Settings:
             environment=environment,
             temporal_address=env.get("TEMPORAL_ADDRESS") or None,
             temporal_namespace=env.get("TEMPORAL_NAMESPACE") or "default",
-            database_url=env.get("DATABASE_URL") or f"sqlite:///{home / 'metabuilder.db'}",
+            database_url=_database_url(env, home),
             shared_repo=env.get("META_BUILDER_SHARED_REPO") or str(home / "workspaces.git"),
             artifacts_dir=Path(env.get("META_BUILDER_ARTIFACTS_DIR") or home / "artifacts"),
             cache_dir=Path(env.get("META_BUILDER_CACHE_DIR") or home / "worker-cache"),
@@ -123,6 +124,15 @@ class Settings:
             log_level=level,
             log_format=log_format,
         )
+
+
+def _database_url(env: Mapping[str, str], home: Path) -> str:
+    url = env.get("DATABASE_URL") or f"sqlite:///{home / 'metabuilder.db'}"
+    scheme = url.split(":", 1)[0]
+    if scheme in ("postgresql", "postgresql+psycopg2") and importlib.util.find_spec("psycopg2") is None:
+        raise SettingsError("DATABASE_URL names PostgreSQL, but its driver is not installed: "
+                            "pip install 'meta-builder[postgres]'")
+    return url
 
 
 def _llm(env: Mapping[str, str]) -> LlmSettings | None:
