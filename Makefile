@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export META_BUILDER_HOME ?= $(CURDIR)/.metabuilder
 
-.PHONY: demo test bench lint up stop clean rc smoke dist
+.PHONY: demo test bench lint up stop clean rc smoke dist check-wheel
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ rc: $(STAMP)
 # The sdist and the wheel, into dist/
 dist: $(STAMP)
 	rm -rf dist && $(BIN)/python -m build --outdir dist .
+
+# A user's install: the wheel without dev extras in a fresh venv, CLI and demo from outside the repo
+check-wheel: $(STAMP)
+	scripts/check-wheel.sh $(BIN)/python
 
 # Smoke tests against a running deployment: SMOKE_BASE_URL, SMOKE_TOKEN, SMOKE_WORKSPACE
 smoke: $(STAMP)

@@ -42,4 +42,5 @@ class VersionAction(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
 
     def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
-        parser.exit(message=f"metabuilder {version_string()}\n")
+        print(f"metabuilder {version_string()}")
+        parser.exit()
