@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
@@ -14,6 +14,9 @@ from activities.llm import LlmSettings
 from domain.policy import AutofixSettings, PolicyError, platform_settings
 
 E = TypeVar("E", bound=StrEnum)
+
+EXTERNAL_TEMPORAL_VARS = ("TEMPORAL_ADDRESS", "TEMPORAL_PROFILE", "TEMPORAL_CONFIG_FILE")
+"""Any of these set: connect to that Temporal server instead of the embedded dev server."""
 
 
 class SettingsError(ValueError):
@@ -37,7 +40,7 @@ class Settings:
     """Data directory of the embedded defaults: SQLite file, dev server data, shared repo, artifacts."""
     environment: Environment
     temporal_address: str | None
-    """``TEMPORAL_ADDRESS``; unset means the embedded dev server on ``dev_server_port``."""
+    """``TEMPORAL_ADDRESS``; unset (and no profile) means the embedded dev server on ``dev_server_port``."""
     temporal_namespace: str
     database_url: str
     shared_repo: str
@@ -64,10 +67,13 @@ class Settings:
     sdk_metrics_port: int = 9109
     """The Temporal SDK's own metrics (workflow/activity task latencies, pollers...) of a ``worker``
     or ``up`` process; 0: none."""
+    temporal_env: Mapping[str, str] = field(default_factory=dict)
+    """The SDK's environment configuration (``TEMPORAL_*``: address, namespace, TLS, API key,
+    ``TEMPORAL_PROFILE`` and ``TEMPORAL_CONFIG_FILE``), read by ``worker.runtime.connect``."""
 
     @property
     def embedded(self) -> bool:
-        return self.temporal_address is None
+        return self.temporal_address is None and not any(self.temporal_env.get(n) for n in EXTERNAL_TEMPORAL_VARS)
 
     @property
     def address(self) -> str:
@@ -112,6 +118,7 @@ class Settings:
             environment=environment,
             temporal_address=env.get("TEMPORAL_ADDRESS") or None,
             temporal_namespace=env.get("TEMPORAL_NAMESPACE") or "default",
+            temporal_env={k: v for k, v in env.items() if k.startswith("TEMPORAL_") and v},
             database_url=_database_url(env, home),
             shared_repo=env.get("META_BUILDER_SHARED_REPO") or str(home / "workspaces.git"),
             artifacts_dir=Path(env.get("META_BUILDER_ARTIFACTS_DIR") or home / "artifacts"),
