@@ -30,6 +30,7 @@ from domain.runs import WORKFLOW_QUEUE, task_queue
 from migrations import upgrade
 from service.errors import Unavailable
 from store.db import make_engine, session_factory
+from telemetry import tracing
 from worker.devserver import DevServer, DevServerError, ensure_search_attributes, port_open
 from worker.settings import Settings, SettingsError
 from workflows import search_attributes
@@ -71,7 +72,7 @@ async def connect(settings: Settings, *, start_embedded: bool = True, runtime: R
     else:
         options = temporal_connect_options(settings)
     try:
-        client = await Client.connect(**options, runtime=runtime)
+        client = await Client.connect(**options, runtime=runtime, interceptors=tracing.interceptors(settings.tracing))
     except RuntimeError as err:
         raise DevServerError(f"cannot connect to Temporal at {options['target_host']}: {err}") from err
     if settings.embedded:
@@ -162,7 +163,8 @@ def build_workers(client: Client, settings: Settings, sessions: sessionmaker[Ses
     records = RecordActivities(sessions)
     repair = RepairActivities(steps, settings.llm)
     runner = SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules("domain", "yaml"))
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(
+            "domain", "yaml", *tracing.PASSTHROUGH_MODULES))
     workers = []
     for pool in pools:
         if pool == WORKFLOW_QUEUE:

@@ -12,6 +12,8 @@ from typing import TypeVar
 
 from activities.llm import LlmSettings
 from domain.policy import AutofixSettings, PolicyError, platform_settings
+from telemetry.tracing import TracingMode
+from telemetry.tracing import missing_modules as tracing_missing_modules
 
 E = TypeVar("E", bound=StrEnum)
 
@@ -67,6 +69,8 @@ class Settings:
     sdk_metrics_port: int = 9109
     """The Temporal SDK's own metrics (workflow/activity task latencies, pollers...) of a ``worker``
     or ``up`` process; 0: none."""
+    tracing: TracingMode = TracingMode.OFF
+    """``META_BUILDER_TRACING``: OpenTelemetry spans of runs, workflow tasks and activities."""
     temporal_env: Mapping[str, str] = field(default_factory=dict)
     """The SDK's environment configuration (``TEMPORAL_*``: address, namespace, TLS, API key,
     ``TEMPORAL_PROFILE`` and ``TEMPORAL_CONFIG_FILE``), read by ``worker.runtime.connect``."""
@@ -105,6 +109,10 @@ class Settings:
         except PolicyError as err:
             raise SettingsError(str(err)) from None
         roots = env.get("META_BUILDER_WORKSPACE_ROOTS") or str(Path.home())
+        tracing = _choice(env, "META_BUILDER_TRACING", TracingMode, TracingMode.OFF)
+        if missing := tracing_missing_modules(tracing):
+            raise SettingsError(f"META_BUILDER_TRACING={tracing.value} needs {', '.join(missing)}: "
+                                "pip install 'meta-builder[tracing]'")
         return cls(
             api_host=env.get("META_BUILDER_API_HOST") or "127.0.0.1",
             api_port=_int(env, "META_BUILDER_API_PORT", 5001, 1, 65535),
@@ -118,6 +126,7 @@ class Settings:
             environment=environment,
             temporal_address=env.get("TEMPORAL_ADDRESS") or None,
             temporal_namespace=env.get("TEMPORAL_NAMESPACE") or "default",
+            tracing=tracing,
             temporal_env={k: v for k, v in env.items() if k.startswith("TEMPORAL_") and v},
             database_url=_database_url(env, home),
             shared_repo=env.get("META_BUILDER_SHARED_REPO") or str(home / "workspaces.git"),
