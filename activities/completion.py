@@ -23,8 +23,8 @@ commit=
 if [ "$status" -eq 0 ]; then
   unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE GIT_OBJECT_DIRECTORY GIT_COMMON_DIR
   export GIT_TERMINAL_PROMPT=0 LC_ALL=C
-  if git add --all \\
-      && { git diff --cached --quiet || @GIT@ commit --quiet --no-verify -m "$4"; } \\
+  if changes=$(git status --porcelain --untracked-files=all) \\
+      && { [ -z "$changes" ] || { git add --all && @GIT@ commit --quiet --no-verify -m "$4"; }; } \\
       && commit=$(git rev-parse HEAD) \\
       && { [ "$commit" = "$5" ] || git push --quiet --force "$3" "$commit:$6" "$commit:$7"; }; then
     :
