@@ -219,6 +219,19 @@ class KnowledgeBase:
     def by_id(self, entry_id: str) -> PatternEntry:
         return next(e for e in self.entries if e.id == entry_id)
 
+    def to_records(self) -> list[dict[str, object]]:
+        """The entries as plain data (JSON), for :meth:`from_records`."""
+        return [{"id": e.id, "pattern": e.pattern, "class": e.failure_type.value if e.failure_type else None,
+                 "weight": e.weight, "description": e.description, "kind": e.kind.value} for e in self.entries]
+
+    @classmethod
+    def from_records(cls, records: Iterable[dict[str, object]]) -> KnowledgeBase:
+        """A base from :meth:`to_records` output, trusted as already validated (a cache)."""
+        return cls(tuple(PatternEntry(id=str(r["id"]), pattern=str(r["pattern"]),
+                                      failure_type=FailureType(r["class"]) if r["class"] else None,
+                                      weight=float(r["weight"]), description=str(r["description"]),  # type: ignore[arg-type]
+                                      kind=EntryKind(r["kind"])) for r in records))
+
     @cached_property
     def patterns(self) -> Sequence[str]:
         """The patterns as the engines compile them (line-start anchors expanded)."""

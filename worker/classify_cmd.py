@@ -7,12 +7,12 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from domain.classifier import classify
-from domain.evaluation import Evaluation, read_corpus
-from domain.knowledge import KnowledgeBase, bundled_knowledge_base, load_knowledge_base
-from domain.signals import FailureSignal
+if TYPE_CHECKING:
+    from domain.knowledge import KnowledgeBase
+    from domain.scanner import Engine
+    from domain.signals import FailureSignal
 
 _BOLD, _RED, _DIM, _RESET = "\x1b[1m", "\x1b[31m", "\x1b[2m", "\x1b[0m"
 
@@ -28,35 +28,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--patterns", metavar="FILE", action="append", default=[],
                    help="extra knowledge-base entries (YAML), added to the bundled ones")
     p.add_argument("--engine", choices=["auto", "hyperscan", "re"], default="auto", help=argparse.SUPPRESS)
-    p.set_defaults(fn=cmd_classify)
-
-
-def _knowledge_base(extra_files: list[str]) -> KnowledgeBase:
-    kb = bundled_knowledge_base()
-    for path in extra_files:
-        kb = kb.extended(load_knowledge_base(path).entries)
-    return kb
+    p.set_defaults(fn=cmd_classify, needs_settings=False)
 
 
 def cmd_classify(args: argparse.Namespace, _settings: object = None) -> int:
-    kb = _knowledge_base(args.patterns)
+    # Imported here, not at the top: every `metabuilder` call builds this command's parser.
+    from domain.classifier import classify
+    from worker import kb_cache
+
     if args.eval:
         if args.files:
             raise ValueError("give either --eval DIR or log files, not both")
-        return _evaluate(Path(args.eval), kb, args.engine)
+        kb, engine = kb_cache.load(args.patterns, args.engine)
+        return _evaluate(Path(args.eval), kb, engine)
     if not args.files:
         raise ValueError("no log given: name one or more files, or - for standard input")
     missing = [f for f in args.files if f != "-" and not Path(f).is_file()]
     if missing:
         raise ValueError(f"{missing[0]}: no such file")
+    kb, engine = kb_cache.load(args.patterns, args.engine)
     color = sys.stdout.isatty() and not args.json
     for name in args.files:
         if name == "-":
             signal = classify(sys.stdin.buffer, exit_code=args.exit_code, step_name=args.step, kb=kb,
-                              engine=args.engine)
+                              engine=engine)
         else:
             with open(name, "rb") as fh:
-                signal = classify(fh, exit_code=args.exit_code, step_name=args.step, kb=kb, engine=args.engine)
+                signal = classify(fh, exit_code=args.exit_code, step_name=args.step, kb=kb, engine=engine)
         if args.json:
             print(json.dumps({"file": name, **signal.to_dict()}, ensure_ascii=False))
         else:
@@ -84,7 +82,10 @@ def _print_signal(name: str, signal: FailureSignal, out: TextIO, color: bool) ->
         out.write(f"  fingerprint {signal.fingerprint}\n")
 
 
-def _evaluate(directory: Path, kb: KnowledgeBase, engine: str) -> int:
+def _evaluate(directory: Path, kb: KnowledgeBase, engine: Engine) -> int:
+    from domain.classifier import classify
+    from domain.evaluation import Evaluation, read_corpus
+
     corpus = read_corpus(directory)
     evaluation = Evaluation()
     started = time.perf_counter()
