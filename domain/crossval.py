@@ -15,6 +15,11 @@ from domain.scanner import ScanResult
 from domain.signals import Evidence, FailureSignal
 from domain.taxonomy import FailureType
 
+HEAD_LINES = 3
+"""A long log's first lines, labelled UNKNOWN, teach the model and the threshold to abstain on a
+truncated log (the corpora have few logs that are UNKNOWN on their own)."""
+HEAD_FROM_LINES = 20
+"""Only logs at least this long give a head: a shorter one's first lines may be its failure."""
 TEMPERATURES = (1.0, 2.0, 3.0, 5.0, 8.0, 12.0, 20.0, 30.0, 50.0, 80.0)
 THRESHOLDS = tuple(round(0.2 + 0.05 * i, 2) for i in range(15))
 
@@ -36,13 +41,20 @@ def window_features(result: ScanResult | None, anchor: Evidence | None) -> set[i
     return features(text for _, text in lines)
 
 
-def read(corpus: Sequence[LabelledLog], kb: KnowledgeBase, engine: str = "auto") -> list[_Read]:
-    """Each log read once with the patterns of ``kb`` (no model yet)."""
+def read(corpus: Sequence[LabelledLog], kb: KnowledgeBase, engine: str = "auto",
+         heads: bool = False) -> list[_Read]:
+    """Each log read once with the patterns of ``kb`` (no model yet); with ``heads``, also each
+    log's first :data:`HEAD_LINES` lines as an UNKNOWN example."""
     out = []
     for item in corpus:
-        with item.path.open("rb") as fh:
-            signal, result, anchor = _classify_patterns(fh, item.exit_code, None, kb, None, engine)
+        data = item.path.read_bytes()
+        signal, result, anchor = _classify_patterns(data, item.exit_code, None, kb, None, engine)
         out.append(_Read(item, signal, result, anchor, window_features(result, anchor)))
+        if heads and data.count(b"\n") >= HEAD_FROM_LINES:
+            head = b"\n".join(data.split(b"\n")[:HEAD_LINES]) + b"\n"
+            signal, result, anchor = _classify_patterns(head, None, None, kb, None, engine)
+            truncated = replace(item, id=item.id + "#head", label=FailureType.UNKNOWN, alt=None)
+            out.append(_Read(truncated, signal, result, anchor, window_features(result, anchor)))
     return out
 
 
@@ -85,6 +97,8 @@ class Generalization:
     temperature: float
     threshold: float
     kb_entries_left_out: list[int] = field(default_factory=list)
+    heads: Evaluation = field(default_factory=Evaluation)
+    """The logs' truncated heads, all labelled UNKNOWN: accuracy is the share left UNKNOWN."""
 
 
 def leave_tools_out(corpus: Sequence[LabelledLog], kb: KnowledgeBase, folds: int = 5,
@@ -92,6 +106,7 @@ def leave_tools_out(corpus: Sequence[LabelledLog], kb: KnowledgeBase, folds: int
     """Every log classified by patterns and a model that never saw its tool; the temperature and
     the threshold are those that do best over all the held-out answers."""
     fold_sets = tool_folds(corpus, folds)
+    # The figures count each log once; its truncated head is scored apart, in ``heads``.
     reads: list[_Read] = []
     raw_models: list[Model] = []
     left_out = []
@@ -101,9 +116,9 @@ def leave_tools_out(corpus: Sequence[LabelledLog], kb: KnowledgeBase, folds: int
         fold_kb = without_tools(kb, tools)
         left_out.append(len(kb.entries) - len(fold_kb.entries))
         # The training logs' windows come from the fold's own patterns too (their anchors).
-        train_reads = read(train_items, fold_kb, engine)
+        train_reads = read(train_items, fold_kb, engine, heads=True)
         model = train([(r.feats, r.item.label) for r in train_reads], trained_on=f"fold without {sorted(tools)}")
-        for r in read(test, fold_kb, engine):
+        for r in read(test, fold_kb, engine, heads=True):
             reads.append(r)
             raw_models.append(model)
 
@@ -119,10 +134,17 @@ def leave_tools_out(corpus: Sequence[LabelledLog], kb: KnowledgeBase, folds: int
     def with_threshold(threshold: float) -> list[Model]:
         return [replace(m, temperature=temperature, threshold=threshold) for m in raw_models]
 
+    # Chosen on everything held out, heads included: answering a truncated log is a miss too.
     threshold = choose_threshold(THRESHOLDS, lambda t: _combined(reads, with_threshold(t)).macro_f1())
     models = with_threshold(threshold)
-    return Generalization(fold_sets, _patterns_only(reads), _model_only(reads, models), _combined(reads, models),
-                          temperature, threshold, left_out)
+    full = [i for i, r in enumerate(reads) if not r.item.id.endswith("#head")]
+    heads = [i for i, r in enumerate(reads) if r.item.id.endswith("#head")]
+
+    def pick(indexes: list[int]) -> tuple[list[_Read], list[Model]]:
+        return [reads[i] for i in indexes], [models[i] for i in indexes]
+
+    return Generalization(fold_sets, _patterns_only(pick(full)[0]), _model_only(*pick(full)), _combined(*pick(full)),
+                          temperature, threshold, left_out, _combined(*pick(heads)))
 
 
 def plain(corpus: Sequence[LabelledLog], kb: KnowledgeBase, model: Model | None,

@@ -1,4 +1,4 @@
-"""The learned fallback: a naive Bayes model over hashed token n-grams of the failure window.
+"""The learned fallback: a complement naive Bayes model over hashed token n-grams of the failure window.
 
 Patterns know the messages someone wrote them for. The model knows the *vocabulary* of each
 class ("denied", "violation", "assert", "unreachable", "migration"...) whatever tool prints it,
@@ -8,8 +8,9 @@ so it answers where no pattern fires, or where the patterns are weak.
   CI prefixes taken off and numbers, times, hex ids and temp paths masked.
 - Its features are the distinct lower-case words and word pairs of each line, hashed (CRC-32,
   stable across processes and machines) into :data:`BUCKETS` buckets.
-- Training counts, per class, the logs that contain each feature (multinomial naive Bayes over
-  binary features, additive smoothing). A bucket's weights are centred across classes and
+- Training counts, per class, the logs that contain each feature, and weighs a feature for a
+  class by how rare it is in the *other* classes (complement naive Bayes over binary features,
+  additive smoothing, weights normalized per class). A bucket's weights are centred across classes and
   quantized to int8, which keeps the shipped file small and the answer deterministic.
 - The probability is a softmax of the scores divided by a temperature, and the model answers
   only at or above its threshold; both are chosen on held-out folds (leave-tools-out) by
@@ -154,13 +155,20 @@ def train(examples: Sequence[tuple[set[int], FailureType]], *, alpha: float = 0.
         row = counts[c]
         for b in feats:
             row[b] += 1
-    total = sum(docs)
-    # A class with no example keeps a prior of half an example: it can be said, rarely.
-    bias = [math.log((d or 0.5) / (total or 1)) for d in docs]
+    # Complement naive Bayes: a class is scored by how unlike the *other* classes' logs the
+    # window is, which keeps a big class (LINT here) from drawing every thin window to itself.
+    # Each class's weights are normalized to unit mass, and the prior is left out, as
+    # complement NB does for unevenly sized classes.
+    bias = [0.0 if d else -1e3 for d in docs]
+    totals = [sum(row) for row in counts]
+    everything = [sum(counts[c][b] for c in range(len(classes))) for b in range(BUCKETS)]
+    grand = sum(totals)
     raw = []
     for c in range(len(classes)):
-        denominator = math.log(sum(counts[c]) + alpha * BUCKETS)
-        raw.append([math.log(counts[c][b] + alpha) - denominator for b in range(BUCKETS)])
+        denominator = math.log(grand - totals[c] + alpha * BUCKETS)
+        row = [-(math.log(everything[b] - counts[c][b] + alpha) - denominator) for b in range(BUCKETS)]
+        mass = sum(abs(v) for v in row) or 1.0
+        raw.append([v / mass * BUCKETS for v in row])
     # Centre each bucket across classes (adds one constant to every class's score: no effect on
     # the answer) so that the int8 range is spent on the differences.
     n = len(classes)

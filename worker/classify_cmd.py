@@ -125,6 +125,7 @@ def _evaluate(directories: list[Path], kb: KnowledgeBase, engine: Engine, folds:
         print(f"  patterns only      {held.patterns.summary()}")
         print(f"  model only         {held.model.summary()}")
         print(f"  patterns + model   {held.combined.summary()}")
+        print(f"  truncated logs (first 3 lines of each log of 20+) left UNKNOWN: {held.heads.accuracy():.3f}")
         print(f"  chosen on the held-out answers: temperature {held.temperature:g}, threshold {held.threshold:g}")
     print()
     for line in evaluation.report():
