@@ -21,12 +21,14 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.git import WorkspaceCache
 from domain.classifier import classify
+from domain.knowledge import KnowledgeBase
 from domain.payloads import STEP_FAILED, RetryRecord, StepInput, StepResult
 from domain.runs import attempt_ref
 from domain.sandbox import step_environment
 from domain.signals import FailureSignal
 from store import repository
 from store.db import transaction
+from store.knowledge import tenant_knowledge_base
 from telemetry import events
 from telemetry.metrics import timed
 
@@ -53,6 +55,13 @@ class StepActivities:
         self.workspaces = workspaces
         self.sessions = sessions
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
+
+    def _classify(self, log_path: Path, exit_code: int, step_name: str, tenant: str) -> FailureSignal:
+        """With the bundled patterns and the tenant's own (``/tenants/{id}/patterns``), read per
+        failure: an entry added through the API counts from the next failed step on."""
+        with transaction(self.sessions) as session:
+            kb = tenant_knowledge_base(session, tenant)
+        return _classify_file(log_path, exit_code, step_name, kb)
 
     @activity.defn(name="run_step")
     async def run_step(self, inp: StepInput) -> StepResult:
@@ -109,7 +118,7 @@ class StepActivities:
                               log_tail=tail, log_path=str(log_path), attempt=number,
                               retries=await self._retries(inp, info.attempt), temporal_attempts=info.attempt)
 
-        signal_ = await asyncio.to_thread(_classify_file, log_path, exit_code, inp.step.name)
+        signal_ = await asyncio.to_thread(self._classify, log_path, exit_code, inp.step.name, inp.tenant)
         delay = _retry_delay(inp, info.attempt, signal_)
         await self._finish(attempt, "failed", exit_code, started, None, tail, log_path, repository.AttemptSignal(
             signal_type=signal_.type.value, confidence=signal_.confidence, fingerprint=signal_.fingerprint,
@@ -228,9 +237,10 @@ class StepActivities:
         await asyncio.to_thread(work)
 
 
-def _classify_file(log_path: Path, exit_code: int, step_name: str) -> FailureSignal:
+def _classify_file(log_path: Path, exit_code: int, step_name: str,
+                   kb: KnowledgeBase | None = None) -> FailureSignal:
     with timed("classify"), log_path.open("rb") as log:
-        return classify(log, exit_code=exit_code, step_name=step_name)
+        return classify(log, exit_code=exit_code, step_name=step_name, kb=kb)
 
 
 def _retry_delay(inp: StepInput, temporal_attempt: int, signal_: FailureSignal) -> float | None:

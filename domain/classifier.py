@@ -26,7 +26,7 @@ import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from functools import cache
+from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
 
@@ -80,7 +80,7 @@ class _Scored:
     evidence: Evidence
 
 
-@cache
+@lru_cache(maxsize=64)  # the bundled base, and each tenant's as its runs fail
 def _scanner(kb: KnowledgeBase, engine: str | Engine) -> Scanner:
     from domain.scanner import make_engine
 
@@ -275,3 +275,13 @@ def classify_failure(
                 yield artifact.encode("utf-8", errors="surrogateescape") if isinstance(artifact, str) else artifact
 
     return classify(blocks(), exit_code=exit_code, step_name=step_name, kb=kb)
+
+
+def failure_window(log: LogInput, *, kb: KnowledgeBase | None = None) -> list[str]:
+    """The failure window's lines as a person reads them (what the learned model reads)."""
+    _signal, result, anchor = _classify_patterns(log, None, None, kb, None, "auto")
+    if result is None:
+        return []
+    tail_lines = result.tail.count(b"\n") + (0 if result.tail.endswith(b"\n") or not result.tail else 1)
+    lines = window_lines(result.tail, result.lines - tail_lines + 1, anchor.line if anchor else None)
+    return [text for _, text in lines]
