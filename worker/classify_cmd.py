@@ -35,6 +35,39 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--engine", choices=["auto", "hyperscan", "re"], default="auto", help=argparse.SUPPRESS)
     p.set_defaults(fn=cmd_classify, needs_settings=False)
 
+    p = sub.add_parser("corrections", help="export people's corrections as a labelled corpus (for classify --eval)",
+                       description="Write a tenant's corrections (POST /runs/{id}/corrections) as DIR/labels.csv "
+                                   "and DIR/<id>/fail.log, the corpus layout that `classify --eval DIR` reads.")
+    p.add_argument("action", choices=["export"])
+    p.add_argument("directory", metavar="DIR", type=Path)
+    p.add_argument("--tenant", default="default")
+    p.set_defaults(fn=cmd_corrections)
+
+
+def cmd_corrections(args: argparse.Namespace, settings: object) -> int:
+    import csv
+
+    from store import knowledge
+    from store.db import transaction
+    from worker.runtime import prepare_database
+
+    sessions = prepare_database(settings)  # type: ignore[arg-type]
+    with transaction(sessions) as session:
+        rows = [(c.id, c.corrected, c.exit_code, c.step_name, c.log_window)
+                for c in knowledge.list_corrections(session, args.tenant, limit=100_000)]
+    args.directory.mkdir(parents=True, exist_ok=True)
+    with (args.directory / "labels.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "class", "alt_class", "exit_code", "tool", "source"])
+        for correction_id, corrected, exit_code, step, window in rows:
+            (args.directory / correction_id).mkdir(exist_ok=True)
+            (args.directory / correction_id / "fail.log").write_text(window + "\n", encoding="utf-8")
+            writer.writerow([correction_id, corrected, "", "" if exit_code is None else exit_code,
+                             f"step:{step}", f"correction by a person, tenant {args.tenant}"])
+    print(f"{len(rows)} corrections of tenant {args.tenant!r} written to {args.directory} "
+          f"(measure with: metabuilder classify --eval {args.directory})")
+    return 0
+
 
 def cmd_classify(args: argparse.Namespace, _settings: object = None) -> int:
     # Imported here, not at the top: every `metabuilder` call builds this command's parser.

@@ -66,3 +66,30 @@ def test_corrections_are_kept_newest_first(sessions) -> None:
         rows = knowledge.list_corrections(session, "acme")
         assert [r.corrected for r in rows] == ["INFRA", "POLICY"]
         assert knowledge.get_correction(session, "other", rows[0].id) is None
+
+
+def test_corrections_export_as_a_corpus_that_eval_reads(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    url = f"sqlite:///{tmp_path / 'mb.db'}"
+    upgrade(url)
+    engine = make_engine(url, pooled=False)
+    with transaction(session_factory(engine)) as session:
+        knowledge.add_correction(session, "acme", run_id="r1", step_name="licences", predicted="UNKNOWN",
+                                 corrected="POLICY", log_window="licence-gate: clause we refuse", exit_code=3,
+                                 proposed=None, note="", by="op")
+    engine.dispose()
+    env = {**os.environ, "DATABASE_URL": url, "META_BUILDER_HOME": str(tmp_path / "home")}
+    out = tmp_path / "corpus"
+    cli = [sys.executable, "-m", "worker.cli"]
+    res = subprocess.run([*cli, "corrections", "export", str(out), "--tenant", "acme"], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "1 corrections" in res.stdout
+    res = subprocess.run([*cli, "classify", "--eval", str(out), "--folds", "0"], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "1 logs from 1 tools" in res.stdout
