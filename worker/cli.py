@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from domain.policy import ENV_VARS
-from worker import admin_cmd, classify_cmd
+from worker import admin_cmd, classify_cmd, temporal_cmd
+from worker.version import VersionAction
 
 if TYPE_CHECKING:
     from temporalio.client import Client
@@ -285,6 +286,7 @@ async def _until_signalled() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metabuilder", description="Self-healing build runs on Temporal.")
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="run the demo build plans on the embedded defaults")
@@ -332,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     classify_cmd.add_parser(sub)
     admin_cmd.add_parsers(sub)
+    temporal_cmd.add_parser(sub)
 
     p = sub.add_parser("db", help="database schema")
     p.add_argument("action", choices=["upgrade"], help="upgrade: apply Alembic migrations up to head")
