@@ -20,12 +20,15 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.git import WorkspaceCache
-from domain.classifier import classify
+from activities.llm import LlmSettings
+from activities.llm_classifier import LlmClassifier
+from domain.classifier import classify, failure_window
 from domain.knowledge import KnowledgeBase
 from domain.payloads import STEP_FAILED, RetryRecord, StepInput, StepResult
 from domain.runs import attempt_ref
 from domain.sandbox import step_environment
 from domain.signals import FailureSignal
+from domain.taxonomy import FailureType
 from store import repository
 from store.db import transaction
 from store.knowledge import tenant_knowledge_base
@@ -44,6 +47,8 @@ KILL_GRACE_SECONDS = 5.0
 class StepSettings:
     artifacts_dir: Path
     heartbeat_interval_seconds: float = 1.0
+    llm_classifier: LlmSettings | None = None
+    """The endpoint to ask about failures the classifier leaves UNKNOWN (optional)."""
 
 
 class StepActivities:
@@ -55,13 +60,19 @@ class StepActivities:
         self.workspaces = workspaces
         self.sessions = sessions
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
+        self.llm_classifier = LlmClassifier(settings.llm_classifier) if settings.llm_classifier else None
 
     def _classify(self, log_path: Path, exit_code: int, step_name: str, tenant: str) -> FailureSignal:
         """With the bundled patterns and the tenant's own (``/tenants/{id}/patterns``), read per
         failure: an entry added through the API counts from the next failed step on."""
         with transaction(self.sessions) as session:
             kb = tenant_knowledge_base(session, tenant)
-        return _classify_file(log_path, exit_code, step_name, kb)
+        signal_ = _classify_file(log_path, exit_code, step_name, kb)
+        if self.llm_classifier is not None and signal_.type is FailureType.UNKNOWN:
+            with log_path.open("rb") as log:
+                window = failure_window(log, kb=kb)
+            signal_ = self.llm_classifier.classify(signal_, step_name, exit_code, window)
+        return signal_
 
     @activity.defn(name="run_step")
     async def run_step(self, inp: StepInput) -> StepResult:
