@@ -556,6 +556,70 @@ for _i, _case in enumerate(MORE_CASES):
 CASES += MORE_CASES
 
 
+# A second batch, added after the first was measured: more logs for the thin classes.
+SECOND_CASES: list[Case] = [
+    # --- SECURITY
+    Case("bandit-pickle-exec", "SECURITY", py("job.py", "import pickle\n\ndef run(data, code):\n    obj = pickle.loads(data)\n"
+                                                 "    exec(code)\n    assert obj, 'no object'\n    return obj\n")
+         + "bandit -q -ll job.py", ("bandit",), tool="bandit"),
+    Case("detect-secrets-github-token", "SECURITY", "git init -q . && " + py("settings.py", "GITHUB_TOKEN = 'ghp_16C7e42F292c6912E7710c838347Ae178B4a'\n"
+         "SLACK = 'https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX'\n")
+         + "detect-secrets-hook settings.py", ("detect-secrets-hook",)),
+    Case("ruff-security-tls", "SECURITY", py("client.py", "import requests\n\ndef get(url):\n    return requests.get(url, verify=False)\n\n"
+                                               "PASSWORD = 'hunter2'\n") + "ruff check --select S client.py", ("ruff",)),
+    Case("bandit-sql-injection", "SECURITY", py("db.py", "def find(cur, name):\n    cur.execute(\"SELECT * FROM users WHERE name = '%s'\" % name)\n"
+                                                 "    return cur.fetchall()\n") + "bandit -q db.py", ("bandit",)),
+
+    # --- POLICY
+    Case("pip-licenses-allow-only", "POLICY", 'pip-licenses --from=mixed --allow-only="Apache Software License;Apache-2.0"',
+         ("pip-licenses",)),
+    Case("license-checker-only-allow", "POLICY", "cp " + str(NPM_TOOLS) + "/package.json . && ln -s " + str(NPM_TOOLS)
+         + "/node_modules node_modules && license-checker --production --onlyAllow 'Apache-2.0'", ("license-checker",)),
+    Case("wget-403", "POLICY", 'wget --tries=1 "$HTTP/status/403"', ("wget",)),
+    Case("git-clone-403", "POLICY", 'git clone "$HTTP/status/403/repo.git"', ("git",), tool="git-http"),
+    Case("npm-registry-403", "POLICY", 'npm install --no-audit --fetch-retries=0 --registry "$HTTP/status/403/" left-pad',
+         ("npm",), alt="INFRA"),
+    Case("pip-index-403", "POLICY", 'pip --isolated download --retries 0 --index-url "$HTTP/status/403/simple" requests',
+         ("pip",), alt="INFRA"),
+
+    # --- RATE_LIMIT
+    Case("ruby-http-429", "RATE_LIMIT", "ruby -rnet/http -e 'Net::HTTP.get_response(URI(ENV[\"HTTP\"] + \"/status/429\")).value'",
+         ("ruby",), tool="ruby-net-http"),
+    Case("php-http-429", "RATE_LIMIT", "php -r 'if (file_get_contents(getenv(\"HTTP\") . \"/status/429\") === false) exit(1);'",
+         ("php",), tool="php-http"),
+    Case("perl-http-tiny-429", "RATE_LIMIT", "perl -MHTTP::Tiny -e '$r = HTTP::Tiny->new->get(\"$ENV{HTTP}/status/429\"); "
+         "die \"$r->{status} $r->{reason}\\n\" unless $r->{success}'", ("perl",), tool="perl-http-tiny"),
+    Case("curl-429-verbose", "RATE_LIMIT", 'curl -sS -v --fail "$HTTP/status/429?retry_after=120" 2>&1', ("curl",)),
+
+    # --- SCHEMA_MIGRATION
+    Case("psql-relation-exists", "SCHEMA_MIGRATION", py("0001.sql", "CREATE TEMP TABLE invoices (id int);\nCREATE TEMP TABLE invoices (id int);")
+         + "psql -h 127.0.0.1 -U postgres -d postgres -v ON_ERROR_STOP=1 -f 0001.sql", ("psql",)),
+    Case("sqlite3-no-such-column", "SCHEMA_MIGRATION", py("m.sql", "CREATE TABLE orders (id INTEGER PRIMARY KEY);\n"
+                                                             "CREATE INDEX orders_by_customer ON orders (customer_id);")
+         + "sqlite3 -bail app.db < m.sql", ("sqlite3",)),
+    Case("alembic-not-up-to-date", "SCHEMA_MIGRATION", """\
+alembic init -q migrations >/dev/null 2>&1 || alembic init migrations >/dev/null
+sed -i 's|^sqlalchemy.url = .*|sqlalchemy.url = sqlite:///app.db|' alembic.ini
+alembic revision -m first >/dev/null
+alembic revision --autogenerate -m second
+""", ("alembic",)),
+    Case("yoyo-missing-dependency", "SCHEMA_MIGRATION", "mkdir migrations\n"
+         + py("migrations/0002_add.sql", "-- depends: 0001_missing\nALTER TABLE orders ADD COLUMN total INTEGER;")
+         + "yoyo apply --batch --database sqlite:///app.db migrations", ("yoyo",)),
+
+    # --- INFRA and TRANSIENT
+    Case("make-missing-tool", "INFRA", py("Makefile", "docs:\n\tsphinx-build-missing -b html docs out\n") + "make docs", ("make",)),
+    Case("wget-dns", "TRANSIENT", "wget --tries=1 http://artifacts.invalid/pkg.tar.gz", ("wget",)),
+    Case("git-clone-dns", "TRANSIENT", "git clone https://git.invalid/team/repo.git", ("git",), tool="git-http"),
+    Case("npm-registry-503", "TRANSIENT", 'npm install --no-audit --fetch-retries=0 --registry "$HTTP/status/503/" left-pad',
+         ("npm",)),
+]
+for _i, _case in enumerate(SECOND_CASES):
+    SECOND_CASES[_i] = Case(_case.id, _case.label, _case.script, _case.needs, _case.alt, _case.tool,
+                            ("azure", "travis", "", "github", "gitlab", "jenkins")[_i % 6])
+MORE_CASES += SECOND_CASES
+CASES += SECOND_CASES
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     """A local service that answers with the status the path asks for (/status/503...)."""
 
