@@ -128,7 +128,7 @@ def _classify_patterns(
     engine: str | Engine,
 ) -> tuple[FailureSignal, ScanResult | None, Evidence | None]:
     kb = kb or bundled_knowledge_base()
-    scanner = _scanner(kb, engine)
+    scanner = _scanner(kb, engine)  # type: ignore[arg-type]  # engines hash by identity
     try:
         result = scanner.scan(_as_stream(log))
     except OSError as err:

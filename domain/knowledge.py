@@ -228,9 +228,9 @@ class KnowledgeBase:
     def from_records(cls, records: Iterable[dict[str, object]]) -> KnowledgeBase:
         """A base from :meth:`to_records` output, trusted as already validated (a cache)."""
         return cls(tuple(PatternEntry(id=str(r["id"]), pattern=str(r["pattern"]),
-                                      failure_type=FailureType(r["class"]) if r["class"] else None,
+                                      failure_type=FailureType(str(r["class"])) if r["class"] else None,
                                       weight=float(r["weight"]), description=str(r["description"]),  # type: ignore[arg-type]
-                                      kind=EntryKind(r["kind"])) for r in records))
+                                      kind=EntryKind(str(r["kind"]))) for r in records))
 
     @cached_property
     def patterns(self) -> Sequence[str]:

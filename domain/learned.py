@@ -148,7 +148,7 @@ def train(examples: Sequence[tuple[set[int], FailureType]], *, alpha: float = 0.
     """A model from (features, label) pairs; deterministic for the same examples in any order."""
     classes = CLASSES
     docs = [0] * len(classes)
-    counts = [[0] * BUCKETS for _ in classes]
+    counts: list[list[int]] = [[0] * BUCKETS for _ in classes]
     for feats, label in examples:
         c = classes.index(label)
         docs[c] += 1
@@ -166,9 +166,9 @@ def train(examples: Sequence[tuple[set[int], FailureType]], *, alpha: float = 0.
     raw = []
     for c in range(len(classes)):
         denominator = math.log(grand - totals[c] + alpha * BUCKETS)
-        row = [-(math.log(everything[b] - counts[c][b] + alpha) - denominator) for b in range(BUCKETS)]
-        mass = sum(abs(v) for v in row) or 1.0
-        raw.append([v / mass * BUCKETS for v in row])
+        complement = [-(math.log(everything[b] - counts[c][b] + alpha) - denominator) for b in range(BUCKETS)]
+        mass = sum(abs(v) for v in complement) or 1.0
+        raw.append([v / mass * BUCKETS for v in complement])
     # Centre each bucket across classes (adds one constant to every class's score: no effect on
     # the answer) so that the int8 range is spent on the differences.
     n = len(classes)

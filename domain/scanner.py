@@ -29,7 +29,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from domain.knowledge import EntryKind, KnowledgeBase, KnowledgeBaseError, Problem
 
@@ -100,7 +100,7 @@ class HyperscanEngine:
 
         self._hs = hyperscan
         self._patterns = [p.encode() for p in kb.patterns]
-        self._once: object | None = None
+        self._once: Any = None
         if serialized is not None:
             self._db, self._once = (hyperscan.loadb(blob, hyperscan.HS_MODE_BLOCK) for blob in serialized)
         else:
@@ -108,14 +108,14 @@ class HyperscanEngine:
         self._local = threading.local()
         self._lock = threading.Lock()
 
-    def _once_db(self) -> object:
+    def _once_db(self) -> Any:
         # Compiled when first needed (only dense chunks use it): it would double the compile time.
         with self._lock:
             if self._once is None:
                 self._once = self._compile(self._patterns, self._hs.HS_FLAG_MULTILINE | self._hs.HS_FLAG_SINGLEMATCH)
             return self._once
 
-    def _compile(self, patterns: list[bytes], flags: int) -> object:
+    def _compile(self, patterns: list[bytes], flags: int) -> Any:
         db = self._hs.Database(mode=self._hs.HS_MODE_BLOCK)
         try:
             db.compile(expressions=patterns, ids=list(range(len(patterns))), elements=len(patterns),
@@ -140,7 +140,7 @@ class HyperscanEngine:
         def handler(index: int, _start: int, end: int, _flags: int, _ctx: object) -> None:
             on_match(index, end)
 
-        self._db.scan(chunk, match_event_handler=handler, scratch=self._scratch())  # type: ignore[attr-defined]
+        self._db.scan(chunk, match_event_handler=handler, scratch=self._scratch())  # type: ignore[attr-defined,arg-type]
 
     def present(self, chunk: bytes) -> set[int]:
         found: set[int] = set()
@@ -149,7 +149,7 @@ class HyperscanEngine:
             found.add(index)
 
         once = self._once_db()
-        once.scan(chunk, match_event_handler=handler, scratch=self._scratch(once=True))  # type: ignore[attr-defined]
+        once.scan(chunk, match_event_handler=handler, scratch=self._scratch(once=True))  # type: ignore[attr-defined,arg-type]
         return found
 
 

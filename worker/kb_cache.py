@@ -39,7 +39,7 @@ def _key(files: Sequence[Path]) -> str:
     try:
         import hyperscan
 
-        digest.update(f"hyperscan {hyperscan.__version__}".encode())
+        digest.update(f"hyperscan {getattr(hyperscan, '__version__', '?')}".encode())
     except ImportError:
         digest.update(b"no hyperscan")
     digest.update(sys.version.encode())

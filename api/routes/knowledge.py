@@ -4,6 +4,7 @@ that an admin can accept."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from fastapi import APIRouter
@@ -85,7 +86,7 @@ def _patterns_out(session: SessionDep, tenant: str) -> PatternsOut:
     return PatternsOut(tenant=tenant, entries=[_out(e) for e in entries], yaml=entries_to_yaml(entries))
 
 
-def _invalid(problems: list[tuple[int | None, str, str]]) -> ApiError:
+def _invalid(problems: Sequence[tuple[int | None, str, str]]) -> ApiError:
     """422 naming each problem by its line in the posted YAML."""
     errors = [FieldError(loc=["body", "yaml", *([line] if line else [])], msg=f"{where}: {msg}" if where else msg,
                          type="pattern") for line, where, msg in problems]
