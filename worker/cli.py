@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from domain.policy import ENV_VARS
-from worker import admin_cmd, classify_cmd, temporal_cmd
+from worker import admin_cmd, classify_cmd, completion, plan_cmd, temporal_cmd
 from worker.version import VersionAction
 
 if TYPE_CHECKING:
@@ -335,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     classify_cmd.add_parser(sub)
     admin_cmd.add_parsers(sub)
     temporal_cmd.add_parser(sub)
+    plan_cmd.add_parser(sub)
+    completion.add_parser(sub, parser)
 
     p = sub.add_parser("db", help="database schema")
     p.add_argument("action", choices=["upgrade"], help="upgrade: apply Alembic migrations up to head")
