@@ -8,6 +8,7 @@ from api import errors, metrics, portal
 from api.config import ApiConfig
 from api.deps import TemporalGateway, known_query_only
 from api.routes import approvals, audit, classify, plans, runs, settings
+from api.routes import knowledge as knowledge_routes
 
 DESCRIPTION = """\
 Meta-Builder's API. Authenticate with `Authorization: Bearer <token>` (`metabuilder tokens create`).
@@ -24,7 +25,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     errors.install(app)
     metrics.install(app, config.sessions)
     portal.install(app)
-    for module in (runs, approvals, settings, plans, classify, audit):
+    for module in (runs, approvals, settings, plans, classify, audit, knowledge_routes):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"])
