@@ -36,6 +36,11 @@ _SKIP_PARTS = frozenset({".git", ".venv", "venv", "node_modules", "site-packages
                          ".tox", ".mypy_cache", ".pytest_cache"})
 
 
+_SYSTEM = ("/usr/", "/lib/", "/lib64/", "/opt/homebrew/", "/nix/store/", "/System/", "/Library/")
+"""Interpreters' and system libraries' files, never the project's even when a tail matches."""
+_INTERPRETER = re.compile(r"^(python\d[\d.]*|node-v?\d.*|ruby-?\d.*|jdk.*|go\d.*)$")
+
+
 class Why:
     """Reasons a file is sent, best first (their order is the ranking)."""
 
@@ -85,7 +90,7 @@ def resolve(root: Path, raw: str) -> str | None:
         except ValueError:
             pass
         # Another checkout of the same repository (the step ran elsewhere): the longest tail that exists here.
-        if _SKIP_PARTS & set(path.parts) or "lib" in path.parts[:4]:
+        if _SKIP_PARTS & set(path.parts) or raw.startswith(_SYSTEM) or any(_INTERPRETER.match(p) for p in path.parts):
             return None
         for i in range(1, len(path.parts)):
             if found := _existing(root, PurePosixPath(*path.parts[i:]).as_posix()):

@@ -6,6 +6,7 @@ Each run has the fake OpenAI server answer with the patch a careless model would
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -25,6 +26,7 @@ from tests.autofix.test_gates import pending_gate
 from tests.autofix.test_ladder import keep_histories, strategies
 from tests.conftest import git
 from tests.fakes.openai_server import FakeOpenAI, fake_openai
+from worker.admin_cmd import cmd_approvals
 from worker.runtime import POOLS, build_workers, running_workers
 from worker.settings import Settings
 
@@ -132,7 +134,8 @@ BASELINE_EDIT = """```diff
 
 
 async def test_a_secret_scanner_is_not_passed_by_adding_the_finding_to_its_baseline(
-        ts_env: WorkflowEnvironment, llm: FakeOpenAI, settings: Settings, sessions, user_repo: Path) -> None:  # type: ignore[no-untyped-def]
+        ts_env: WorkflowEnvironment, llm: FakeOpenAI, settings: Settings, sessions, user_repo: Path,  # type: ignore[no-untyped-def]
+        capsys: pytest.CaptureFixture[str]) -> None:
     commit_all(user_repo, {".secrets.baseline": BASELINE, "config/settings.py": "A = 1\nB = 2\nPASSWORD = x\n"})
     llm.replies[:] = [BASELINE_EDIT]
     run = await start_autofix(ts_env.client, settings, user_repo, f"name: sec\nsteps:\n{SECRETS_STEP}")
@@ -145,6 +148,12 @@ async def test_a_secret_scanner_is_not_passed_by_adding_the_finding_to_its_basel
     assert "'.secrets.baseline': changes the file (secret-scanner baseline or allowlist)" in why
     assert gate.proposal is not None and gate.proposal.high_risk and gate.proposal.files == [".secrets.baseline"]
     assert branch_file(settings, view, ".secrets.baseline") == BASELINE.strip()
+    # The person sees the diff and why it is high-risk.
+    assert cmd_approvals(argparse.Namespace(tenant="default", all=False), settings) == 0
+    shown = capsys.readouterr().out
+    assert "proposed high-risk patch (llm) to .secrets.baseline:" in shown
+    assert "    ! weakens a protected check: '.secrets.baseline': changes the file" in shown
+    assert '    +  "results": {"config/settings.py"' in shown
     # Approving a high-risk patch needs a reason; rejecting ends the run without it.
     with pytest.raises(WorkflowUpdateFailedError) as no_reason:
         await run.handle.execute_update("approve", DecisionInput(gate_id=gate.gate_id, by="ann"), result_type=GateView)
