@@ -29,7 +29,8 @@ _PY_FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 _NODE_FRAME = re.compile(r"\bat (?:[^\s(]+ )?\(?((?:file://|/|\.{1,2}/|[\w@-]+/)[^\s():]+):(\d+)(?::\d+)?\)?")
 _LOCATION = re.compile(rf"((?:file://)?/?(?:[\w.@+-]+/)*[\w.@+-]+\.(?:{_EXT}))(?::|\()(\d+)")
 _FAILED_TEST = re.compile(r"^(?:FAILED|ERROR|FAIL)\s+((?:[\w.@+-]+/)*[\w.@+-]+\.\w+)(?:::|\s|$)", re.M)
-_TEST_NAME = re.compile(r"(^|/)(test_[^/]*|[^/]*_test\.\w+|[^/]*\.(test|spec)\.\w+|conftest\.py)$|(^|/)(tests?|__tests__|spec)/")
+_TEST_NAME = re.compile(r"(^|/)(test_[^/]*|[^/]*_test\.\w+|[^/]*\.(test|spec)\.\w+|conftest\.py)$"
+                        r"|(^|/)(tests?|__tests__|spec)/")
 _JS_IMPORT = re.compile(r"""(?:\bfrom\s*|\brequire\(\s*|\bimport\(\s*|^\s*import\s+)['"](\.{1,2}/[^'"]+)['"]""", re.M)
 _JS_EXTS = ("", ".js", ".ts", ".mjs", ".cjs", ".jsx", ".tsx", "/index.js", "/index.ts")
 _SKIP_PARTS = frozenset({".git", ".venv", "venv", "node_modules", "site-packages", "dist-packages", "__pycache__",
@@ -198,9 +199,9 @@ def _python_imports(root: Path, source: str, here: PurePosixPath) -> list[str]:
         if isinstance(node, ast.Import):
             modules += [(0, a.name) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            modules.append((node.level, base))
-            modules += [(node.level, f"{base}.{a.name}" if base else a.name) for a in node.names]
+            module = node.module or ""
+            modules.append((node.level, module))
+            modules += [(node.level, f"{module}.{a.name}" if module else a.name) for a in node.names]
     out: list[str] = []
     for level, name in modules:
         if not name:
@@ -208,6 +209,7 @@ def _python_imports(root: Path, source: str, here: PurePosixPath) -> list[str]:
         parts = name.split(".")
         if level > len(here.parts) + 1:
             continue
+        # Absolute imports from the root, a src/ layout or the test's own folder; relative ones from theirs.
         bases = [here.parents[level - 2] if level > 1 else here] if level else [PurePosixPath("."),
                                                                                   PurePosixPath("src"), here]
         for base in bases:

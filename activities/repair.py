@@ -83,7 +83,7 @@ class RepairActivities:
                 except GitError as err:
                     refusals.append(f"the patch does not apply: {str(err).rsplit(': ', 1)[-1]}")
                 # What git actually changed is checked again: the diff's headers are not trusted alone.
-                refusals += [p for f in changed if (p := path_problem(f, inp.write_scope))]
+                refusals += [bad for f in changed if (bad := path_problem(f, inp.write_scope))]
                 if not changed and not refusals:
                     refusals.append("the patch changes nothing")
                 late = [m for f in changed_path_findings(changed, failure, checks, inp.write_scope)

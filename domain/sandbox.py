@@ -18,6 +18,7 @@ from enum import StrEnum
 
 from domain.protected import CheckAction, Finding, ProtectedCheck, weakening
 from domain.taxonomy import FailureType
+
 _SECRET_NAME = re.compile(
     r"(TOKEN|SECRET|PASSWORD|PASSWD|PRIVATE|CREDENTIAL|API_?KEY|ACCESS_?KEY|AUTH)", re.IGNORECASE
 )
@@ -222,17 +223,19 @@ def review_patch(diff: str, failure_type: FailureType, write_scope: Sequence[str
                  checks: Sequence[ProtectedCheck], limits: PatchLimits = PatchLimits()) -> PatchReview:
     """Check a patch proposed for a failure of ``failure_type`` against the sandbox rules and
     the protected ``checks``."""
-    if len(diff.encode()) > limits.max_bytes:
-        return PatchReview(Verdict.REFUSED, [f"the patch is {len(diff.encode())} bytes; the limit is {limits.max_bytes}"],
-                           [])
     try:
-        files = parse_diff(diff)
+        files = parse_diff(diff) if len(diff.encode()) <= limits.max_bytes else []
     except PatchFormatError as err:
         return PatchReview(Verdict.REFUSED, [str(err)], [])
+    if not files:
+        return PatchReview(Verdict.REFUSED, check_patch(diff, write_scope, limits), [])
     paths = list(dict.fromkeys(p for f in files for p in f.paths))
     problems = _hard_problems(files, write_scope, limits)
-    findings = weakening([(f.new_path or f.old_path or "", f.new_path is None, f.added, f.removed) for f in files],
-                         failure_type, checks, write_scope)
+    changes = [(f.new_path or f.old_path or "", f.new_path is None, f.added, f.removed) for f in files]
+    # A rename takes the old file away: checked as a deletion of it too.
+    changes += [(f.old_path, True, [], f.removed) for f in files if f.old_path and f.new_path
+                and f.old_path != f.new_path]
+    findings = weakening(changes, failure_type, checks, write_scope)
     problems += [f"weakens a protected check: {f}" for f in findings]
     if problems and (len(problems) > len(findings) or any(f.action is CheckAction.REFUSE for f in findings)):
         return PatchReview(Verdict.REFUSED, problems, paths, findings)

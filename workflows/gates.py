@@ -148,7 +148,8 @@ class ApprovalGates:
             "apply_patch", ApplyInput(
                 run_id=inp.run_id, tenant=inp.tenant, step_index=index, step_name=step.name,
                 repo_url=inp.workspace.repo_url, branch=inp.workspace.branch, commit=proposal.base_commit,
-                proposal=PatchProposal(fixer=proposal.fixer, diff=proposal.diff), write_scope=list(self._plan.write_scope),
+                proposal=PatchProposal(fixer=proposal.fixer, diff=proposal.diff),
+                write_scope=list(self._plan.write_scope),
                 seq=proposal.seq, signal_type=gate.signal_type or "UNKNOWN",
                 protected_checks=list(self._plan.protected_checks), approved_by=gate.decided_by or "unknown"),
             result_type=ApplyResult, task_queue=task_queue(inp.task_queue_prefix, step.queue.value),

@@ -20,6 +20,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
+from domain.approvals import GateProposal
 from domain.payloads import (
     ApplyInput,
     ApplyResult,
@@ -33,10 +34,9 @@ from domain.payloads import (
     RollbackResult,
     StepResult,
 )
-from domain.approvals import GateProposal
 from domain.repair import PROPOSE_AT_GATE, Fixer, FixerChoice, PlanDelta, Rung, allows, fixers_for, propose_replan
-from domain.sandbox import Verdict
 from domain.runs import task_queue
+from domain.sandbox import Verdict
 from domain.signals import FailureSignal
 from domain.taxonomy import FailureType
 from workflows.execution import RECORD_TIMEOUT, REPAIR_ACTIVITY_TIMEOUT, Execution, StepCancelled, execute_step

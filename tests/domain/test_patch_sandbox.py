@@ -88,7 +88,7 @@ OK, REFUSED, GATE = Verdict.ALLOWED, Verdict.REFUSED, Verdict.GATE
 
 CASES = [
     # license allowlists and license data, whatever the class
-    (R, change("third_party/licenses.json", ['"license": "MIT"'], ['"license": "AGPL-3.0-only"']), GATE, "license data"),
+    (R, change("third_party/licenses.json", ['"license": "MIT"'], ['"license": "AGPL-3.0"']), GATE, "license data"),
     (U, change(".license-allowlist.txt", ["AGPL-3.0-only"]), GATE, "license data"),
     (A, change("deps/meta.yaml", ["  license: MIT"], ["  license: AGPL-3.0"]), GATE, "license data"),
     (L, change("pyproject.toml", ['license = "MIT"'], ['license = "AGPL-3.0"']), GATE, "license data"),
@@ -121,6 +121,7 @@ CASES = [
     (A, change("tests/test_calc.py", ["@pytest.mark.skip(reason='flaky')"]), GATE, "tests"),
     (A, change("tests/test_calc.py", ["    assert add(2, 2) == 5"], ["    assert add(2, 2) == 4"]), GATE, "tests"),
     (A, change("web/calc.test.js", ["it.skip('adds', () => {"], ["it('adds', () => {"]), GATE, "tests"),
+    (A, diff("notes/old_calc.txt", "x = 1", old="tests/test_calc.py"), GATE, "'tests/test_calc.py': deletes the file"),
     (A, change("calc_test.go", ["\tt.Skip()"]), GATE, "tests"),
     (A, change("src/calc.py", ["    return a + b"], ["    return a - b"]), OK, None),  # the code under test
     (L, change("tests/test_calc.py", ["    assert add(2, 2) == 4"], ["    assert add(2,2) == 4"]), OK, None),
@@ -176,7 +177,8 @@ def test_protected_checks_are_validated_with_their_lines() -> None:
     assert "p.yaml:4: protected_checks[0] (a).classes[1]: unknown failure class 'NOPE' (expected one of: " \
         "TRANSIENT, INFRA, TEST_ASSERT, LINT, TYPECHECK, SECURITY, POLICY, RUNTIME, SCHEMA_MIGRATION, " \
         "RATE_LIMIT, UNKNOWN)" in problems
-    assert any(p.startswith("p.yaml:5: protected_checks[0] (a).added[0]: not a valid regular expression") for p in problems)
+    assert any(p.startswith("p.yaml:5: protected_checks[0] (a).added[0]: not a valid regular expression")
+               for p in problems)
     assert "p.yaml:6: protected_checks[1].name: missing (every check needs a name)" in problems
     assert "p.yaml:6: protected_checks[1].paths: expected a list, got 'x'" in problems
     assert any(p.startswith("p.yaml:7: protected_checks[1].action: unknown action 'maybe'") for p in problems)
