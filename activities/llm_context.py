@@ -75,7 +75,7 @@ class _Candidate:
     path: str
     why: str
     order: int
-    """Position in the texts: later (deeper frames, the end of the log) ranks first."""
+    """Position in the texts: higher (deeper frames, the end of the log) ranks first."""
     line: int | None = None
 
 
@@ -133,7 +133,8 @@ def gather(workdir: Path, command: str, evidence: list[str], log_tail: str) -> l
         for m in _PY_FRAME.finditer(text):
             add(m.group(1), Why.TRACEBACK, offset + m.start(), m.group(2))
         for m in _NODE_FRAME.finditer(text):
-            add(m.group(1), Why.STACK, offset + m.start(), m.group(2))
+            # A stack trace starts with its deepest frame, a Python traceback ends with it.
+            add(m.group(1), Why.STACK, offset + len(text) - m.start(), m.group(2))
         offset += len(text) + 1
     for cand in [c for c in found.values() if _TEST_NAME.search(c.path)]:
         if cand.why in (Why.LOG, Why.COMMAND, Why.EVIDENCE):

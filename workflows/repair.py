@@ -83,7 +83,7 @@ class RepairWorkflow:
                 break
             patch = await self._propose(choice.fixer, choice.command, commit, signal)
             if not patch.diff:
-                await self._emit(Rung.PATCH, "no_patch", signal, None, f"{choice.fixer}: {patch.summary}")
+                await self._emit(Rung.PATCH, "no_patch", signal, None, f"{choice.fixer}: {patch.summary}{_sent(patch)}")
                 continue
             seq = self._next_seq()
             applied = await workflow.execute_activity(

@@ -59,7 +59,7 @@ CASES = [
          f"    at add ({ELSEWHERE}/app/util.js:2:10)\n"
          f"    at Object.<anonymous> (file://{ELSEWHERE}/app/server.js:2:13)\n"
          "    at node:internal/main/run_main_module:28:49\n",
-         [("app/server.js", Why.STACK), ("app/util.js", Why.STACK)]),
+         [("app/util.js", Why.STACK), ("app/server.js", Why.STACK)]),
     Case("jest failure (TEST_ASSERT)", "npx jest",
          ["expect(received).toBe(expected)"],
          "FAIL web/calc.test.js\n  ● adds\n    expect(received).toBe(expected)\n"

@@ -275,3 +275,23 @@ async def test_an_unknown_failure_proposal_is_not_applied_when_the_gate_expires_
     await run.handle.execute_update("reject", DecisionInput(gate_id=second.gate_id, by="ann", reason="look later"),
                                     result_type=GateView)
     assert (await finish(run.handle)).status is RunStatus.FAILED
+
+
+# --- what the LLM is shown ----------------------------------------------------------------------
+
+async def test_the_llm_is_sent_the_code_a_traceback_points_to_and_the_timeline_says_so(
+        ts_env: WorkflowEnvironment, llm: FakeOpenAI, settings: Settings, user_repo: Path) -> None:
+    commit_all(user_repo, {"calc/__init__.py": "", "calc/core.py": "def half(x):\n    return x / 0\n",
+                           "main.py": "from calc.core import half\nprint(half(4))\n"})
+    run = await start_autofix(ts_env.client, settings, user_repo,
+                              "name: tb\nsteps:\n  - name: run\n    command: python3 \"$PWD/main.py\"\n")
+    gate = await pending_gate(run.handle)  # the fake answers NO_PATCH
+    view = await run.handle.query("status", result_type=RunView)
+    [no_patch] = [e.detail for e in view.timeline if e.outcome == "no_patch"]
+    # The step's traceback names absolute paths of its own checkout; the fixer resolves them.
+    assert no_patch == "llm: 2 file(s) sent [sent: calc/core.py (traceback frame), main.py (traceback frame)]"
+    prompt = llm.requests[-1]["messages"][1]["content"]
+    assert "File calc/core.py:\n```\ndef half(x):" in prompt
+    await run.handle.execute_update("reject", DecisionInput(gate_id=gate.gate_id, by="ann", reason="later"),
+                                    result_type=GateView)
+    await finish(run.handle)
