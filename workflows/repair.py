@@ -169,7 +169,7 @@ class RepairWorkflow:
         else:
             reason = f"{signal.type} in {step.name!r} could not be repaired automatically"
         if proposal is not None:
-            reason += (f"; a {'high-risk ' if proposal.high_risk else ''}{proposal.fixer} patch to "
+            reason += (f"; a {'high-risk ' if proposal.high_risk else ''}patch ({proposal.fixer}) to "
                        f"{', '.join(proposal.files)} is proposed: approving applies it and re-runs the step")
         await self._emit(Rung.ESCALATE, "escalated", signal, None, reason, audit="autofix.escalated")
         return self._done("escalated", reason=reason, proposal=proposal)
