@@ -295,3 +295,24 @@ async def test_the_llm_is_sent_the_code_a_traceback_points_to_and_the_timeline_s
     await run.handle.execute_update("reject", DecisionInput(gate_id=gate.gate_id, by="ann", reason="later"),
                                     result_type=GateView)
     await finish(run.handle)
+
+
+def test_the_portal_gate_card_shows_the_proposed_patch_and_its_risk() -> None:
+    from datetime import UTC, datetime
+
+    from api.portal import templates
+    from api.schemas import GateOut
+
+    now = datetime.now(UTC)
+    gate = GateOut(gate_id="r-gate-1", run_id="r", step="types", kind="escalation", action="apply_patch",
+                   status="pending", reason="TYPECHECK in 'types' could not be repaired automatically",
+                   signal_type="TYPECHECK", evidence=[], deciders=["admin"], on_expiry="reject", opened_at=now,
+                   expires_at=now, decided_by=None, decided_at=None, decision_reason=None,
+                   proposal={"seq": 1, "fixer": "llm", "diff": IGNORE.strip("`").removeprefix("diff\n"),
+                             "base_commit": "c0", "files": ["app.py"], "high_risk": True,
+                             "findings": ["weakens a protected check: 'app.py': adds '# type: ignore'"]})
+    card = templates.env.get_template("_macros.html").module.gate_card(gate, True, "t", "/portal/approvals")
+    assert "Proposed patch (llm)" in card and "high risk" in card
+    assert "apply the proposed patch below, then re-run the failed step" in card
+    assert '<span class="add">+    return str(sum(xs))  # type: ignore[return-value]</span>' in card
+    assert "weakens a protected check: &#39;app.py&#39;" in card and "Reason (required)" in card
