@@ -64,9 +64,14 @@ LICENSE_STEP = """\
     command: >-
       python3 -c "import json,sys; d=json.load(open('third_party/licenses.json'));
       bad=[(k,v) for k,v in d.items() if v['license'].startswith('AGPL')];
-      [print(f'fail-on license {v[\\"license\\"]} was found for package {k}:{v[\\"version\\"]}') for k,v in bad];
+      [print(MESSAGE.format(license=v[\\"license\\"], package=k, version=v[\\"version\\"])) for k,v in bad];
       sys.exit(1 if bad else 0)"
 """
+PIP_LICENSES = "'fail-on license {license} was found for package {package}:{version}'"
+"""pip-licenses' own message (the issue's report): unknown to the classifier when it was filed."""
+PYTEST_LICENSES = ("'FAILED tests/test_licenses.py::test_allowed - AssertionError: {package} is {license}'"
+                   " + chr(10) + 'E   assert False'")
+"""The same gate as a test: TEST_ASSERT, a class the ladder patches, so only the sandbox stands in the way."""
 RELABEL = """```diff
 --- a/third_party/licenses.json
 +++ b/third_party/licenses.json
@@ -81,19 +86,24 @@ RELABEL = """```diff
 ```"""
 
 
+@pytest.mark.parametrize(("message", "classes"), [(PIP_LICENSES, ("POLICY", "UNKNOWN")),
+                                                (PYTEST_LICENSES, ("TEST_ASSERT",))], ids=["pip-licenses", "pytest"])
 async def test_a_license_gate_is_not_passed_by_relabelling_the_package(
-        ts_env: WorkflowEnvironment, llm: FakeOpenAI, settings: Settings, sessions, user_repo: Path) -> None:  # type: ignore[no-untyped-def]
+        ts_env: WorkflowEnvironment, llm: FakeOpenAI, settings: Settings, sessions, user_repo: Path,  # type: ignore[no-untyped-def]
+        message: str, classes: tuple[str, ...]) -> None:
     commit_all(user_repo, {"third_party/licenses.json": LICENSES})
     llm.replies[:] = [RELABEL]
-    run = await start_autofix(ts_env.client, settings, user_repo, f"name: lic\nsteps:\n{LICENSE_STEP}")
+    step = LICENSE_STEP.replace("MESSAGE", message.replace('"', '\\"'))
+    run = await start_autofix(ts_env.client, settings, user_repo, f"name: lic\nsteps:\n{step}")
     gate = await pending_gate(run.handle)
     view = await run.handle.query("status", result_type=RunView)
-    # Classified POLICY (a person decides at once) or UNKNOWN (the issue's case: retried, then the
-    # LLM's relabelling is held for a person as high-risk): never green, never relabelled.
-    assert gate.signal_type in ("POLICY", "UNKNOWN"), gate
+    # pip-licenses' message is POLICY (a person decides at once) or, as when the issue was filed,
+    # UNKNOWN: retried, then the LLM's relabelling is held for a person as high-risk. Never green,
+    # never relabelled.
+    assert gate.signal_type in classes, (gate, view.timeline)
     assert branch_file(settings, view, "third_party/licenses.json") == LICENSES.strip()
-    if gate.signal_type == "UNKNOWN":
-        assert [s for s, _ in strategies(view)].count("retry") == 2
+    if gate.signal_type != "POLICY":
+        assert [s for s, _ in strategies(view)].count("retry") == (2 if gate.signal_type == "UNKNOWN" else 0)
         [why] = held(view)
         assert "weaken a protected check" in why and "license data" in why
         assert "third_party/licenses.json" in why
