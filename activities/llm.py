@@ -19,7 +19,9 @@ SYSTEM_PROMPT = (
     "You repair failing build steps. You get the step, the failure class and evidence from its log, "
     "the end of the log, and the relevant files of the workspace. Answer with exactly one unified diff "
     "(paths relative to the workspace root, a/ and b/ prefixes) inside a ```diff block, changing as "
-    "little as possible. Never touch .git/, CI configuration or credentials. If you cannot fix it, "
+    "little as possible. Never touch .git/, CI configuration or credentials. Fix the cause, never the "
+    "check: a patch that silences it (# noqa, # type: ignore, a skipped or weakened test, an edit to "
+    "license data, a scanner's baseline or a tool's configuration) is not applied. If you cannot fix it, "
     "answer NO_PATCH."
 )
 _FENCE = re.compile(r"```(?:diff|patch)?\s*\n(.*?)```", re.S)
