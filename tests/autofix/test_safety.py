@@ -326,3 +326,25 @@ def test_the_portal_gate_card_shows_the_proposed_patch_and_its_risk() -> None:
     assert "apply the proposed patch below, then re-run the failed step" in card
     assert '<span class="add">+    return str(sum(xs))  # type: ignore[return-value]</span>' in card
     assert "weakens a protected check: &#39;app.py&#39;" in card and "Reason (required)" in card
+
+
+async def test_a_plans_own_protected_check_refuses_through_the_whole_run(
+        ts_env: WorkflowEnvironment, llm: FakeOpenAI, settings: Settings, sessions, user_repo: Path) -> None:  # type: ignore[no-untyped-def]
+    commit_all(user_repo, {"golden/expected.txt": "4\n"})
+    llm.replies[:] = ["```diff\n--- a/golden/expected.txt\n+++ b/golden/expected.txt\n@@ -1 +1 @@\n-4\n+5\n```"]
+    plan = ("name: golden\nprotected_checks:\n  - name: golden outputs\n    paths: ['golden/*']\n"
+            "    action: refuse\nsteps:\n  - name: test\n    command: >-\n"
+            "      grep -q 5 golden/expected.txt || { echo 'FAILED test_out.py::test_sum - assert 5 == 4';"
+            " echo 'E   assert 5 == 4'; exit 1; }\n")
+    run = await start_autofix(ts_env.client, settings, user_repo, plan)
+    gate = await pending_gate(run.handle)
+    view = await run.handle.query("status", result_type=RunView)
+    [rejected] = [e.detail for e in view.timeline if e.outcome == "rejected"]
+    assert "weakens a protected check: 'golden/expected.txt': changes the file (golden outputs)" in rejected
+    assert gate.action == "rerun" and gate.proposal is None  # refused: not even offered
+    with transaction(sessions) as session:
+        [attempt] = repository.repair_attempts(session, view.run_id)
+        assert (attempt.outcome, attempt.files) == ("rejected", ["golden/expected.txt"])
+    await run.handle.execute_update("reject", DecisionInput(gate_id=gate.gate_id, by="ann", reason="no"),
+                                    result_type=GateView)
+    await finish(run.handle)
