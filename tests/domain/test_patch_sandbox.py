@@ -122,6 +122,11 @@ CASES = [
     (A, change("tests/test_calc.py", ["    assert add(2, 2) == 5"], ["    assert add(2, 2) == 4"]), GATE, "tests"),
     (A, change("web/calc.test.js", ["it.skip('adds', () => {"], ["it('adds', () => {"]), GATE, "tests"),
     (A, diff("notes/old_calc.txt", "x = 1", old="tests/test_calc.py"), GATE, "'tests/test_calc.py': deletes the file"),
+    (A, change("pytest.ini", ["addopts = -q"]), GATE, "test runner configuration"),
+    (A, change("pyproject.toml", ['addopts = "--deselect tests/test_calc.py::test_add"']), GATE, "test runner"),
+    (A, change("tests/conftest.py", ['collect_ignore = ["test_calc.py"]']), GATE, "test"),
+    (A, change("web/jest.config.js", ["testPathIgnorePatterns: ['calc']"]), GATE, "test runner configuration"),
+    (L, change("pytest.ini", ["addopts = -q"]), OK, None),
     (A, change("calc_test.go", ["\tt.Skip()"]), GATE, "tests"),
     (A, change("src/calc.py", ["    return a + b"], ["    return a - b"]), OK, None),  # the code under test
     (L, change("tests/test_calc.py", ["    assert add(2, 2) == 4"], ["    assert add(2,2) == 4"]), OK, None),
@@ -189,7 +194,8 @@ def test_the_bundled_list_loads_and_says_why() -> None:
     checks = default_checks()
     assert [c.name for c in checks] == [
         "license data", "secret-scanner baseline or allowlist", "security or policy tool configuration",
-        "lint or type-check configuration", "inline lint or type-check suppression", "tests"]
+        "lint or type-check configuration", "inline lint or type-check suppression", "tests",
+        "test runner configuration"]
     assert all(c.why and c.action is CheckAction.GATE for c in checks)
     with pytest.raises(ProtectedChecksError, match="x.yaml:1: expected a list of checks"):
         load_checks("name: not a list\n", "x.yaml")
