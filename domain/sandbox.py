@@ -224,12 +224,12 @@ def review_patch(diff: str, failure_type: FailureType, write_scope: Sequence[str
     """Check a patch proposed for a failure of ``failure_type`` against the sandbox rules and
     the protected ``checks``."""
     try:
-        files = parse_diff(diff) if len(diff.encode()) <= limits.max_bytes else []
+        files = parse_diff(diff)
     except PatchFormatError as err:
         return PatchReview(Verdict.REFUSED, [str(err)], [])
-    if not files:
-        return PatchReview(Verdict.REFUSED, check_patch(diff, write_scope, limits), [])
     paths = list(dict.fromkeys(p for f in files for p in f.paths))
+    if len(diff.encode()) > limits.max_bytes:
+        return PatchReview(Verdict.REFUSED, check_patch(diff, write_scope, limits), paths)
     problems = _hard_problems(files, write_scope, limits)
     changes = [(f.new_path or f.old_path or "", f.new_path is None, f.added, f.removed) for f in files]
     # A rename takes the old file away: checked as a deletion of it too.

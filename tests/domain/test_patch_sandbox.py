@@ -148,6 +148,12 @@ def test_check_weakening_rules(failure: FailureType, patch: str, verdict: Verdic
     assert review.files == [p for p in parse_diff(patch)[0].paths]  # recorded whatever the verdict
 
 
+def test_a_refused_patch_still_names_its_files() -> None:
+    review = review_patch(change("src/big.py", ["x = 1"] * 50), R, [], default_checks(), PatchLimits(max_bytes=100))
+    assert (review.verdict, review.files) == (REFUSED, ["src/big.py"])
+    assert review.problems[0].startswith("the patch is ")
+
+
 def test_a_write_scope_naming_tests_makes_them_fair_game() -> None:
     weakened = change("tests/test_calc.py", ["    assert add(2, 2) == 5"], ["    assert add(2, 2) == 4"])
     assert review_patch(weakened, A, ["src/*", "tests/*"], default_checks()).verdict is OK
