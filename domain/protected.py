@@ -125,13 +125,17 @@ def _strings(reader: YamlReader, node: yaml.Node, fld: str) -> list[str]:
 
 
 def _regexes(reader: YamlReader, node: yaml.Node, fld: str) -> list[str]:
+    if not isinstance(node, yaml.SequenceNode):
+        reader.problem(node, fld, f"expected a list, got {kind_of(node)}")
+        return []
     out = []
-    items = node.value if isinstance(node, yaml.SequenceNode) else []
-    for i, text in enumerate(_strings(reader, node, fld)):
+    for i, item in enumerate(node.value):
+        if (text := reader.string(item, f"{fld}[{i}]")) is None:
+            continue
         try:
             re.compile(text)
         except re.error as err:
-            reader.problem(items[i], f"{fld}[{i}]", f"not a valid regular expression: {err}")
+            reader.problem(item, f"{fld}[{i}]", f"not a valid regular expression: {err}")
             continue
         out.append(text)
     return out

@@ -178,7 +178,7 @@ def test_a_plans_own_protected_check_extends_the_list_and_may_refuse() -> None:
 
 def test_protected_checks_are_validated_with_their_lines() -> None:
     text = ("name: p\nprotected_checks:\n"
-            "  - name: a\n    classes: [LINT, NOPE]\n    added: ['(']\n"
+            "  - name: a\n    classes: [LINT, NOPE]\n    added: [[x], '(']\n"
             "  - paths: x\n    action: maybe\n"
             "  - name: empty\n"
             "steps:\n  - {name: a, command: x}\n")
@@ -188,7 +188,8 @@ def test_protected_checks_are_validated_with_their_lines() -> None:
     assert "p.yaml:4: protected_checks[0] (a).classes[1]: unknown failure class 'NOPE' (expected one of: " \
         "TRANSIENT, INFRA, TEST_ASSERT, LINT, TYPECHECK, SECURITY, POLICY, RUNTIME, SCHEMA_MIGRATION, " \
         "RATE_LIMIT, UNKNOWN)" in problems
-    assert any(p.startswith("p.yaml:5: protected_checks[0] (a).added[0]: not a valid regular expression")
+    assert "p.yaml:5: protected_checks[0] (a).added[0]: expected a single value, got a list" in problems
+    assert any(p.startswith("p.yaml:5: protected_checks[0] (a).added[1]: not a valid regular expression")
                for p in problems)
     assert "p.yaml:6: protected_checks[1].name: missing (every check needs a name)" in problems
     assert "p.yaml:6: protected_checks[1].paths: expected a list, got 'x'" in problems
