@@ -26,7 +26,7 @@ VALID = {
                    "approvals: {timeout: 2h, on_expiry: approve}\n"
                    "steps:\n  - name: a.b-c_d\n    command: 'true'\n    queue: io\n    timeout: 90\n"
                    "    env: {A: 1, B: true, C: text}\n    fix: fix it\n    rollback: undo\n    fallback: other\n"
-                   "    requires_approval: true\n    optional: false\n",
+                   "    requires_approval: true\n    optional: false\n    idempotent: false\n",
     "protected checks": "name: p\nprotected_checks:\n  - {name: notices, paths: [NOTICE], action: refuse}\n"
                         "  - {name: golden, classes: [TEST_ASSERT], in_paths: ['golden/*'], deleted: true,"
                         " removed: ['.'], why: reviewed by hand, waived_by_test_scope: false}\n" + STEP,
