@@ -12,19 +12,18 @@ from pathlib import Path
 
 import httpx
 
+from activities.llm_context import ContextFile, gather
 from domain.payloads import FixInput, PatchProposal
 
 SYSTEM_PROMPT = (
     "You repair failing build steps. You get the step, the failure class and evidence from its log, "
     "the end of the log, and the relevant files of the workspace. Answer with exactly one unified diff "
     "(paths relative to the workspace root, a/ and b/ prefixes) inside a ```diff block, changing as "
-    "little as possible. Never touch .git/, CI configuration or credentials. If you cannot fix it, "
+    "little as possible. Never touch .git/, CI configuration or credentials. Fix the cause, never the "
+    "check: a patch that silences it (# noqa, # type: ignore, a skipped or weakened test, an edit to "
+    "license data, a scanner's baseline or a tool's configuration) is not applied. If you cannot fix it, "
     "answer NO_PATCH."
 )
-MAX_FILES = 6
-MAX_FILE_BYTES = 24_000
-_PATH = re.compile(r"(?<![\w./-])((?:[\w.-]+/)*[\w.-]+\.(?:py|pyi|js|jsx|ts|tsx|go|rs|java|kt|rb|php|c|h|cc|cpp|hpp|"
-                   r"cs|swift|scala|sql|toml|ya?ml|json|cfg|ini|txt|md|sh))\b")
 _FENCE = re.compile(r"```(?:diff|patch)?\s*\n(.*?)```", re.S)
 
 
@@ -43,32 +42,15 @@ class LlmSettings:
     timeout_seconds: float = 120.0
 
 
-def relevant_files(workdir: Path, texts: list[str]) -> dict[str, str]:
-    """Workspace files named in the evidence and log tail (most recently named first)."""
-    found: dict[str, str] = {}
-    names = [m.group(1) for text in reversed(texts) for m in reversed(list(_PATH.finditer(text)))]
-    root = workdir.resolve()
-    for name in dict.fromkeys(names):
-        rel = name.lstrip("./")
-        path = (root / rel).resolve()
-        if not path.is_relative_to(root) or ".git" in path.relative_to(root).parts or not path.is_file():
-            # Logs often print absolute or other checkouts' paths: try the part inside a workspace.
-            continue
-        found[rel] = path.read_bytes()[:MAX_FILE_BYTES].decode("utf-8", errors="replace")
-        if len(found) >= MAX_FILES:
-            break
-    return found
-
-
-def build_messages(inp: FixInput, files: dict[str, str]) -> list[dict[str, str]]:
+def build_messages(inp: FixInput, files: list[ContextFile]) -> list[dict[str, str]]:
     signal = inp.signal
     lines = [f"Step {inp.step.name!r} failed. Command: {inp.step.command}"]
     if signal is not None:
         lines.append(f"Failure class: {signal.type.value} (confidence {signal.confidence:.2f})")
         lines += [f"Evidence (line {e.line}): {e.text}" for e in signal.evidence]
     lines += ["", "End of the log:", inp.log_tail[-6000:], ""]
-    for name, text in files.items():
-        lines += [f"File {name}:", "```", text, "```", ""]
+    for f in files:
+        lines += [f"File {f.path}" + (" (an excerpt)" if f.truncated else "") + ":", "```", f.text, "```", ""]
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "\n".join(lines)}]
 
 
@@ -85,8 +67,8 @@ def extract_diff(content: str) -> str:
 
 
 async def propose(settings: LlmSettings, inp: FixInput, workdir: Path) -> PatchProposal:
-    files = relevant_files(workdir, [inp.step.command, *(e.text for e in (inp.signal.evidence if inp.signal else [])),
-                                     inp.log_tail])
+    files = gather(workdir, inp.step.command, [e.text for e in (inp.signal.evidence if inp.signal else [])],
+                   inp.log_tail)
     body = {"model": settings.model, "temperature": 0, "messages": build_messages(inp, files)}
     headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
     url = settings.url.rstrip("/") + "/chat/completions"
@@ -106,5 +88,6 @@ async def propose(settings: LlmSettings, inp: FixInput, workdir: Path) -> PatchP
     tokens_in, tokens_out = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
     cost = (tokens_in * settings.price_in_per_million + tokens_out * settings.price_out_per_million) / 1e6
     return PatchProposal(fixer="llm", diff=extract_diff(content), summary=f"{len(files)} file(s) sent",
+                         context=[f.label() for f in files],
                          model=str(data.get("model") or settings.model), tokens_in=tokens_in,
                          tokens_out=tokens_out, cost_usd=round(cost, 6))

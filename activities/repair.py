@@ -2,7 +2,8 @@
 
 A proposal never changes the run branch: a fix command runs in the run's checkout and its
 changes are captured as a diff and undone. Only ``apply_patch`` commits, and only a patch the
-sandbox accepts; a rejected one is recorded with its reasons.
+sandbox accepts, or a high-risk one a person approved at a gate; every other one is recorded
+with its verdict, its reasons and the files it touches.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from activities.git import GitError
 from activities.llm import LlmError, LlmSettings, propose
 from activities.steps import StepActivities
 from domain.payloads import ApplyInput, ApplyResult, FixInput, PatchProposal, RollbackInput, RollbackResult
-from domain.sandbox import check_patch, path_problem
+from domain.protected import default_checks
+from domain.sandbox import Verdict, changed_path_findings, path_problem, review_patch
+from domain.taxonomy import FailureType
 from store import repository
 from telemetry.metrics import timed_async
 
@@ -61,36 +64,62 @@ class RepairActivities:
     @activity.defn(name="apply_patch")
     @timed_async("apply_patch")
     async def apply_patch(self, inp: ApplyInput) -> ApplyResult:
-        """Check a proposed patch against the sandbox rules; if it passes, apply it as a commit
-        on the run branch (also kept at ``refs/metabuilder/<run>/patch-<seq>``). Recorded either way."""
-        problems = check_patch(inp.proposal.diff, inp.write_scope)
-        commit, files = inp.commit, []
-        if not problems:
+        """Check a proposed patch against the sandbox rules and the protected checks; apply it as a
+        commit on the run branch (also kept at ``refs/metabuilder/<run>/patch-<seq>``) only if it
+        is allowed and not ``propose_only``, or if a person approved it. Recorded either way,
+        idempotently by (run, seq): a proposal approved later updates its own record."""
+        checks = [*default_checks(), *inp.protected_checks]
+        failure = FailureType(inp.signal_type)
+        review = review_patch(inp.proposal.diff, failure, inp.write_scope, checks)
+        verdict, problems, files = review.verdict, list(review.problems), list(review.files)
+        commit, applied = inp.commit, False
+        if verdict is not Verdict.REFUSED:
             async with self.steps.checkout(inp.run_id, inp.repo_url, inp.branch, inp.commit) as (_, _pgid):
                 ws = self.steps.workspaces
+                changed: list[str] = []
+                refusals: list[str] = []
                 try:
-                    files = await ws.apply(inp.run_id, inp.proposal.diff)
+                    changed = await ws.apply(inp.run_id, inp.proposal.diff)
                 except GitError as err:
-                    problems = [f"the patch does not apply: {str(err).rsplit(': ', 1)[-1]}"]
+                    refusals.append(f"the patch does not apply: {str(err).rsplit(': ', 1)[-1]}")
                 # What git actually changed is checked again: the diff's headers are not trusted alone.
-                problems += [p for f in files if (p := path_problem(f, inp.write_scope))]
-                if problems or not files:
-                    problems = problems or ["the patch changes nothing"]
-                    await ws.discard(inp.run_id)
-                else:
-                    commit, _ = await ws.commit_changes(
-                        inp.run_id, f"metabuilder: {inp.proposal.fixer} patch for {inp.step_name} (run {inp.run_id})")
+                refusals += [bad for f in changed if (bad := path_problem(f, inp.write_scope))]
+                if not changed and not refusals:
+                    refusals.append("the patch changes nothing")
+                late = [m for f in changed_path_findings(changed, failure, checks, inp.write_scope)
+                        if (m := f"weakens a protected check: {f}") not in problems]
+                problems += refusals + late
+                files = list(dict.fromkeys([*files, *changed]))
+                if refusals:
+                    verdict = Verdict.REFUSED
+                elif late:
+                    verdict = Verdict.GATE
+                if verdict is Verdict.GATE and inp.approved_by:
+                    verdict = Verdict.ALLOWED
+                if verdict is Verdict.ALLOWED and not inp.propose_only:
+                    commit, _ = await ws.commit_changes(inp.run_id, self._message(inp))
                     await ws.push(inp.run_id, inp.repo_url, commit, [
                         f"refs/heads/{inp.branch}", f"refs/metabuilder/{inp.run_id}/patch-{inp.seq}"])
+                    applied = True
+                else:
+                    await ws.discard(inp.run_id)
         p = inp.proposal
+        outcome = "applied" if applied else "rejected" if verdict is Verdict.REFUSED else "proposed"
+        reason = "; ".join(problems) or p.summary
+        if applied and inp.approved_by:
+            reason = f"approved by {inp.approved_by}" + (f"; {reason}" if problems else "")
         record = repository.RepairRecord(
             run_id=inp.run_id, seq=inp.seq, step_index=inp.step_index, step_name=inp.step_name,
-            signal_type=inp.signal_type, fixer=p.fixer, outcome="rejected" if problems else "applied",
-            reason="; ".join(problems) or p.summary, diff=p.diff, files=files, commit_before=inp.commit,
-            commit_after=None if problems else commit, model=p.model, tokens_in=p.tokens_in,
-            tokens_out=p.tokens_out, cost_usd=p.cost_usd)
+            signal_type=inp.signal_type, fixer=p.fixer, outcome=outcome, reason=reason, diff=p.diff, files=files,
+            commit_before=inp.commit, commit_after=commit if applied else None, model=p.model,
+            tokens_in=p.tokens_in, tokens_out=p.tokens_out, cost_usd=p.cost_usd)
         await self.steps.db(repository.record_repair_attempt, record)
-        return ApplyResult(applied=not problems, commit=commit, problems=problems, files=files)
+        return ApplyResult(applied=applied, commit=commit, problems=problems, files=files, verdict=verdict.value)
+
+    @staticmethod
+    def _message(inp: ApplyInput) -> str:
+        by = f", approved by {inp.approved_by}" if inp.approved_by else ""
+        return f"metabuilder: {inp.proposal.fixer} patch for {inp.step_name} (run {inp.run_id}{by})"
 
     @activity.defn(name="rollback")
     @timed_async("rollback")

@@ -210,12 +210,22 @@ class AuditEventOut(BaseModel):
 
 # --- approvals ----------------------------------------------------------------------------------
 
+class ProposalOut(BaseModel):
+    seq: int = Field(description="The proposal's repair attempt (GET /runs/{id}/autofix lists it).")
+    fixer: str
+    diff: str = Field(description="The unified diff approving applies.")
+    base_commit: str
+    files: list[str]
+    high_risk: bool = Field(description="It would weaken a protected check; approving needs a reason.")
+    findings: list[str]
+
+
 class GateOut(BaseModel):
     gate_id: str
     run_id: str
     step: str
     kind: GateKind
-    action: str = Field(description="What approving does: run_step, rerun or override.")
+    action: str = Field(description="What approving does: run_step, rerun, override or apply_patch.")
     status: GateStatus
     reason: str
     signal_type: str | None
@@ -227,6 +237,7 @@ class GateOut(BaseModel):
     decided_by: str | None
     decided_at: datetime | None
     decision_reason: str | None
+    proposal: ProposalOut | None = None
 
 
 class DecisionIn(Strict):

@@ -43,6 +43,8 @@ class GateAction(StrEnum):
     """Run the failed step again from the run's head commit."""
     OVERRIDE = "override"
     """Accept the failure (a security or policy finding) and go on with the next step."""
+    APPLY_PATCH = "apply_patch"
+    """Apply the patch proposed at the gate, then run the failed step again on it."""
 
 
 DECIDER_ROLES = ("admin", "owner")
@@ -60,6 +62,23 @@ class ApprovalOptions:
 
     timeout_seconds: float = DEFAULT_GATE_TIMEOUT_SECONDS
     on_expiry: Decision = Decision.REJECT
+
+
+@dataclass
+class GateProposal:
+    """A patch shown at a gate: the ladder did not apply it; approving the gate does."""
+
+    seq: int
+    """Its record in ``repair_attempts`` (the run's ``seq``)."""
+    fixer: str
+    diff: str
+    base_commit: str
+    """The commit it was made on and applies to."""
+    files: list[str] = field(default_factory=list)
+    high_risk: bool = False
+    """It would weaken a protected check: approving it needs a reason."""
+    findings: list[str] = field(default_factory=list)
+    """Why it is high-risk (each protected check it weakens, and how)."""
 
 
 @dataclass
@@ -84,6 +103,7 @@ class GateView:
     decided_by: str | None = None
     decided_at: str | None = None
     decision_reason: str | None = None
+    proposal: GateProposal | None = None
 
     @property
     def pending(self) -> bool:
@@ -118,15 +138,19 @@ def gate_id(run_id: str, number: int) -> str:
     return f"{run_id}-gate-{number}"
 
 
-def action_for(kind: GateKind, signal_type: str | None) -> GateAction:
+def action_for(kind: GateKind, signal_type: str | None, proposal: GateProposal | None = None) -> GateAction:
     if kind is GateKind.STEP_APPROVAL:
         return GateAction.RUN_STEP
-    return GateAction.OVERRIDE if signal_type in ACCEPTING_CLASSES else GateAction.RERUN
+    if signal_type in ACCEPTING_CLASSES:
+        return GateAction.OVERRIDE
+    return GateAction.APPLY_PATCH if proposal is not None else GateAction.RERUN
 
 
-def reason_required(decision: Decision, action: str) -> bool:
-    """A rejection always says why; so does accepting a security or policy finding."""
-    return decision is Decision.REJECT or action == GateAction.OVERRIDE
+def reason_required(decision: Decision, gate: GateView) -> bool:
+    """A rejection always says why; so does accepting a security or policy finding, and applying
+    a high-risk patch."""
+    return (decision is Decision.REJECT or gate.action == GateAction.OVERRIDE
+            or (gate.proposal is not None and gate.proposal.high_risk))
 
 
 def check_decision(gates: list[GateView], decision: Decision, inp: DecisionInput) -> GateView:
@@ -138,8 +162,9 @@ def check_decision(gates: list[GateView], decision: Decision, inp: DecisionInput
     if not gate.pending:
         raise ValueError(f"gate {gate.gate_id} was already decided: {gate.status} by {gate.decided_by}"
                          f" at {gate.decided_at}")
-    if reason_required(decision, gate.action) and not inp.reason.strip():
-        what = "a rejection" if decision is Decision.REJECT else "accepting a security or policy finding"
+    if reason_required(decision, gate) and not inp.reason.strip():
+        what = ("a rejection" if decision is Decision.REJECT else "accepting a security or policy finding"
+                if gate.action == GateAction.OVERRIDE else "applying a high-risk patch")
         raise ValueError(f"{what} needs a reason (gate {gate.gate_id})")
     if len(inp.reason) > 2000:
         raise ValueError(f"the reason is {len(inp.reason)} characters long; at most 2000 are kept")

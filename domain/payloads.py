@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from domain.approvals import GateView
+from domain.approvals import GateProposal, GateView
 from domain.plans import Plan, Step
 from domain.policy import RetryPolicy, RetryState
+from domain.protected import ProtectedCheck
 from domain.repair import PlanDelta
 from domain.runs import RunStatus, StepStatus
 from domain.signals import FailureSignal
@@ -235,6 +236,8 @@ class PatchProposal:
     tokens_in: int = 0
     tokens_out: int = 0
     cost_usd: float = 0.0
+    context: list[str] = field(default_factory=list)
+    """What the fixer was shown: ``path (why)`` per file sent to the LLM."""
 
 
 @dataclass(frozen=True)
@@ -266,15 +269,23 @@ class ApplyInput:
     write_scope: list[str]
     seq: int
     signal_type: str
+    protected_checks: list[ProtectedCheck] = field(default_factory=list)
+    """The plan's own protected checks (the bundled ones are the worker's)."""
+    propose_only: bool = False
+    """Check it and record it as proposed, but never apply it (a patch for an UNKNOWN failure)."""
+    approved_by: str = ""
+    """Who approved it at a gate: a high-risk patch may then be applied (a refused one never)."""
 
 
 @dataclass(frozen=True)
 class ApplyResult:
     applied: bool
     commit: str
-    """The new commit on the run branch, or the input commit when rejected."""
+    """The new commit on the run branch, or the input commit when not applied."""
     problems: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    verdict: str = ""
+    """A :class:`domain.sandbox.Verdict` (empty in results recorded before verdicts existed)."""
 
 
 @dataclass(frozen=True)
@@ -325,6 +336,8 @@ class RepairResult:
     result: StepResult | None = None
     delta: PlanDelta | None = None
     reason: str = ""
+    proposal: GateProposal | None = None
+    """For ``escalated``: a patch the person may apply by approving the gate."""
 
 
 @dataclass(frozen=True)

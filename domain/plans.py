@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from domain.approvals import MAX_GATE_TIMEOUT_SECONDS, ApprovalOptions, Decision
+from domain.protected import ProtectedCheck, check_to_dict, parse_checks
 from domain.yaml_reader import Problem as PlanProblem
 from domain.yaml_reader import YamlReader, YamlSyntaxError, compose, kind_of
 
@@ -81,6 +82,8 @@ class Plan:
     """Glob patterns of workspace paths that patches may touch (empty: whole workspace)."""
     repair: RepairOptions = field(default_factory=RepairOptions)
     approvals: ApprovalOptions = field(default_factory=ApprovalOptions)
+    protected_checks: list[ProtectedCheck] = field(default_factory=list)
+    """Checks patches may not weaken, on top of the bundled ones (:mod:`domain.protected`)."""
 
 
 class PlanError(ValueError):
@@ -115,7 +118,7 @@ def parse_duration(value: object, maximum: float = MAX_TIMEOUT_SECONDS) -> float
     return seconds
 
 
-_PLAN_KEYS = {"name", "description", "steps", "write_scope", "repair", "approvals"}
+_PLAN_KEYS = {"name", "description", "steps", "write_scope", "repair", "approvals", "protected_checks"}
 _APPROVAL_KEYS = {"timeout", "on_expiry"}
 _REPAIR_KEYS = {"migrate", "install", "install_allowlist"}
 _STEP_KEYS = {
@@ -147,6 +150,8 @@ def parse_plan(text: str, source: str = "<plan>") -> Plan:
 
     repair = _parse_repair(reader, top["repair"][1]) if "repair" in top else RepairOptions()
     approvals = _parse_approvals(reader, top["approvals"][1]) if "approvals" in top else ApprovalOptions()
+    protected = parse_checks(reader, top["protected_checks"][1], "protected_checks") \
+        if "protected_checks" in top else []
 
     steps: list[Step] = []
     if "steps" not in top:
@@ -177,7 +182,7 @@ def parse_plan(text: str, source: str = "<plan>") -> Plan:
         raise PlanError(reader.problems)
     assert name is not None
     return Plan(name=name, steps=steps, description=description, write_scope=write_scope, repair=repair,
-                approvals=approvals)
+                approvals=approvals, protected_checks=protected)
 
 
 def _parse_approvals(reader: YamlReader, node: yaml.Node) -> ApprovalOptions:
@@ -345,5 +350,7 @@ def plan_to_dict(plan: Plan) -> dict[str, object]:
     if plan.approvals != ApprovalOptions():
         data["approvals"] = {"timeout": f"{plan.approvals.timeout_seconds:g}s",
                              "on_expiry": plan.approvals.on_expiry.value}
+    if plan.protected_checks:
+        data["protected_checks"] = [check_to_dict(c) for c in plan.protected_checks]
     data["steps"] = [step_to_dict(s) for s in plan.steps]
     return data

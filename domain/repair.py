@@ -2,7 +2,9 @@
 
 Rungs, in order: retry -> patch -> re-plan -> rollback -> escalate. The retry rung is the step
 activity's own Temporal retries (see :mod:`domain.policy`); a failure still red after them goes
-to the repair workflow, which climbs the remaining rungs its class allows.
+to the repair workflow, which climbs the remaining rungs its class allows. Seed 003: security
+issues, policy violations and unknown failures after their retries go to a person. A patch for an
+UNKNOWN failure is only proposed: the person sees it at the gate, and approving applies it.
 """
 
 from __future__ import annotations
@@ -37,11 +39,15 @@ LADDER: dict[FailureType, tuple[Rung, ...]] = {
     FailureType.TYPECHECK: _CODE,
     FailureType.RUNTIME: (Rung.RETRY, *_CODE),
     FailureType.SCHEMA_MIGRATION: _CODE,
-    FailureType.UNKNOWN: (Rung.RETRY, *_CODE),
+    FailureType.UNKNOWN: (Rung.RETRY, Rung.ESCALATE),
     FailureType.SECURITY: (Rung.ESCALATE,),
     FailureType.POLICY: (Rung.ESCALATE,),
 }
-"""Rungs each class may use. SECURITY and POLICY go straight to a person."""
+"""Rungs each class may use. SECURITY and POLICY go straight to a person; UNKNOWN after its retries."""
+
+PROPOSE_AT_GATE = frozenset({FailureType.UNKNOWN})
+"""Classes whose patches are proposed to the person at the gate, never applied by the ladder: what
+failed is not known, so it could be a license, secret or policy gate the classifier missed."""
 
 LLM_CLASSES = frozenset({FailureType.LINT, FailureType.TYPECHECK, FailureType.TEST_ASSERT,
                          FailureType.RUNTIME, FailureType.UNKNOWN})
@@ -69,7 +75,7 @@ class FixerChoice:
 
 def fixers_for(signal: FailureSignal, step: Step) -> list[FixerChoice]:
     """Patch proposers for this failure, deterministic ones first, the LLM last."""
-    if not allows(signal.type, Rung.PATCH):
+    if not allows(signal.type, Rung.PATCH) and signal.type not in PROPOSE_AT_GATE:
         return []
     out = []
     if step.fix_command:

@@ -2,7 +2,9 @@
 
 A patch (from a fix command or an LLM) is checked before it is applied: every path must stay in
 the workspace and in the plan's write scope, and never touch ``.git/``, CI configuration or
-credential files; the lines it adds must carry no secrets; and it must be small.
+credential files; the lines it adds must carry no secrets; and it must be small. Breaking one of
+these refuses it. A patch that would pass the failing check by weakening it (a protected check,
+:mod:`domain.protected`) is not applied either: a person decides on it at a gate.
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
+
+from domain.protected import CheckAction, Finding, ProtectedCheck, weakening
+from domain.taxonomy import FailureType
 
 _SECRET_NAME = re.compile(
     r"(TOKEN|SECRET|PASSWORD|PASSWD|PRIVATE|CREDENTIAL|API_?KEY|ACCESS_?KEY|AUTH)", re.IGNORECASE
@@ -76,7 +82,7 @@ class FileChange:
     new_path: str | None
     """None for a deleted file."""
     added: list[str] = field(default_factory=list)
-    removed: int = 0
+    removed: list[str] = field(default_factory=list)
     binary: bool = False
     mode: str | None = None
     """New file mode when the diff sets one (``120000`` is a symlink)."""
@@ -131,7 +137,7 @@ def parse_diff(text: str) -> list[FileChange]:
         elif line.startswith("+") and not line.startswith("+++"):
             current.added.append(line[1:])
         elif line.startswith("-") and not line.startswith("---"):
-            current.removed += 1
+            current.removed.append(line[1:])
     if not files:
         raise PatchFormatError("no file changes found (expected a unified diff)")
     return files
@@ -169,6 +175,10 @@ def check_patch(diff: str, write_scope: Sequence[str], limits: PatchLimits = Pat
         files = parse_diff(diff)
     except PatchFormatError as err:
         return [str(err)]
+    return _hard_problems(files, write_scope, limits)
+
+
+def _hard_problems(files: list[FileChange], write_scope: Sequence[str], limits: PatchLimits) -> list[str]:
     problems = []
     if len(files) > limits.max_files:
         problems.append(f"the patch changes {len(files)} files; the limit is {limits.max_files}")
@@ -184,3 +194,56 @@ def check_patch(diff: str, write_scope: Sequence[str], limits: PatchLimits = Pat
         if secret := secret_problem(f.added):
             problems.append(f"{f.new_path or f.old_path!r}: {secret}")
     return list(dict.fromkeys(problems))
+
+
+# --- check-weakening ----------------------------------------------------------------------------
+
+class Verdict(StrEnum):
+    ALLOWED = "allowed"
+    """The ladder may apply it."""
+    REFUSED = "refused"
+    """Never applied: it breaks a sandbox rule, or weakens a check whose action is ``refuse``."""
+    GATE = "gate"
+    """A high-risk proposal: it would weaken a protected check, so only a person may apply it."""
+
+
+@dataclass(frozen=True)
+class PatchReview:
+    """The sandbox's answer on one patch."""
+
+    verdict: Verdict
+    problems: list[str]
+    """Why it was refused or sent to a gate (empty when allowed)."""
+    files: list[str]
+    """Every path the patch names (both sides of a rename)."""
+    findings: list[Finding] = field(default_factory=list)
+
+
+def review_patch(diff: str, failure_type: FailureType, write_scope: Sequence[str],
+                 checks: Sequence[ProtectedCheck], limits: PatchLimits = PatchLimits()) -> PatchReview:
+    """Check a patch proposed for a failure of ``failure_type`` against the sandbox rules and
+    the protected ``checks``."""
+    try:
+        files = parse_diff(diff)
+    except PatchFormatError as err:
+        return PatchReview(Verdict.REFUSED, [str(err)], [])
+    paths = list(dict.fromkeys(p for f in files for p in f.paths))
+    if len(diff.encode()) > limits.max_bytes:
+        return PatchReview(Verdict.REFUSED, check_patch(diff, write_scope, limits), paths)
+    problems = _hard_problems(files, write_scope, limits)
+    changes = [(f.new_path or f.old_path or "", f.new_path is None, f.added, f.removed) for f in files]
+    # A rename takes the old file away: checked as a deletion of it too.
+    changes += [(f.old_path, True, [], f.removed) for f in files if f.old_path and f.new_path
+                and f.old_path != f.new_path]
+    findings = weakening(changes, failure_type, checks, write_scope)
+    problems += [f"weakens a protected check: {f}" for f in findings]
+    if problems and (len(problems) > len(findings) or any(f.action is CheckAction.REFUSE for f in findings)):
+        return PatchReview(Verdict.REFUSED, problems, paths, findings)
+    return PatchReview(Verdict.GATE if findings else Verdict.ALLOWED, problems, paths, findings)
+
+
+def changed_path_findings(paths: Iterable[str], failure_type: FailureType, checks: Sequence[ProtectedCheck],
+                          write_scope: Sequence[str]) -> list[Finding]:
+    """Protected checks that the paths git actually changed would weaken (paths alone: the
+    diff's headers are not trusted to name every file)."""
+    return weakening([(p, False, [], []) for p in paths], failure_type, checks, write_scope)

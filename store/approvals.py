@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 
 from sqlalchemy import select
@@ -24,7 +25,8 @@ def record_gate(session: Session, tenant: str, gate: GateView) -> bool:
              "on_expiry": gate.on_expiry, "opened_at": datetime.fromisoformat(gate.opened_at),
              "expires_at": datetime.fromisoformat(gate.expires_at), "decided_by": gate.decided_by,
              "decided_at": datetime.fromisoformat(gate.decided_at) if gate.decided_at else None,
-             "decision_reason": gate.decision_reason},
+             "decision_reason": gate.decision_reason,
+             "proposal": asdict(gate.proposal) if gate.proposal else None},
             keys=["id"], update=["status", "decided_by", "decided_at", "decision_reason"])
     event = "approval.requested" if gate.status == GateStatus.PENDING else audit_event(gate)
     return upsert(session, AuditEvent,
@@ -32,9 +34,16 @@ def record_gate(session: Session, tenant: str, gate: GateView) -> bool:
              "actor": gate.decided_by or "metabuilder",
              "data": {"gate_id": gate.gate_id, "step": gate.step, "kind": gate.kind, "action": gate.action,
                       "signal_type": gate.signal_type, "status": gate.status, "reason": gate.decision_reason
-                      or gate.reason},
+                      or gate.reason, **_proposal_audit(gate)},
              "created_at": utcnow()},
             keys=["id"], update=[])
+
+
+def _proposal_audit(gate: GateView) -> dict[str, object]:
+    """What an audit reader needs about a gate's patch: which attempt, which files, how risky."""
+    p = gate.proposal
+    return {} if p is None else {"proposal": {"seq": p.seq, "fixer": p.fixer, "files": list(p.files),
+                                              "high_risk": p.high_risk, "findings": list(p.findings)}}
 
 
 def get_gate(session: Session, gate_id: str) -> ApprovalGate | None:

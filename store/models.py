@@ -229,6 +229,8 @@ class ApprovalGate(Base):
     decided_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     decision_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    proposal: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """The patch approving applies (``GateProposal``: fixer, diff, files, high_risk, findings)."""
 
 
 class User(Base):

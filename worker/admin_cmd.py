@@ -72,6 +72,13 @@ def cmd_approvals(args: argparse.Namespace, settings: Settings) -> int:
             print(f"    {g.reason}")
             for line in g.evidence[:3]:
                 print(f"    | {line}")
+            if g.proposal:
+                risk = "high-risk " if g.proposal["high_risk"] else ""
+                print(f"    proposed {risk}patch ({g.proposal['fixer']}) to {', '.join(g.proposal['files'])}:")
+                for finding in g.proposal["findings"]:
+                    print(f"    ! {finding}")
+                for line in g.proposal["diff"].splitlines():
+                    print(f"    {line}")
             if g.decided_by:
                 print(f"    decided by {g.decided_by} at {g.decided_at:%Y-%m-%d %H:%M:%S}: {g.decision_reason or ''}")
     return 0

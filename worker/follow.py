@@ -98,7 +98,8 @@ def gate_line(gate: GateView) -> str:
         return (f"  ⏸ approval gate {gate.gate_id}: {gate.reason}\n"
                 f"      approve -> {gate.action}; decide with `metabuilder approve {gate.gate_id}` or "
                 f"`metabuilder reject {gate.gate_id} --reason ...`\n"
-                f"      expires {gate.expires_at[:19]}Z, then: {gate.on_expiry}")
+                f"      expires {gate.expires_at[:19]}Z, then: {gate.on_expiry}"
+                + ("\n      `metabuilder approvals list` shows the proposed patch" if gate.proposal else ""))
     return f"  ▶ gate {gate.gate_id} {gate.status} by {gate.decided_by}" + (
         f": {gate.decision_reason}" if gate.decision_reason else "")
 

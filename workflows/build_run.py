@@ -166,10 +166,13 @@ class BuildRunWorkflow(ApprovalGates):
             signal_type = last.signal_type if last else ex.result.signal.type.value
             evidence = last.evidence if last else [e.text for e in ex.result.signal.evidence[:3]]
             gate = await self._gate(inp, GateKind.ESCALATION, slot.step.name, result.reason,
-                                    signal_type=signal_type, evidence=evidence)
+                                    signal_type=signal_type, evidence=evidence, proposal=result.proposal)
             if gate.action == GateAction.OVERRIDE:
                 view.status = StepStatus.OVERRIDDEN
                 return pos + 1
+            if gate.action == GateAction.APPLY_PATCH:
+                self._view.head_commit = await self._apply_approved(inp, gate, slot.index, slot.step) \
+                    or self._view.head_commit
             view.status = StepStatus.PENDING
             return pos
         self._view.failed_step, self._view.error = slot.step.name, result.reason

@@ -16,7 +16,9 @@ from temporalio.exceptions import ApplicationError
 from domain.approvals import (
     Decision,
     DecisionInput,
+    GateAction,
     GateKind,
+    GateProposal,
     GateStatus,
     GateView,
     action_for,
@@ -25,10 +27,20 @@ from domain.approvals import (
     expire,
     gate_id,
 )
-from domain.payloads import RUN_FAILED, BuildRunInput, GateRecord, RunView
-from domain.plans import Plan
-from domain.runs import RunStatus, StepStatus
-from workflows.execution import RECORD_TIMEOUT, StepCancelled
+from domain.payloads import (
+    RUN_FAILED,
+    ApplyInput,
+    ApplyResult,
+    AutofixEvent,
+    BuildRunInput,
+    GateRecord,
+    PatchProposal,
+    RunView,
+)
+from domain.plans import Plan, Step
+from domain.runs import RunStatus, StepStatus, task_queue
+from workflows.execution import RECORD_TIMEOUT, REPAIR_ACTIVITY_TIMEOUT, StepCancelled
+from workflows.repair import ACTIVITY_RETRY
 
 
 class ApprovalGates:
@@ -37,6 +49,8 @@ class ApprovalGates:
     _view: RunView
     _plan: Plan
     _set_status: Callable[[BuildRunInput, RunStatus], Awaitable[None]]
+    _record: Callable[[BuildRunInput, list[AutofixEvent]], Awaitable[None]]
+    _seq: int
 
     # Approvals arrive as Updates (validated: a bad decision is refused before it enters the
     # history, and the caller gets the gate back) or as Signals of the same names and input, which
@@ -80,15 +94,18 @@ class ApprovalGates:
             workflow.logger.warning("ignored %s signal: %s", decision.value, err)
 
     async def _gate(self, inp: BuildRunInput, kind: GateKind, step: str, reason: str, *,
-                    signal_type: str | None = None, evidence: list[str] | None = None) -> GateView:
+                    signal_type: str | None = None, evidence: list[str] | None = None,
+                    proposal: GateProposal | None = None) -> GateView:
         """Open a gate, pause the run until it is decided or expires, and return it approved;
         a rejected gate fails the run with the decider's reason."""
         now, options = workflow.now(), self._plan.approvals
+        action = action_for(kind, signal_type, proposal)
         gate = GateView(
             gate_id=gate_id(inp.run_id, len(self._view.gates) + 1), run_id=inp.run_id, step=step, kind=kind.value,
-            action=action_for(kind, signal_type).value, reason=reason, opened_at=now.isoformat(),
+            action=action.value, reason=reason, opened_at=now.isoformat(),
             expires_at=(now + timedelta(seconds=options.timeout_seconds)).isoformat(),
-            on_expiry=options.on_expiry.value, signal_type=signal_type, evidence=list(evidence or []))
+            on_expiry=options.on_expiry.value, signal_type=signal_type, evidence=list(evidence or []),
+            proposal=proposal if action is GateAction.APPLY_PATCH else None)
         self._view.gates.append(gate)
         await self._record_gate(inp, gate)
         await self._set_status(inp, RunStatus.PAUSED_AWAITING_APPROVAL)
@@ -113,6 +130,42 @@ class ApprovalGates:
             raise ApplicationError(self._view.error, self._view, type=RUN_FAILED, non_retryable=True)
         await self._set_status(inp, RunStatus.RUNNING)
         return gate
+
+    async def _apply_approved(self, inp: BuildRunInput, gate: GateView, index: int, step: Step) -> str | None:
+        """Apply the patch of an approved gate on the commit it was made on; the new commit, or
+        None when it no longer applies (the step then re-runs as it was)."""
+        assert gate.proposal is not None
+        proposal = gate.proposal
+        if gate.status != GateStatus.APPROVED:
+            # An expiry that approves is nobody's decision: a patch is never applied unseen.
+            await self._record(inp, [AutofixEvent(
+                seq=self._seq, at=workflow.now().isoformat(), step=step.name, strategy="patch",
+                outcome="not_applied", signal_type=gate.signal_type,
+                detail=f"{proposal.fixer} patch of gate {gate.gate_id} not applied: the gate expired unseen; "
+                       "the step re-runs as it was")])
+            return None
+        result = await workflow.execute_activity(
+            "apply_patch", ApplyInput(
+                run_id=inp.run_id, tenant=inp.tenant, step_index=index, step_name=step.name,
+                repo_url=inp.workspace.repo_url, branch=inp.workspace.branch, commit=proposal.base_commit,
+                proposal=PatchProposal(fixer=proposal.fixer, diff=proposal.diff),
+                write_scope=list(self._plan.write_scope),
+                seq=proposal.seq, signal_type=gate.signal_type or "UNKNOWN",
+                protected_checks=list(self._plan.protected_checks), approved_by=gate.decided_by or "unknown"),
+            result_type=ApplyResult, task_queue=task_queue(inp.task_queue_prefix, step.queue.value),
+            start_to_close_timeout=REPAIR_ACTIVITY_TIMEOUT, retry_policy=ACTIVITY_RETRY)
+        state = self._view.retry_state
+        if result.applied and state is not None:
+            state.charge(step.name)
+        detail = (f"{proposal.fixer} patch applied to {', '.join(result.files)}: gate {gate.gate_id} approved by "
+                  f"{gate.decided_by}" if result.applied else
+                  f"{proposal.fixer} patch of gate {gate.gate_id} not applied: {'; '.join(result.problems)}")
+        await self._record(inp, [AutofixEvent(
+            seq=self._seq, at=workflow.now().isoformat(), step=step.name, strategy="patch",
+            outcome="applied" if result.applied else "rejected", signal_type=gate.signal_type, detail=detail,
+            commit=result.commit if result.applied else None,
+            audit="autofix.patch_applied" if result.applied else None)])
+        return result.commit if result.applied else None
 
     async def _record_gate(self, inp: BuildRunInput, gate: GateView) -> None:
         await workflow.execute_local_activity("record_gate", GateRecord(tenant=inp.tenant, gate=gate),

@@ -5,6 +5,9 @@ only where the failure class allows it (:data:`domain.repair.LADDER`) and while 
 lasts: an unchanged re-run of a failed test (a pass means *flaky*), patches (deterministic fixers
 first, then the LLM; each checked by the sandbox, applied as a commit, the step re-run on it),
 a plan change (handed back to the parent, which owns the plan), a rollback, and escalation.
+
+A patch the ladder may not apply itself (one for an UNKNOWN failure, or one that would weaken a
+protected check) ends the climb: it goes with the escalation, and the person at the gate decides.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
+from domain.approvals import GateProposal
 from domain.payloads import (
     ApplyInput,
     ApplyResult,
@@ -30,9 +34,11 @@ from domain.payloads import (
     RollbackResult,
     StepResult,
 )
-from domain.repair import Fixer, PlanDelta, Rung, allows, fixers_for, propose_replan
+from domain.repair import PROPOSE_AT_GATE, Fixer, FixerChoice, PlanDelta, Rung, allows, fixers_for, propose_replan
 from domain.runs import task_queue
+from domain.sandbox import Verdict
 from domain.signals import FailureSignal
+from domain.taxonomy import FailureType
 from workflows.execution import RECORD_TIMEOUT, REPAIR_ACTIVITY_TIMEOUT, Execution, StepCancelled, execute_step
 
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
@@ -69,32 +75,40 @@ class RepairWorkflow:
                              else f"failed differently on an unchanged re-run ({again.type})")
             signal = again
 
+        proposal: GateProposal | None = None
         for choice in fixers_for(signal, step):
-            if not self.state.remaining(step.name):
+            propose_only = signal.type in PROPOSE_AT_GATE
+            if not propose_only and not self.state.remaining(step.name):
                 await self._emit(Rung.PATCH, "budget_exhausted", signal, None, "no attempts left for patches")
                 break
-            proposal = await self._propose(choice.fixer, choice.command, commit, signal)
-            if not proposal.diff:
-                await self._emit(Rung.PATCH, "no_patch", signal, None, f"{choice.fixer}: {proposal.summary}")
+            patch = await self._propose(choice.fixer, choice.command, commit, signal)
+            if not patch.diff:
+                await self._emit(Rung.PATCH, "no_patch", signal, None, f"{choice.fixer}: {patch.summary}{_sent(patch)}")
                 continue
             seq = self._next_seq()
             applied = await workflow.execute_activity(
                 "apply_patch", ApplyInput(
                     run_id=inp.run.run_id, tenant=inp.run.tenant, step_index=inp.step_index, step_name=step.name,
                     repo_url=inp.run.workspace.repo_url, branch=inp.run.workspace.branch, commit=commit,
-                    proposal=proposal, write_scope=list(inp.plan.write_scope), seq=seq,
-                    signal_type=signal.type.value),
+                    proposal=patch, write_scope=list(inp.plan.write_scope), seq=seq,
+                    signal_type=signal.type.value, protected_checks=list(inp.plan.protected_checks),
+                    propose_only=propose_only),
                 result_type=ApplyResult, task_queue=self._queue(step.queue.value),
                 start_to_close_timeout=REPAIR_ACTIVITY_TIMEOUT, retry_policy=ACTIVITY_RETRY)
-            if not applied.applied:
+            verdict = applied.verdict or (Verdict.ALLOWED if applied.applied else Verdict.REFUSED)
+            if verdict == Verdict.REFUSED:
                 await self._emit(Rung.PATCH, "rejected", signal, None,
-                                 f"{choice.fixer} patch rejected: {'; '.join(applied.problems)}", seq=seq)
+                                 f"{choice.fixer} patch rejected: {'; '.join(applied.problems)}{_sent(patch)}",
+                                 seq=seq)
                 continue
+            if not applied.applied:
+                proposal = await self._held(choice, patch, applied, signal, commit, seq)
+                break
             self.state.charge(step.name)
             commit = applied.commit
             await self._emit(Rung.PATCH, "applied", signal, None,
-                             f"{choice.fixer} patch applied to {', '.join(applied.files)}", commit=commit,
-                             audit="autofix.patch_applied", seq=seq)
+                             f"{choice.fixer} patch applied to {', '.join(applied.files)}{_sent(patch)}",
+                             commit=commit, audit="autofix.patch_applied", seq=seq)
             ex = await self._rerun(commit)
             if ex.ok:
                 await self._emit(Rung.PATCH, "fixed", signal, ex.result, f"step passed after the {choice.fixer} patch")
@@ -106,6 +120,9 @@ class RepairWorkflow:
                 break
             await self._emit(Rung.PATCH, "failed_again", after, ex.result, f"now failing with {after.type}")
             signal = after
+
+        if proposal is not None:
+            return await self._escalate(signal, proposal)
 
         delta = propose_replan(signal, step, set(inp.applied_deltas), inp.plan.repair)
         if delta is not None and self._spend():
@@ -128,10 +145,34 @@ class RepairWorkflow:
                 return self._done("rolled_back", reason=reason)
             await self._emit(Rung.ROLLBACK, "failed", signal, None, rolled.error or "rollback failed")
 
-        reason = (f"{signal.type} needs a person's decision" if signal.requires_approval
-                  else f"{signal.type} in {step.name!r} could not be repaired automatically")
+        return await self._escalate(signal, None)
+
+    async def _held(self, choice: FixerChoice, patch: PatchProposal, applied: ApplyResult, signal: FailureSignal,
+                    commit: str, seq: int) -> GateProposal:
+        """A patch the ladder may not apply: record why on the timeline and keep it for the gate."""
+        high_risk = applied.verdict == Verdict.GATE
+        why = (f"it would weaken a protected check: {'; '.join(applied.problems)}" if high_risk
+               else f"{signal.type} failures are only patched with a person's approval")
+        await self._emit(Rung.PATCH, "needs_approval", signal, None,
+                         f"{choice.fixer} patch to {', '.join(applied.files)} not applied: {why}{_sent(patch)}",
+                         seq=seq)
+        return GateProposal(seq=seq, fixer=choice.fixer.value, diff=patch.diff, base_commit=commit,
+                            files=list(applied.files), high_risk=high_risk,
+                            findings=list(applied.problems) if high_risk else [])
+
+    async def _escalate(self, signal: FailureSignal, proposal: GateProposal | None) -> RepairResult:
+        step = self.inp.step
+        if signal.requires_approval:
+            reason = f"{signal.type} needs a person's decision"
+        elif signal.type is FailureType.UNKNOWN:
+            reason = f"{signal.type} in {step.name!r} after its retries needs a person's decision"
+        else:
+            reason = f"{signal.type} in {step.name!r} could not be repaired automatically"
+        if proposal is not None:
+            reason += (f"; a {'high-risk ' if proposal.high_risk else ''}patch ({proposal.fixer}) to "
+                       f"{', '.join(proposal.files)} is proposed: approving applies it and re-runs the step")
         await self._emit(Rung.ESCALATE, "escalated", signal, None, reason, audit="autofix.escalated")
-        return self._done("escalated", reason=reason)
+        return self._done("escalated", reason=reason, proposal=proposal)
 
     # --- helpers ---
 
@@ -191,6 +232,12 @@ class RepairWorkflow:
             start_to_close_timeout=RECORD_TIMEOUT)
 
     def _done(self, outcome: str, *, result: StepResult | None = None, delta: PlanDelta | None = None,
-              reason: str = "") -> RepairResult:
+              reason: str = "", proposal: GateProposal | None = None) -> RepairResult:
         return RepairResult(outcome=outcome, retry_state=replace(self.state), attempt_base=self.attempt_base,
-                            seq=self.seq, events=self.events, result=result, delta=delta, reason=reason)
+                            seq=self.seq, events=self.events, result=result, delta=delta, reason=reason,
+                            proposal=proposal)
+
+
+def _sent(patch: PatchProposal) -> str:
+    """What the fixer was shown, for the timeline (the LLM's context files and why each went)."""
+    return f" [sent: {', '.join(patch.context)}]" if patch.context else ""

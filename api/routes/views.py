@@ -46,7 +46,7 @@ def gate_out(gate: ApprovalGate) -> GateOut:
         status=gate.status, reason=gate.reason, signal_type=gate.signal_type, evidence=list(gate.evidence),
         deciders=list(gate.deciders), on_expiry=gate.on_expiry, opened_at=gate.opened_at,
         expires_at=gate.expires_at, decided_by=gate.decided_by, decided_at=gate.decided_at,
-        decision_reason=gate.decision_reason)
+        decision_reason=gate.decision_reason, proposal=gate.proposal)
 
 
 def plan_out(plan: ScaffoldPlan) -> PlanOut:

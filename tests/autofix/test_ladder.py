@@ -232,6 +232,9 @@ async def test_llm_patch_after_the_sandbox_rejects_unsafe_ones(
     assert any("outside the workspace" in r for r in reasons)
     assert any("denied path" in r and ".git/hooks/pre-commit" in r for r in reasons)
     assert any("adds a private key" in r for r in reasons)
+    # A refused patch is kept with the files it touches (the diff's own paths: it never reached git).
+    assert sorted(a.files for a in all_attempts if a.outcome == "rejected") == [
+        ["../outside.py"], [".git/hooks/pre-commit"], ["app.py"]]
     llm = [a for a in all_attempts if a.fixer == "llm" and a.outcome == "applied"]
     assert [(a.model, a.tokens_in, a.tokens_out, a.cost_usd) for a in llm] == [("fake-fixer", 1000, 200, 0.0014)]
     # Rejected patches never reached the run branches.

@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 import yaml
 
-from domain import plans
+from domain import plans, protected
 from domain.plans import PlanError, parse_plan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,6 +27,9 @@ VALID = {
                    "steps:\n  - name: a.b-c_d\n    command: 'true'\n    queue: io\n    timeout: 90\n"
                    "    env: {A: 1, B: true, C: text}\n    fix: fix it\n    rollback: undo\n    fallback: other\n"
                    "    requires_approval: true\n    optional: false\n    idempotent: false\n",
+    "protected checks": "name: p\nprotected_checks:\n  - {name: notices, paths: [NOTICE], action: refuse}\n"
+                        "  - {name: golden, classes: [TEST_ASSERT], in_paths: ['golden/*'], deleted: true,"
+                        " removed: ['.'], why: reviewed by hand, waived_by_test_scope: false}\n" + STEP,
     "duration with units": "name: p\nsteps:\n  - name: a\n    command: x\n    timeout: 1h30m\n",
     "bare seconds": "name: p\nsteps:\n  - name: a\n    command: x\n    timeout: '45'\n",
 }
@@ -50,6 +53,11 @@ INVALID = {
     "string flag": "name: p\nsteps:\n  - name: a\n    command: x\n    optional: sometimes\n",
     "install without package": "name: p\nrepair: {install: pip install x}\n" + STEP,
     "bad expiry": "name: p\napprovals: {on_expiry: maybe}\n" + STEP,
+    "protected check matching nothing": "name: p\nprotected_checks:\n  - {name: x, classes: [LINT]}\n" + STEP,
+    "protected check with a bad action": "name: p\nprotected_checks:\n  - {name: x, paths: [a], action: warn}\n"
+                                         + STEP,
+    "protected check with a bad class": "name: p\nprotected_checks:\n  - {name: x, paths: [a], classes: [LINTS]}\n"
+                                        + STEP,
 }
 
 
@@ -87,6 +95,7 @@ def test_the_schema_names_exactly_the_parsers_fields() -> None:
     assert set(SCHEMA["$defs"]["step"]["properties"]) == plans._STEP_KEYS
     assert set(SCHEMA["properties"]["repair"]["properties"]) == plans._REPAIR_KEYS
     assert set(SCHEMA["properties"]["approvals"]["properties"]) == plans._APPROVAL_KEYS
+    assert set(SCHEMA["$defs"]["protected_check"]["properties"]) == protected._KEYS
 
 
 def test_the_schema_is_a_valid_json_schema() -> None:

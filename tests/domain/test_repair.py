@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from domain.plans import RepairOptions, Step, parse_plan
-from domain.repair import LADDER, DeltaKind, Fixer, Rung, apply_delta, fixers_for, propose_replan
+from domain.repair import LADDER, PROPOSE_AT_GATE, DeltaKind, Fixer, Rung, apply_delta, fixers_for, propose_replan
 from domain.signals import Evidence, FailureSignal
 from domain.taxonomy import FailureType
 
@@ -72,3 +72,48 @@ def test_plan_repair_section_is_validated() -> None:
         assert "repair.install_allowlist[1]: 'no such' is not a module name" in text
     else:
         raise AssertionError("a bad repair section was accepted")
+
+
+def test_unknown_escalates_after_its_retries_and_patches_are_only_proposed() -> None:
+    # Seed 003: security issues, policy violations and unknown failures after retries go to a person.
+    assert LADDER[FailureType.UNKNOWN] == (Rung.RETRY, Rung.ESCALATE)
+    assert {t for t in FailureType if Rung.PATCH not in LADDER[t] and fixers_for(signal(t, "x"), Step("s", "c"))} \
+        == PROPOSE_AT_GATE == {FailureType.UNKNOWN}
+    step = Step(name="odd", command="./odd.sh", fix_command="./repair.sh", fallback_command="./other.sh",
+                optional=True)
+    unknown = signal(FailureType.UNKNOWN)
+    assert [f.fixer for f in fixers_for(unknown, step)] == [Fixer.FIX_COMMAND, Fixer.LLM]
+    assert propose_replan(unknown, step, set(), RepairOptions()) is None
+    for t in (FailureType.SECURITY, FailureType.POLICY):
+        assert fixers_for(signal(t, "x"), step) == []
+
+
+def test_a_gate_with_a_proposal_applies_it_and_a_high_risk_one_needs_a_reason() -> None:
+    from domain.approvals import (
+        Decision,
+        DecisionInput,
+        GateAction,
+        GateKind,
+        GateProposal,
+        GateView,
+        action_for,
+        check_decision,
+    )
+
+    proposal = GateProposal(seq=3, fixer="llm", diff="--- a/x\n+++ b/x\n", base_commit="c0", files=["x"])
+    assert action_for(GateKind.ESCALATION, "UNKNOWN", proposal) is GateAction.APPLY_PATCH
+    assert action_for(GateKind.ESCALATION, "UNKNOWN") is GateAction.RERUN
+    assert action_for(GateKind.ESCALATION, "POLICY", proposal) is GateAction.OVERRIDE
+
+    def gate(high_risk: bool) -> GateView:
+        p = GateProposal(**{**vars(proposal), "high_risk": high_risk})
+        return GateView(gate_id="r-gate-1", run_id="r", step="s", kind="escalation", action="apply_patch",
+                        reason="", opened_at="", expires_at="", proposal=p)
+
+    assert check_decision([gate(False)], Decision.APPROVE, DecisionInput("r-gate-1", by="ann")).gate_id == "r-gate-1"
+    try:
+        check_decision([gate(True)], Decision.APPROVE, DecisionInput("r-gate-1", by="ann"))
+    except ValueError as err:
+        assert str(err) == "applying a high-risk patch needs a reason (gate r-gate-1)"
+    else:
+        raise AssertionError("a high-risk patch was approved without a reason")
