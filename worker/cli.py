@@ -19,7 +19,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.git import GitError, NotAGitRepository
-from domain.plans import PlanError, parse_plan
+from domain.plans import PlanError, parse_plan, read_plan_file
 from domain.policy import ENV_VARS, effective_settings, parse_overrides
 from domain.runs import WORKFLOW_QUEUE, RunStatus, task_queue, web_ui_link, workflow_id
 from service.errors import NotFound, Unavailable
@@ -61,10 +61,7 @@ async def _needs_local_workers(client: Client, settings: Settings) -> bool:
 
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     plan_path = Path(args.plan)
-    try:
-        plan_text = plan_path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise CliError(f"{plan_path}: cannot read the plan: {err.strerror or err}") from None
+    plan_text = read_plan_file(plan_path)  # bounded, and a binary file is named as such
     parse_plan(plan_text, source=str(plan_path))  # reject a bad plan before touching anything
     sessions = prepare_database(settings)
     client = await connect(settings)
