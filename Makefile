@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export META_BUILDER_HOME ?= $(CURDIR)/.metabuilder
 
-.PHONY: demo test bench lint up stop clean
+.PHONY: demo test bench lint up stop clean rc smoke dist check-wheel
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,23 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check ruff
 	$(BIN)/ruff check .
+
+# A release candidate: make rc TAG=v0.2.0-rc1 (see docs/RELEASE_PROCESS.md)
+rc: $(STAMP)
+	@test -n "$(TAG)" || { echo "usage: make rc TAG=vX.Y.Z-rcN" >&2; exit 2; }
+	PYTHON=$(BIN)/python scripts/release_rc.sh "$(TAG)"
+
+# The sdist and the wheel, into dist/
+dist: $(STAMP)
+	rm -rf dist && $(BIN)/python -m build --outdir dist .
+
+# A user's install: the wheel without dev extras in a fresh venv, CLI and demo from outside the repo
+check-wheel: $(STAMP)
+	scripts/check-wheel.sh $(BIN)/python
+
+# Smoke tests against a running deployment: SMOKE_BASE_URL, SMOKE_TOKEN, SMOKE_WORKSPACE
+smoke: $(STAMP)
+	RUN_SMOKE=true $(BIN)/python -m pytest tests/smoke -v
 
 up: $(STAMP)
 	$(BIN)/metabuilder up

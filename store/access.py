@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from domain.access import Principal, Role
+from domain.access import Principal, Role, check_tenant_id
 from store.models import ApiToken, Tenant, User, utcnow
 from store.repository import ensure_tenant, upsert
 
@@ -26,7 +26,8 @@ def hash_token(token: str) -> str:
 
 
 def create_tenant(session: Session, tenant_id: str, name: str | None = None) -> Tenant:
-    """Create a tenant; ``ValueError`` if it exists."""
+    """Create a tenant; ``ValueError`` if it exists or the id is not usable."""
+    check_tenant_id(tenant_id)
     if session.get(Tenant, tenant_id) is not None:
         raise ValueError(f"tenant {tenant_id!r} exists already")
     ensure_tenant(session, tenant_id, name)

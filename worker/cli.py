@@ -26,7 +26,7 @@ from service.errors import NotFound, Unavailable
 from service.runs import RunExistsError, SubmitOptions, resolve_autofix, submit
 from store import repository
 from store.db import transaction
-from worker import admin_cmd, classify_cmd
+from worker import admin_cmd, classify_cmd, temporal_cmd
 from worker.api_server import api_server
 from worker.devserver import DevServer, DevServerError, port_open
 from worker.follow import follow, has_pollers, print_summary
@@ -42,6 +42,7 @@ from worker.runtime import (
     serve_metrics,
 )
 from worker.settings import Settings, SettingsError
+from worker.version import VersionAction
 
 log = structlog.get_logger("metabuilder.cli")
 
@@ -251,6 +252,7 @@ async def _until_signalled() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metabuilder", description="Self-healing build runs on Temporal.")
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="run the demo build plans on the embedded defaults")
@@ -298,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     classify_cmd.add_parser(sub)
     admin_cmd.add_parsers(sub)
+    temporal_cmd.add_parser(sub)
 
     p = sub.add_parser("db", help="database schema")
     p.add_argument("action", choices=["upgrade"], help="upgrade: apply Alembic migrations up to head")

@@ -16,7 +16,9 @@ never touched.
 
 from __future__ import annotations
 
+import shlex
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,7 +32,7 @@ from domain.runs import RunStatus, StepStatus, web_ui_link
 from service.runs import SubmitOptions, resolve_autofix, submit
 from worker.follow import follow, print_summary
 from worker.runtime import POOLS, build_workers, connect, prepare_database, running_workers
-from worker.settings import Settings
+from worker.settings import Settings, default_home
 
 EXAMPLE = Path(__file__).parent / "examples" / "demo"
 BUG = ("    return sum(values) / len(values)", "    return sum(values) / (len(values) + 1)")
@@ -140,13 +142,31 @@ async def run_demo(settings: Settings) -> int:
         print("  - the failing test could not be patched without an LLM: the run was rolled back "
               "(seed-db's rollback ran, the branch is back at the last good commit)")
     print(f"  - the user's branch 'main' in {workspace} is still at {user_head[:12]}")
+    mb = cli_command(settings)
     if settings.embedded:
         print(f"The dev server keeps running for the Web UI at {settings.ui_url}; "
-              "stop it with `metabuilder server stop`.")
+              f"stop it with `{mb} server stop`.")
     print("To see these runs in the portal (timeline, diffs, approvals) and on /metrics: stop the dev server, "
-          "run `metabuilder up`, make a token with `metabuilder tokens create --tenant default --user you "
+          f"run `{mb} up`, make a token with `{mb} tokens create --tenant default --user you "
           f"--role admin`, and open http://{settings.api_host}:{settings.api_port}/portal")
     return 0
+
+
+def cli_command(settings: Settings) -> str:
+    """How to call this CLI again, from here, on the same data: the program as it was started
+    (``.venv/bin/metabuilder`` under ``make``) and ``META_BUILDER_HOME`` when it is not the default."""
+    program = Path(sys.argv[0])
+    on_path = shutil.which("metabuilder")
+    if program.name != "metabuilder" or (on_path and Path(on_path).resolve() == program.resolve()):
+        shown = "metabuilder"
+    else:
+        try:
+            shown = str(program.resolve().relative_to(Path.cwd()))
+        except ValueError:
+            shown = str(program)
+    if settings.home != default_home().expanduser().resolve():
+        shown = f"META_BUILDER_HOME={shlex.quote(str(settings.home))} {shown}"
+    return shown
 
 
 def check_plain(view: RunView, tree: str) -> list[str]:

@@ -141,10 +141,21 @@ class DevServer:
         await ensure_search_attributes(client, namespace)
         return client
 
+    def _is_ours(self, pid: int) -> bool:
+        """Whether ``pid`` is still this server: a dev server on our data file (pids are reused)."""
+        if not Path("/proc").is_dir():  # no procfs (macOS): trust the pid file
+            return _alive(pid)
+        args = _cmdline(pid)
+        return "start-dev" in args and str(self.db_file) in args
+
     def stop(self, timeout: float = 20.0) -> bool:
         """Stop the server started by this object or recorded in the pid file; True if one was stopped."""
         pid = self.process.pid if self.process is not None else _read_pid(self.pid_file)
         if pid is None:
+            return False
+        if self.process is None and not self._is_ours(pid):
+            # the recorded server is gone and its pid now belongs to another process: leave that one alone
+            self.pid_file.unlink(missing_ok=True)
             return False
         try:
             os.kill(pid, signal.SIGTERM)
@@ -165,6 +176,13 @@ class DevServer:
                 self.process.wait()
         self.pid_file.unlink(missing_ok=True)
         return True
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
 
 
 def _read_pid(path: Path) -> int | None:

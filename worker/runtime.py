@@ -9,9 +9,12 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import structlog
 from prometheus_client import start_http_server
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
@@ -25,9 +28,12 @@ from activities.steps import StepActivities, StepSettings
 from domain.plans import Queue
 from domain.runs import WORKFLOW_QUEUE, task_queue
 from migrations import upgrade
+from service.errors import Unavailable
 from store.db import make_engine, session_factory
+from telemetry import tracing
 from worker.devserver import DevServer, DevServerError, ensure_search_attributes, port_open
-from worker.settings import Settings
+from worker.settings import Settings, SettingsError
+from workflows import search_attributes
 from workflows.build_run import BuildRunWorkflow
 from workflows.repair import RepairWorkflow
 
@@ -48,20 +54,59 @@ def parse_pools(text: str) -> list[str]:
 async def connect(settings: Settings, *, start_embedded: bool = True, runtime: Runtime | None = None) -> Client:
     """A client of the configured server. With no ``TEMPORAL_ADDRESS`` and nothing listening on
     the embedded port, start the embedded dev server in the background (it outlives this process).
-    ``runtime`` (:func:`sdk_metrics_runtime`) carries the SDK's metrics endpoint to the workers."""
-    if settings.embedded and not port_open("127.0.0.1", settings.dev_server_port):
-        if not start_embedded:
-            raise DevServerError(f"no Temporal server on {settings.address} (start one with `metabuilder up`)")
-        server = DevServer(settings.home / "temporal", settings.dev_server_port, settings.dev_server_ui_port)
-        log.info("devserver.starting", address=server.address, ui=settings.ui_url, data=str(server.db_file))
-        server.start(detach=True)
-        await server.wait_ready()
+    ``runtime`` (:func:`sdk_metrics_runtime`) carries the SDK's metrics endpoint to the workers.
+
+    An external server is reached through the SDK's environment configuration (``TEMPORAL_*``
+    variables, or a profile of ``TEMPORAL_CONFIG_FILE``): namespace, TLS or mTLS, API key. Its
+    search attributes are registered once by an admin (``metabuilder temporal setup``), never on
+    connect: Temporal Cloud refuses that to an ordinary client."""
+    if settings.embedded:
+        if not port_open("127.0.0.1", settings.dev_server_port):
+            if not start_embedded:
+                raise DevServerError(f"no Temporal server on {settings.address} (start one with `metabuilder up`)")
+            server = DevServer(settings.home / "temporal", settings.dev_server_port, settings.dev_server_ui_port)
+            log.info("devserver.starting", address=server.address, ui=settings.ui_url, data=str(server.db_file))
+            server.start(detach=True)
+            await server.wait_ready()
+        options: dict[str, Any] = {"target_host": settings.address, "namespace": settings.temporal_namespace}
+    else:
+        options = temporal_connect_options(settings)
     try:
-        client = await Client.connect(settings.address, namespace=settings.temporal_namespace, runtime=runtime)
+        client = await Client.connect(**options, runtime=runtime, interceptors=tracing.interceptors(settings.tracing))
     except RuntimeError as err:
-        raise DevServerError(f"cannot connect to Temporal at {settings.address}: {err}") from err
-    await ensure_search_attributes(client, settings.temporal_namespace)
+        raise DevServerError(f"cannot connect to Temporal at {options['target_host']}: {err}") from err
+    if settings.embedded:
+        await ensure_search_attributes(client, settings.temporal_namespace)
     return client
+
+
+def temporal_connect_options(settings: Settings) -> dict[str, Any]:
+    """``Client.connect`` options of an external server from the SDK's environment configuration;
+    ``SettingsError`` naming what is wrong."""
+    from temporalio.envconfig import ClientConfigProfile  # imports the SDK's service layer: only when connecting
+
+    env = settings.temporal_env
+    try:
+        profile = ClientConfigProfile.load(env.get("TEMPORAL_PROFILE") or None, override_env_vars=env)
+    except Exception as err:  # the SDK raises RuntimeError/ValueError/OSError for a bad file or profile
+        where = env.get("TEMPORAL_CONFIG_FILE") or "the Temporal client configuration"
+        raise SettingsError(f"{where}: {err}") from None
+    options: dict[str, Any] = dict(profile.to_client_connect_config())
+    if settings.temporal_address:
+        options["target_host"] = settings.temporal_address
+    if not options.get("target_host"):
+        raise SettingsError("TEMPORAL_PROFILE/TEMPORAL_CONFIG_FILE: the profile names no address "
+                            "(set `address` in the profile or TEMPORAL_ADDRESS)")
+    options.setdefault("namespace", settings.temporal_namespace)
+    return options
+
+
+async def register_search_attributes(settings: Settings) -> tuple[str, list[str]]:
+    """Register Meta-Builder's search attributes in the configured namespace (an admin's one-off
+    step on an external server); returns the namespace and the attributes' names."""
+    client = await connect(settings, start_embedded=False)
+    await ensure_search_attributes(client, client.namespace)
+    return client.namespace, [key.name for key in search_attributes.ALL]
 
 
 def sdk_metrics_runtime(settings: Settings) -> Runtime | None:
@@ -95,8 +140,14 @@ class MetricsPortError(OSError):
 
 
 def prepare_database(settings: Settings) -> sessionmaker[Session]:
-    """Migrate the DB to head (the embedded SQLite default is created on first use)."""
-    upgrade(settings.database_url)
+    """Migrate the DB to head (the embedded SQLite default is created on first use);
+    ``Unavailable`` when the database cannot be reached."""
+    try:
+        upgrade(settings.database_url)
+    except OperationalError as err:
+        reason = str(err.orig).strip().splitlines()[0] if err.orig is not None else str(err)
+        raise Unavailable(f"cannot reach the database {make_url(settings.database_url).render_as_string()}: "
+                          f"{reason}") from None
     return session_factory(make_engine(settings.database_url))
 
 
@@ -112,7 +163,8 @@ def build_workers(client: Client, settings: Settings, sessions: sessionmaker[Ses
     records = RecordActivities(sessions)
     repair = RepairActivities(steps, settings.llm)
     runner = SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules("domain", "yaml"))
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(
+            "domain", "yaml", *tracing.PASSTHROUGH_MODULES))
     workers = []
     for pool in pools:
         if pool == WORKFLOW_QUEUE:

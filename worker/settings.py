@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
 
 from activities.llm import LlmSettings
 from domain.policy import AutofixSettings, PolicyError, platform_settings
+from telemetry.tracing import TracingMode
+from telemetry.tracing import missing_modules as tracing_missing_modules
 
 E = TypeVar("E", bound=StrEnum)
+
+EXTERNAL_TEMPORAL_VARS = ("TEMPORAL_ADDRESS", "TEMPORAL_PROFILE", "TEMPORAL_CONFIG_FILE")
+"""Any of these set: connect to that Temporal server instead of the embedded dev server."""
 
 
 class SettingsError(ValueError):
@@ -36,7 +42,7 @@ class Settings:
     """Data directory of the embedded defaults: SQLite file, dev server data, shared repo, artifacts."""
     environment: Environment
     temporal_address: str | None
-    """``TEMPORAL_ADDRESS``; unset means the embedded dev server on ``dev_server_port``."""
+    """``TEMPORAL_ADDRESS``; unset (and no profile) means the embedded dev server on ``dev_server_port``."""
     temporal_namespace: str
     database_url: str
     shared_repo: str
@@ -63,10 +69,15 @@ class Settings:
     sdk_metrics_port: int = 9109
     """The Temporal SDK's own metrics (workflow/activity task latencies, pollers...) of a ``worker``
     or ``up`` process; 0: none."""
+    tracing: TracingMode = TracingMode.OFF
+    """``META_BUILDER_TRACING``: OpenTelemetry spans of runs, workflow tasks and activities."""
+    temporal_env: Mapping[str, str] = field(default_factory=dict)
+    """The SDK's environment configuration (``TEMPORAL_*``: address, namespace, TLS, API key,
+    ``TEMPORAL_PROFILE`` and ``TEMPORAL_CONFIG_FILE``), read by ``worker.runtime.connect``."""
 
     @property
     def embedded(self) -> bool:
-        return self.temporal_address is None
+        return self.temporal_address is None and not any(self.temporal_env.get(n) for n in EXTERNAL_TEMPORAL_VARS)
 
     @property
     def address(self) -> str:
@@ -98,6 +109,10 @@ class Settings:
         except PolicyError as err:
             raise SettingsError(str(err)) from None
         roots = env.get("META_BUILDER_WORKSPACE_ROOTS") or str(Path.home())
+        tracing = _choice(env, "META_BUILDER_TRACING", TracingMode, TracingMode.OFF)
+        if missing := tracing_missing_modules(tracing):
+            raise SettingsError(f"META_BUILDER_TRACING={tracing.value} needs {', '.join(missing)}: "
+                                "pip install 'meta-builder[tracing]'")
         return cls(
             api_host=env.get("META_BUILDER_API_HOST") or "127.0.0.1",
             api_port=_int(env, "META_BUILDER_API_PORT", 5001, 1, 65535),
@@ -111,7 +126,9 @@ class Settings:
             environment=environment,
             temporal_address=env.get("TEMPORAL_ADDRESS") or None,
             temporal_namespace=env.get("TEMPORAL_NAMESPACE") or "default",
-            database_url=env.get("DATABASE_URL") or f"sqlite:///{home / 'metabuilder.db'}",
+            tracing=tracing,
+            temporal_env={k: v for k, v in env.items() if k.startswith("TEMPORAL_") and v},
+            database_url=_database_url(env, home),
             shared_repo=env.get("META_BUILDER_SHARED_REPO") or str(home / "workspaces.git"),
             artifacts_dir=Path(env.get("META_BUILDER_ARTIFACTS_DIR") or home / "artifacts"),
             cache_dir=Path(env.get("META_BUILDER_CACHE_DIR") or home / "worker-cache"),
@@ -123,6 +140,15 @@ class Settings:
             log_level=level,
             log_format=log_format,
         )
+
+
+def _database_url(env: Mapping[str, str], home: Path) -> str:
+    url = env.get("DATABASE_URL") or f"sqlite:///{home / 'metabuilder.db'}"
+    scheme = url.split(":", 1)[0]
+    if scheme in ("postgresql", "postgresql+psycopg2") and importlib.util.find_spec("psycopg2") is None:
+        raise SettingsError("DATABASE_URL names PostgreSQL, but its driver is not installed: "
+                            "pip install 'meta-builder[postgres]'")
+    return url
 
 
 def _llm(env: Mapping[str, str]) -> LlmSettings | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -153,6 +154,14 @@ def test_demo_runs_on_its_own_embedded_server(tmp_path: Path) -> None:
         assert "failed step: test" in res.stdout and "AssertionError: 2.0 != 2.5" in res.stdout
         workspace = next((tmp_path / "home" / "demo").iterdir())
         assert git(workspace, "status", "--porcelain") == "M calc.py"  # only the demo's own edit
+        # the closing hint works as printed, from a shell that has no META_BUILDER_HOME of its own
+        hint = re.search(r"stop it with `([^`]+)`", res.stdout).group(1)
+        shell_env = {k: v for k, v in env_clean.items() if k != "META_BUILDER_HOME"}
+        shell_env.update(META_BUILDER_DEV_SERVER_PORT=str(port),
+                         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+        stopped = subprocess.run(hint, shell=True, cwd=ROOT, env=shell_env, capture_output=True, text=True,
+                                 timeout=60)
+        assert stopped.stdout.strip() == "stopped", (hint, stopped.stdout, stopped.stderr)
     finally:
         subprocess.run([sys.executable, "-m", "worker.cli", "server", "stop"], cwd=ROOT,
                        env={**env_clean, **env}, capture_output=True, timeout=60)
