@@ -10,15 +10,15 @@ from __future__ import annotations
 KiB, MiB = 1024, 1024 * 1024
 
 # Temporal server defaults (dynamic config), which a submission must stay under.
-TEMPORAL_BLOB_ERROR_BYTES = 2 * MiB
+BLOB_ERROR_BYTES = 2 * MiB
 """``limit.blobSize.error``: one payload (a workflow's input, an activity's input or result)."""
-TEMPORAL_BLOB_WARN_BYTES = 512 * KiB
+BLOB_WARN_BYTES = 512 * KiB
 """``limit.blobSize.warn``: the server logs a warning for a payload over this."""
-TEMPORAL_GRPC_MESSAGE_BYTES = 4 * MiB
+GRPC_MESSAGE_BYTES = 4 * MiB
 """The gRPC message size that clients and the server accept by default."""
-TEMPORAL_SEARCH_ATTRIBUTE_VALUE_BYTES = 2 * KiB
+SEARCH_ATTRIBUTE_VALUE_BYTES = 2 * KiB
 """``frontend.searchAttributesSizeOfValueLimit``: one search attribute's value (the plan's name)."""
-TEMPORAL_SEARCH_ATTRIBUTES_TOTAL_BYTES = 40 * KiB
+SEARCH_ATTRIBUTES_TOTAL_BYTES = 40 * KiB
 """``frontend.searchAttributesTotalSizeLimit``: all of a workflow's search attributes."""
 
 # Linux (execve): one argument or ``NAME=value`` string is at most MAX_ARG_STRLEN (32 pages,
@@ -46,7 +46,7 @@ MAX_ENV_ENTRY_BYTES = OS_ARG_STRING_BYTES - 1
 MAX_STEP_ENV_BYTES = 512 * KiB
 """All of a step's ``NAME=value`` strings: a quarter of ARG_MAX, the rest left to the command
 and the worker's own environment."""
-MAX_RUN_INPUT_BYTES = TEMPORAL_BLOB_ERROR_BYTES // 2
+MAX_RUN_INPUT_BYTES = BLOB_ERROR_BYTES // 2
 """The run's encoded workflow input (the plan, parsed and as text). Half of Temporal's limit,
 since the run's bookkeeping payloads carry the plan again with more beside it."""
 

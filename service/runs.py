@@ -112,12 +112,12 @@ async def check_payload(client: Client, inp: BuildRunInput) -> None:
         raise BadRequest(
             f"the run's input would be {limits.size(encoded)} (the plan, parsed and as text); at most "
             f"{limits.size(limits.MAX_RUN_INPUT_BYTES)} is accepted, half of Temporal's payload limit "
-            f"({limits.size(limits.TEMPORAL_BLOB_ERROR_BYTES)}, limit.blobSize.error)")
+            f"({limits.size(limits.BLOB_ERROR_BYTES)}, limit.blobSize.error)")
     values = [inp.tenant, inp.plan.name, RunStatus.PENDING.value] if inp.search_attributes else []
     for value in values:
-        if len(value.encode()) > limits.TEMPORAL_SEARCH_ATTRIBUTE_VALUE_BYTES:
+        if len(value.encode()) > limits.SEARCH_ATTRIBUTE_VALUE_BYTES:
             raise BadRequest(f"{value[:40]!r}... is {limits.size(len(value.encode()))}; Temporal takes search "
-                             f"attribute values of at most {limits.size(limits.TEMPORAL_SEARCH_ATTRIBUTE_VALUE_BYTES)}")
+                             f"attribute values of at most {limits.size(limits.SEARCH_ATTRIBUTE_VALUE_BYTES)}")
 
 
 async def prepare_retry(sessions: sessionmaker[Session], run_id: str, opts: SubmitOptions,
