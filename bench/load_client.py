@@ -23,16 +23,28 @@ from urllib.parse import urlsplit
 class Connections:
     """Keep-alive HTTP/1.1 connections to one server: an idle one is reused, else a new one is
     opened, so that no request waits for another (httpx's pool queues them, and its cost grows
-    with the queue). Responses are read by their Content-Length, which the API always sends."""
+    with the queue). Responses are read by their Content-Length, which the API always sends.
+    A connection idle for longer than ``MAX_IDLE`` is not reused: the server closes it after 5 s,
+    and a request sent on it would fail for no fault of the server's."""
+
+    MAX_IDLE = 2.0
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
+
+    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        while self.idle:
+            reader, writer, since = self.idle.pop()
+            if time.monotonic() - since < self.MAX_IDLE:
+                return reader, writer
+            writer.close()
+        return await asyncio.open_connection(self.host, self.port)
 
     async def get(self, path: str, headers: dict[str, str]) -> tuple[int, str | None]:
         """Status and Retry-After of ``GET path``."""
-        reader, writer = self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
+        reader, writer = await self._connection()
         try:
             head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
             writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n{head}\r\n".encode())
@@ -46,11 +58,11 @@ class Connections:
         if fields.get("connection", "").lower() == "close":
             writer.close()
         else:
-            self.idle.append((reader, writer))
+            self.idle.append((reader, writer, time.monotonic()))
         return status, fields.get("retry-after")
 
     def close(self) -> None:
-        for _, writer in self.idle:
+        for _, writer, _ in self.idle:
             writer.close()
 
 
