@@ -89,7 +89,9 @@ class PlanError(ValueError):
         super().__init__("invalid plan:\n" + "\n".join(f"  {p}" for p in problems))
 
 
-_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$")
+# "90", "90s", or parts each with its unit: "1h30m", "5m30s". "1h30" is refused: 30 what?
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*s?|(?=\d)(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*"
+                       r"(?:(\d+(?:\.\d+)?)s)?)\s*$")
 _STEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PLAN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.+@:-]*")
@@ -103,10 +105,10 @@ def parse_duration(value: object, maximum: float = MAX_TIMEOUT_SECONDS) -> float
     if isinstance(value, (int, float)):
         seconds = float(value)
     elif isinstance(value, str) and value.strip() and (m := _DURATION.match(value)):
-        hours, minutes, secs = (float(g) if g else 0.0 for g in m.groups())
-        seconds = hours * 3600 + minutes * 60 + secs
+        bare, hours, minutes, secs = (float(g) if g else 0.0 for g in m.groups())
+        seconds = bare + hours * 3600 + minutes * 60 + secs
     else:
-        raise ValueError(f"expected a duration like 30s, 5m or 1h, got {value!r}")
+        raise ValueError(f"expected a duration like 30s, 5m or 1h30m (each number with its unit), got {value!r}")
     if not 0 < seconds <= maximum:
         raise ValueError(f"duration must be more than 0 and at most {maximum / 3600:g}h, got {value!r}")
     return seconds

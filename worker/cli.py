@@ -26,7 +26,7 @@ from service.errors import NotFound, Unavailable
 from service.runs import RunExistsError, SubmitOptions, resolve_autofix, submit
 from store import repository
 from store.db import transaction
-from worker import admin_cmd, classify_cmd, temporal_cmd
+from worker import admin_cmd, classify_cmd, completion, plan_cmd, temporal_cmd
 from worker.api_server import api_server
 from worker.devserver import DevServer, DevServerError, port_open
 from worker.follow import follow, has_pollers, print_summary
@@ -301,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     classify_cmd.add_parser(sub)
     admin_cmd.add_parsers(sub)
     temporal_cmd.add_parser(sub)
+    plan_cmd.add_parser(sub)
+    completion.add_parser(sub, parser)
 
     p = sub.add_parser("db", help="database schema")
     p.add_argument("action", choices=["upgrade"], help="upgrade: apply Alembic migrations up to head")

@@ -12,6 +12,7 @@ import sys
 import structlog
 
 from worker.settings import Settings
+from worker.terminal import use_color
 
 _configured = False
 
@@ -29,7 +30,7 @@ def configure_logging(settings: Settings, *, quiet_sdk: bool = False) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: structlog.types.Processor = (
-        structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        structlog.dev.ConsoleRenderer(colors=use_color(sys.stderr))
         if settings.log_format == "console" else structlog.processors.JSONRenderer()
     )
     structlog.configure(

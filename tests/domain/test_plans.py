@@ -59,7 +59,8 @@ def test_plan_round_trips_through_its_dict_form() -> None:
         ("name: p\nsteps:\n  - name: a\n    command: x\n  - name: a\n    command: y\n",
          "bad.yaml:5: steps[1].name: duplicate step name 'a' (first used at line 3)"),
         ("name: p\nsteps:\n  - name: a\n    command: x\n    timeout: soon\n",
-         "bad.yaml:5: steps[0] (a).timeout: expected a duration like 30s, 5m or 1h, got 'soon'"),
+         "bad.yaml:5: steps[0] (a).timeout: expected a duration like 30s, 5m or 1h30m (each number with its unit), "
+         "got 'soon'"),
         ("name: p\nsteps:\n  - name: a\n    command: x\n    timeout: 0s\n",
          "bad.yaml:5: steps[0] (a).timeout: duration must be more than 0"),
         ("name: p\nsteps:\n  - name: a\n    command: x\n    queue: gpu\n",
@@ -118,7 +119,7 @@ def test_durations(value: object, seconds: float) -> None:
     assert parse_duration(value) == seconds
 
 
-@pytest.mark.parametrize("value", ["", "5x", "m", True, None, "25h", -1, 0])
+@pytest.mark.parametrize("value", ["", "5x", "m", True, None, "25h", -1, 0, "1h30", "5m30", "1h 30"])
 def test_bad_durations(value: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(value)
