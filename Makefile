@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export META_BUILDER_HOME ?= $(CURDIR)/.metabuilder
 
-.PHONY: demo test bench lint up stop clean rc smoke dist check-wheel
+.PHONY: demo test bench soak lint up stop clean rc smoke dist check-wheel
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_classifier.py
 	$(BIN)/python bench/bench_steps.py
+
+# Not in CI: about 2 minutes of runs through worker SIGKILLs and a Temporal restart (scripts/soak.py).
+soak: $(STAMP)
+	$(BIN)/python scripts/soak.py --runs 44 --report bench/SOAK.md
 
 lint: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check ruff

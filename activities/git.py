@@ -21,8 +21,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-_BOT = ("-c", "user.name=Meta-Builder", "-c", "user.email=metabuilder@localhost",
-        "-c", "commit.gpgsign=false", "-c", "core.hooksPath=/dev/null")
+BOT_CONFIG = ("-c", "user.name=Meta-Builder", "-c", "user.email=metabuilder@localhost",
+              "-c", "commit.gpgsign=false", "-c", "core.hooksPath=/dev/null")
 
 
 class GitError(RuntimeError):
@@ -50,8 +50,8 @@ async def git(*args: str, cwd: Path | str | None = None, env: dict[str, str] | N
 
 async def ensure_shared_repo(repo_url: str) -> None:
     """Create the shared repository if it is a local path that does not exist yet."""
-    if "://" in repo_url or ":" in repo_url.split("/")[0]:
-        return  # a remote URL: it must exist already
+    if _is_remote(repo_url):
+        return  # it must exist already
     path = Path(repo_url)
     if (path / "HEAD").exists():
         return
@@ -89,18 +89,36 @@ async def snapshot(workspace: Path) -> tuple[Path, str]:
     if head and tree == (await git("rev-parse", "HEAD^{tree}", cwd=top)).strip():
         return top, head
     parents = ["-p", head] if head else []
-    commit = (await git(*_BOT, "commit-tree", tree, *parents, "-m",
+    commit = (await git(*BOT_CONFIG, "commit-tree", tree, *parents, "-m",
                         "metabuilder: snapshot of the working tree", cwd=top)).strip()
     return top, commit
 
 
 async def publish(top: Path, commit: str, repo_url: str, branch: str) -> None:
-    """Push ``commit`` of the user's repository to ``branch`` of the shared repository.
+    """Push ``commit`` of the user's repository to ``branch`` of the shared repository, a new
+    branch: ``GitError`` if it exists already (another run's, which must stay as it is).
 
     Pushing to a URL (not a named remote) changes nothing in the user's repository.
     """
     await ensure_shared_repo(repo_url)
-    await git("push", "--quiet", "--force", repo_url, f"{commit}:refs/heads/{branch}", cwd=top)
+    # An empty expected value: the push is refused if the branch exists, atomically.
+    await git("push", "--quiet", f"--force-with-lease=refs/heads/{branch}:", repo_url,
+              f"{commit}:refs/heads/{branch}", cwd=top)
+
+
+async def branch_exists(repo_url: str, branch: str) -> bool:
+    if not _is_remote(repo_url) and not (Path(repo_url) / "HEAD").exists():
+        return False  # not created yet
+    return bool((await git("ls-remote", "--heads", repo_url, f"refs/heads/{branch}")).strip())
+
+
+def _is_remote(repo_url: str) -> bool:
+    return "://" in repo_url or ":" in repo_url.split("/")[0]
+
+
+async def delete_branch(repo_url: str, branch: str, commit: str) -> None:
+    """Delete ``branch`` of the shared repository if it is still at ``commit``."""
+    await git("update-ref", "-d", f"refs/heads/{branch}", commit, cwd=repo_url)
 
 
 async def branch_at(repo_url: str, branch: str, commit: str) -> None:
@@ -145,21 +163,10 @@ class WorkspaceCache:
         next holder can kill what a dead worker left running in the checkout.
         """
         entry = self._entry(run_id)
-        async with entry.lock:
-            entry.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(entry.path.parent / f"{run_id}.lock", os.O_CREAT | os.O_RDWR, 0o644)
-            try:
-                while True:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        await asyncio.sleep(0.1)
-                pgid_file = entry.path.parent / f"{run_id}.pgid"
-                _kill_leftover(pgid_file)
-                yield pgid_file
-            finally:
-                os.close(fd)  # closing releases the flock
+        async with entry.lock, _flock(entry.path.parent / f"{run_id}.lock"):
+            pgid_file = entry.path.parent / f"{run_id}.pgid"
+            _kill_leftover(pgid_file)
+            yield pgid_file
 
     async def checkout(self, repo_url: str, run_id: str, branch: str, commit: str) -> Path:
         """A clean worktree of ``commit``; ignored files of earlier steps on this worker stay
@@ -169,24 +176,29 @@ class WorkspaceCache:
             return entry.path
         entry.commit = None
         mirror = self._mirror(repo_url)
-        if not (mirror / "HEAD").exists():
-            mirror.mkdir(parents=True, exist_ok=True)
-            await git("init", "--quiet", "--bare", str(mirror))
-        if not await self._has_commit(mirror, commit):
-            await git("fetch", "--quiet", "--no-tags", "--force", repo_url,
-                      f"+refs/heads/{branch}:refs/heads/{branch}",
-                      f"+refs/metabuilder/{run_id}/*:refs/metabuilder/{run_id}/*", cwd=mirror)
+        mirror.parent.mkdir(parents=True, exist_ok=True)
+        # The workers of one machine may share the mirror: a fetch reads every worktree's HEAD and
+        # fails on one that another worker's `worktree add` has half made; `init` races with itself.
+        async with _flock(mirror.parent / f"{mirror.name}.lock"):
+            if not (mirror / "HEAD").exists():
+                mirror.mkdir(parents=True, exist_ok=True)
+                await git("init", "--quiet", "--bare", str(mirror))
             if not await self._has_commit(mirror, commit):
-                raise GitError(f"commit {commit} of run {run_id} is not in {repo_url}")
-        if (entry.path / ".git").exists():
-            await git("checkout", "--quiet", "--detach", "--force", commit, cwd=entry.path)
-            await git("clean", "--quiet", "-d", "--force", cwd=entry.path)
-        else:
-            if entry.path.exists():
-                shutil.rmtree(entry.path)
-            await git("worktree", "prune", cwd=mirror)
-            entry.path.parent.mkdir(parents=True, exist_ok=True)
-            await git("worktree", "add", "--quiet", "--detach", "--force", str(entry.path), commit, cwd=mirror)
+                await git("fetch", "--quiet", "--no-tags", "--force", repo_url,
+                          f"+refs/heads/{branch}:refs/heads/{branch}",
+                          f"+refs/metabuilder/{run_id}/*:refs/metabuilder/{run_id}/*", cwd=mirror)
+                if not await self._has_commit(mirror, commit):
+                    raise GitError(f"commit {commit} of run {run_id} is not in {repo_url}")
+            if not (entry.path / ".git").exists():
+                if entry.path.exists():
+                    shutil.rmtree(entry.path)
+                await git("worktree", "prune", cwd=mirror)
+                entry.path.parent.mkdir(parents=True, exist_ok=True)
+                await git("worktree", "add", "--quiet", "--detach", "--force", str(entry.path), commit, cwd=mirror)
+                entry.commit = commit
+                return entry.path
+        await git("checkout", "--quiet", "--detach", "--force", commit, cwd=entry.path)
+        await git("clean", "--quiet", "-d", "--force", cwd=entry.path)
         entry.commit = commit
         return entry.path
 
@@ -203,10 +215,20 @@ class WorkspaceCache:
         changed = _paths_from_status(status)
         if changed:
             await git("add", "--all", cwd=entry.path)
-            await git(*_BOT, "commit", "--quiet", "--no-verify", "-m", message, cwd=entry.path)
+            await git(*BOT_CONFIG, "commit", "--quiet", "--no-verify", "-m", message, cwd=entry.path)
         head = (await git("rev-parse", "HEAD", cwd=entry.path)).strip()
         entry.commit = head
         return head, changed
+
+    async def committed(self, run_id: str, before: str, head: str) -> list[str]:
+        """Note that the checkout is at ``head``, clean (a step's command wrapper committed its
+        changes there); return the paths changed since ``before``."""
+        entry = self._entry(run_id)
+        entry.commit = head
+        if head == before:
+            return []
+        names = await git("diff", "--name-only", "-z", "--no-renames", before, head, cwd=entry.path)
+        return [n for n in names.split("\0") if n]
 
     async def capture_diff(self, run_id: str) -> tuple[str, list[str]]:
         """The checkout's changes as a unified diff against HEAD (new files included), then undo
@@ -252,6 +274,24 @@ class WorkspaceCache:
         entry = self._checkouts.get(run_id)
         if entry is not None:
             entry.commit = None
+
+
+@contextlib.asynccontextmanager
+async def _flock(path: Path) -> AsyncIterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if missing), across processes; the kernel
+    releases it if the holder dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
 
 
 def _kill_leftover(pgid_file: Path) -> None:

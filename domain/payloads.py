@@ -17,6 +17,11 @@ STEP_FAILED = "StepFailed"
 with auto-fix the type is the failure class (``TRANSIENT``, ``LINT``...)."""
 RUN_FAILED = "BuildRunFailed"
 """``ApplicationError.type`` with which a run's workflow fails on purpose."""
+STEP_CANNOT_START = "StepCannotStart"
+"""``ApplicationError.type`` of a step whose command cannot be started at all (not retried)."""
+STEP_OUTCOME_UNKNOWN = "StepOutcomeUnknown"
+"""``ApplicationError.type`` of an ``idempotent: false`` step not run again after an attempt whose
+end is unknown."""
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,9 @@ class Step:
     fallback_command: str | None = None
     requires_approval: bool = False
     optional: bool = False
+    idempotent: bool = True
+    """False: the command must not run twice (a deploy, a payment); after an attempt whose end is
+    unknown (its worker died while it ran) the step is not run again and the run fails."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,7 @@ _APPROVAL_KEYS = {"timeout", "on_expiry"}
 _REPAIR_KEYS = {"migrate", "install", "install_allowlist"}
 _STEP_KEYS = {
     "name", "command", "queue", "timeout", "env", "fix", "rollback", "fallback",
-    "requires_approval", "optional",
+    "requires_approval", "optional", "idempotent",
 }
 
 
@@ -335,6 +338,7 @@ def _parse_step(reader: YamlReader, node: yaml.Node, index: int) -> Step | None:
         key: reader.boolean(n, f"{label}.{key}") if (n := get(key)) is not None else False
         for key in ("requires_approval", "optional")
     }
+    idempotent = reader.boolean(n, f"{label}.idempotent") if (n := get("idempotent")) is not None else True
     if len(reader.problems) != before or name is None or command is None:
         return None
     return Step(
@@ -342,6 +346,7 @@ def _parse_step(reader: YamlReader, node: yaml.Node, index: int) -> Step | None:
         fix_command=optional_text["fix"], rollback_command=optional_text["rollback"],
         fallback_command=optional_text["fallback"],
         requires_approval=flags["requires_approval"], optional=flags["optional"],
+        idempotent=idempotent,
     )
 
 
@@ -391,6 +396,8 @@ def step_to_dict(step: Step) -> dict[str, object]:
         out["requires_approval"] = True
     if step.optional:
         out["optional"] = True
+    if not step.idempotent:
+        out["idempotent"] = False
     return out
 
 

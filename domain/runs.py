@@ -41,6 +41,24 @@ class StepStatus(StrEnum):
     """A step that failed and whose failure a person accepted at an approval gate."""
 
 
+class AttemptStatus(StrEnum):
+    """How one attempt of a step ended, as its ``build_steps`` row records it."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    """The command ran and exited non-zero (or timed out)."""
+    CANCELLED = "cancelled"
+    LOST = "lost"
+    """Its worker died, or stopped reporting, with the command's end unknown."""
+    ADOPTED = "adopted"
+    """Took over the recorded result of an earlier attempt whose worker died after its command
+    finished, instead of running the command again."""
+    ERROR = "error"
+    """Ended without a result of the command: it could not start, the checkout or push failed, or
+    it was refused after an uncertain end of a step that is not idempotent."""
+
+
 WORKFLOW_ID_PREFIX = "build-run-"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$")
 

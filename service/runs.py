@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,8 +17,9 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
-from activities.git import NotAGitRepository, branch_at, publish, snapshot
+from activities.git import GitError, NotAGitRepository, branch_at, branch_exists, delete_branch, publish, snapshot
 from domain import limits
 from domain.payloads import AutofixConfig, BuildRunInput, RunView, WorkspaceRef
 from domain.plans import Plan, parse_plan, plan_to_dict
@@ -100,6 +102,8 @@ async def submit(client: Client, plan_text: str, plan_source: str, workspace: Pa
         top, commit = await snapshot(workspace)
     except NotAGitRepository as err:
         raise BadRequest(str(err)) from None
+    if await branch_exists(opts.shared_repo, branch):
+        raise RunExistsError(f"run {run_id} exists already; run ids are never reused")
     await publish(top, commit, opts.shared_repo, branch)
     return await start(client, run_input(WorkspaceRef(opts.shared_repo, branch, commit, str(top))))
 
@@ -153,7 +157,36 @@ async def prepare_retry(sessions: sessionmaker[Session], run_id: str, opts: Subm
 
 
 async def start(client: Client, inp: BuildRunInput) -> Submitted:
-    """Start the workflow of a run whose workspace branch is in place; returns once it is accepted."""
+    """Start the workflow of a run whose workspace branch is in place; returns once it is accepted.
+    If Temporal refuses the run, the branch made for it is deleted: no branch is left without a run."""
+    try:
+        return await _start(client, inp)
+    except RunExistsError:
+        await _drop_branch(inp.workspace)  # made for this submission: the run under that id has its own
+        raise
+    except Exception:
+        if not await _accepted(client, inp.run_id):
+            await _drop_branch(inp.workspace)
+        raise
+
+
+async def _accepted(client: Client, run_id: str) -> bool:
+    """Whether the run's workflow exists after all (an error such as a timeout may hide a start
+    that went through); in doubt (Temporal unreachable) yes: a stray branch is better than a run
+    without its branch."""
+    try:
+        await client.get_workflow_handle(workflow_id(run_id)).describe()
+    except RPCError as err:
+        return err.status != RPCStatusCode.NOT_FOUND
+    return True
+
+
+async def _drop_branch(ref: WorkspaceRef) -> None:
+    with contextlib.suppress(GitError):  # the refusal is what the caller must hear about
+        await delete_branch(ref.repo_url, ref.branch, ref.base_commit)
+
+
+async def _start(client: Client, inp: BuildRunInput) -> Submitted:
     plan, run_id = inp.plan, inp.run_id
     await check_payload(client, inp)
     try:

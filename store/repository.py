@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, defer, joinedload
 
 from domain.payloads import AutofixEvent, AutofixRecord, RunRecord
 from domain.plans import Plan, plan_to_dict, step_to_dict
+from domain.runs import AttemptStatus, RunStatus
 from store.models import (
     AuditEvent,
     AutoFixRun,
@@ -92,6 +93,14 @@ def record_run(session: Session, record: RunRecord) -> str | None:
              "finished_at": now if record.status.is_final else None},
             keys=["id"],
             update=["status", "head_commit", "failed_step", "error", "updated_at", "finished_at"])
+    if record.status.is_final:
+        # A worker that died with the run's last attempt (or a cancel that reached no worker) left
+        # no one to close it: the run's end does, so that no attempt of an ended run stays open.
+        cancelled = record.status == RunStatus.CANCELLED
+        close_open_attempts(
+            session, record.run_id, AttemptStatus.CANCELLED if cancelled else AttemptStatus.LOST,
+            f"[metabuilder] closed when the run ended {record.status.value}: the attempt's worker never "
+            "reported how it ended")
     return previous
 
 
@@ -113,12 +122,9 @@ class StepAttempt:
 
 
 def step_started(session: Session, a: StepAttempt) -> None:
-    """Record an attempt as running; earlier attempts still marked running were lost with their worker."""
-    session.execute(
-        update(BuildStep)
-        .where(BuildStep.run_id == a.run_id, BuildStep.step_index == a.step_index,
-               BuildStep.attempt < a.attempt, BuildStep.status == "running")
-        .values(status="lost", finished_at=utcnow()))
+    """Record an attempt as running. Earlier attempts still running are settled by the attempt
+    itself once it holds the checkout (see ``close_attempt``), not here: only then is it known
+    whether their command finished."""
     upsert(session, BuildStep,
             {"run_id": a.run_id, "step_index": a.step_index, "attempt": a.attempt, "name": a.name,
              "queue": a.queue, "command": a.command, "status": "running", "commit_before": a.commit_before,
@@ -157,6 +163,36 @@ def step_finished(session: Session, a: StepAttempt, *, status: str, exit_code: i
             keys=["run_id", "step_index", "attempt"],
             update=["status", "worker", "exit_code", "duration_seconds", "commit_after", "log_tail",
                     "log_path", "finished_at", *classified])
+
+
+def close_attempt(session: Session, run_id: str, step_index: int, attempt: int, status: AttemptStatus, *,
+                  reason: str, exit_code: int | None = None, commit_after: str | None = None,
+                  log_path: str | None = None,
+                  open_statuses: Sequence[AttemptStatus] = (AttemptStatus.RUNNING,)) -> bool:
+    """Give an attempt whose worker did not report (it is in one of ``open_statuses``) the end
+    found for it, with the reason as its log tail; return whether a row changed."""
+    values: dict[str, Any] = {"status": status.value, "log_tail": reason, "finished_at": utcnow()}
+    if exit_code is not None:
+        values["exit_code"] = exit_code
+    if commit_after is not None:
+        values["commit_after"] = commit_after
+    if log_path is not None:
+        values["log_path"] = log_path
+    result = session.execute(
+        update(BuildStep)
+        .where(BuildStep.run_id == run_id, BuildStep.step_index == step_index, BuildStep.attempt == attempt,
+               BuildStep.status.in_([s.value for s in open_statuses]))
+        .values(**values))
+    return bool(getattr(result, "rowcount", 0))
+
+
+def close_open_attempts(session: Session, run_id: str, status: AttemptStatus, reason: str) -> int:
+    """At the end of a run: every attempt of it still ``running`` gets ``status`` and the reason."""
+    result = session.execute(
+        update(BuildStep)
+        .where(BuildStep.run_id == run_id, BuildStep.status == AttemptStatus.RUNNING.value)
+        .values(status=status.value, log_tail=reason, finished_at=utcnow()))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def step_attempts(session: Session, run_id: str, step_index: int, first: int, last: int) -> list[BuildStep]:

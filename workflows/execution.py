@@ -16,7 +16,15 @@ from temporalio.common import RetryPolicy
 from temporalio.converter import value_to_type
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
 
-from domain.payloads import STEP_FAILED, AutofixEvent, BuildRunInput, StepInput, StepResult
+from domain.payloads import (
+    STEP_CANNOT_START,
+    STEP_FAILED,
+    STEP_OUTCOME_UNKNOWN,
+    AutofixEvent,
+    BuildRunInput,
+    StepInput,
+    StepResult,
+)
 from domain.plans import Step
 from domain.runs import task_queue
 from domain.taxonomy import FailureType
@@ -99,7 +107,9 @@ def _failed(step: Step, err: ActivityError) -> Execution:
     if isinstance(cause, ApplicationError) and cause.type in STEP_FAILURE_TYPES and cause.details:
         result = value_to_type(StepResult, cause.details[0])
         return Execution(ok=False, result=result, reason=cause.message)
-    if isinstance(cause, TimeoutError):
+    if isinstance(cause, ApplicationError) and cause.type in (STEP_CANNOT_START, STEP_OUTCOME_UNKNOWN):
+        reason = cause.message  # names the step already
+    elif isinstance(cause, TimeoutError):
         reason = f"step {step.name!r} did not finish: {cause.type.name.lower().replace('_', '-')} timeout"
     else:
         reason = f"step {step.name!r} could not be run: {cause.message if cause else err.message}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,30 @@ async def test_checkout_commit_and_push_through_the_shared_repo(user_repo: Path,
         # Going back to the base commit removes the step's file.
         path2 = await other.checkout(shared, "r1", "metabuilder/runs/r1", base)
         assert not (path2 / "out.txt").exists()
+
+
+async def test_two_workers_sharing_a_cache_check_out_concurrent_runs(user_repo: Path, tmp_path: Path) -> None:
+    """Two workers of one machine share the cache (as the docs allow). A fetch into the shared
+    mirror reads every worktree's HEAD, and one half-made by the other worker's `git worktree add`
+    failed it ("bad object worktrees/<id>/HEAD", "failed to read worktrees/<id>/commondir"); two
+    first checkouts at once raced on `git init` of the mirror."""
+    shared = str(tmp_path / "shared.git")
+    commits = {}
+    for i in range(40):
+        (user_repo / "run.txt").write_text(f"{i}\n")
+        _, commits[f"r{i}"] = await snapshot(user_repo)  # a commit of its own: its checkout fetches
+        await publish(user_repo, commits[f"r{i}"], shared, f"metabuilder/runs/r{i}")
+
+    async def worker(cache: WorkspaceCache, runs: list[str], commit_of: str | None) -> list[str]:
+        texts = []
+        for run in runs:
+            async with cache.lock(run):
+                commit = commits[commit_of or run]
+                path = await cache.checkout(shared, run, f"metabuilder/runs/{commit_of or run}", commit)
+                texts.append((path / "run.txt").read_text())
+        return texts
+
+    fetching = worker(WorkspaceCache(tmp_path / "cache"), list(commits), None)
+    adding = worker(WorkspaceCache(tmp_path / "cache"), [f"o{i}" for i in range(40)], "r0")
+    fetched, added = await asyncio.gather(fetching, adding)
+    assert fetched == [f"{i}\n" for i in range(40)] and added == ["0\n"] * 40

@@ -18,7 +18,8 @@ from domain.payloads import AutofixEvent, AutofixRecord, GateRecord, RunRecord
 from domain.plans import parse_plan
 from domain.runs import RunStatus
 from migrations import upgrade
-from store.db import make_engine, session_factory
+from store import repository
+from store.db import make_engine, session_factory, transaction
 
 PLAN = parse_plan("name: p\nsteps:\n  - {name: fetch, command: 'true'}\n")
 RUN = RunRecord(run_id="run-metrics", tenant="acme", status=RunStatus.RUNNING, plan=PLAN, plan_source="",
@@ -78,3 +79,28 @@ async def test_each_fact_is_counted_once_however_often_it_is_written(records: Re
     after = {k: f() - before[k] for k, f in counted.items()}
     assert after == {"retried": 1, "backoffs": 1, "replans": 1, "running": 1, "failed": 1, "autofix_failed": 1,
                      "requested": 1, "rejected": 1}
+
+
+@pytest.mark.parametrize(("end", "closed_as"), [(RunStatus.FAILED, "lost"), (RunStatus.CANCELLED, "cancelled"),
+                                                (RunStatus.SUCCEEDED, "lost")])
+async def test_no_attempt_of_an_ended_run_stays_running(
+        records: RecordActivities, end: RunStatus, closed_as: str) -> None:
+    """A worker that died with a run's last attempt (no attempt after it settles it), or a cancel
+    that reached no worker: the run's final record closes the attempt, with the reason."""
+    env = ActivityEnvironment()
+    await env.run(records.record_run, RUN)
+    with transaction(records.sessions) as s:
+        for attempt in (1, 2):
+            repository.step_started(s, repository.StepAttempt(
+                run_id=RUN.run_id, step_index=0, attempt=attempt, name="fetch", queue="cpu", command="true",
+                commit_before="a" * 40, worker="w1"))
+        repository.step_finished(s, repository.StepAttempt(
+            run_id=RUN.run_id, step_index=0, attempt=1, name="fetch", queue="cpu", command="true",
+            commit_before="a" * 40, worker="w1"), status="failed", exit_code=1, duration_seconds=1.0,
+            commit_after=None, log_tail="boom", log_path="")
+    await env.run(records.record_run, replace(RUN, status=end))
+    with transaction(records.sessions) as s:
+        first, last = repository.run_steps(s, RUN.run_id)
+        assert (first.status, first.log_tail) == ("failed", "boom")
+        assert last.status == closed_as and last.finished_at is not None
+        assert f"closed when the run ended {end.value}" in last.log_tail

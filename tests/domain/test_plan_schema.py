@@ -26,7 +26,7 @@ VALID = {
                    "approvals: {timeout: 2h, on_expiry: approve}\n"
                    "steps:\n  - name: a.b-c_d\n    command: 'true'\n    queue: io\n    timeout: 90\n"
                    "    env: {A: 1, B: true, C: text}\n    fix: fix it\n    rollback: undo\n    fallback: other\n"
-                   "    requires_approval: true\n    optional: false\n",
+                   "    requires_approval: true\n    optional: false\n    idempotent: false\n",
     "duration with units": "name: p\nsteps:\n  - name: a\n    command: x\n    timeout: 1h30m\n",
     "bare seconds": "name: p\nsteps:\n  - name: a\n    command: x\n    timeout: '45'\n",
 }

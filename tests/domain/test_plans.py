@@ -125,6 +125,18 @@ def test_bad_durations(value: object) -> None:
         parse_duration(value)
 
 
+def test_idempotent_defaults_to_true_and_round_trips_when_false() -> None:
+    import yaml
+
+    plan = parse_plan("name: p\nsteps:\n  - {name: a, command: x}\n  - {name: deploy, command: y, idempotent: false}\n")
+    assert [s.idempotent for s in plan.steps] == [True, False]
+    assert plan_to_dict(plan)["steps"][1] == {"name": "deploy", "command": "y", "queue": "cpu", "timeout": "600s",
+                                              "idempotent": False}
+    assert parse_plan(yaml.safe_dump(plan_to_dict(plan), sort_keys=False)) == plan
+    with pytest.raises(PlanError, match=r"p\.yaml:5: steps\[0\] \(a\)\.idempotent: expected true or false"):
+        parse_plan("name: p\nsteps:\n  - name: a\n    command: x\n    idempotent: sometimes\n", "p.yaml")
+
+
 # --- limits: what a plan may hold, found when it is parsed -----------------------------------------
 
 def _steps(n: int) -> str:

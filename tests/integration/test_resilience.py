@@ -3,62 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from temporalio.client import Client
 
 from domain.runs import RunStatus, StepStatus
 from service.runs import SubmitOptions, submit
 from store import repository
 from store.db import transaction
+from tests.integration.conftest import start_worker, wait_for_file
 from tests.workflows.test_build_run import wait_for_step
 from worker.devserver import DevServer, free_port
 from worker.settings import Settings
 from workflows.build_run import BuildRunWorkflow
-
-ROOT = Path(__file__).parent.parent.parent
-
-
-def start_worker(settings: Settings, address: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "TEMPORAL_ADDRESS": address, "META_BUILDER_HOME": str(settings.home),
-           "META_BUILDER_TASK_QUEUE_PREFIX": settings.task_queue_prefix, "META_BUILDER_LOG_LEVEL": "warning"}
-    env.pop("DATABASE_URL", None)
-    with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "worker.cli", "worker"], cwd=ROOT, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-
-
-async def wait_for_file(path: Path, timeout: float = 30) -> None:
-    async with asyncio.timeout(timeout):
-        while not path.exists():
-            await asyncio.sleep(0.05)
 
 
 async def test_sigkilled_worker_step_is_rerun_by_another_worker(
         client: Client, dev_server: DevServer, settings: Settings, sessions, user_repo: Path,
         tmp_path: Path, procs) -> None:  # type: ignore[no-untyped-def]
     marker = tmp_path / "marker"
+    # Attempt 1 is still running when the retry takes over (a command that had finished would be
+    # adopted, not re-run: see test_step_state).
     steps = (f"  - name: prep\n    command: echo prep > prep.txt\n"
-             f"  - name: long\n    command: echo started >> {marker}; sleep 6; echo finished >> {marker};"
+             f"  - name: long\n    command: echo started >> {marker}; [ $METABUILDER_ATTEMPT = 1 ] && sleep 60;"
+             f" echo finished >> {marker};"
              f" echo done > long.txt\n"
              f"  - name: after\n    command: test -f prep.txt && test -f long.txt\n")
     procs.append(start_worker(settings, dev_server.address, tmp_path / "worker-a.log"))
