@@ -22,7 +22,10 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.completion import Completion, Recorded, read_recorded, result_path
 from activities.git import GitError, WorkspaceCache
-from domain.classifier import classify
+from activities.llm import LlmSettings
+from activities.llm_classifier import LlmClassifier
+from domain.classifier import classify, failure_window
+from domain.knowledge import KnowledgeBase
 from domain.payloads import (
     STEP_CANNOT_START,
     STEP_FAILED,
@@ -34,8 +37,10 @@ from domain.payloads import (
 from domain.runs import AttemptStatus, attempt_ref
 from domain.sandbox import step_environment
 from domain.signals import FailureSignal
+from domain.taxonomy import FailureType
 from store import repository
 from store.db import transaction
+from store.knowledge import tenant_knowledge_base
 from telemetry import events
 from telemetry.metrics import timed
 
@@ -51,6 +56,8 @@ KILL_GRACE_SECONDS = 5.0
 class StepSettings:
     artifacts_dir: Path
     heartbeat_interval_seconds: float = 1.0
+    llm_classifier: LlmSettings | None = None
+    """The endpoint to ask about failures the classifier leaves UNKNOWN (optional)."""
 
 
 class StepActivities:
@@ -62,6 +69,19 @@ class StepActivities:
         self.workspaces = workspaces
         self.sessions = sessions
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
+        self.llm_classifier = LlmClassifier(settings.llm_classifier) if settings.llm_classifier else None
+
+    def _classify(self, log_path: Path, exit_code: int, step_name: str, tenant: str) -> FailureSignal:
+        """With the bundled patterns and the tenant's own (``/tenants/{id}/patterns``), read per
+        failure: an entry added through the API counts from the next failed step on."""
+        with transaction(self.sessions) as session:
+            kb = tenant_knowledge_base(session, tenant)
+        signal_ = _classify_file(log_path, exit_code, step_name, kb)
+        if self.llm_classifier is not None and signal_.type is FailureType.UNKNOWN:
+            with log_path.open("rb") as log:
+                window = failure_window(log, kb=kb)
+            signal_ = self.llm_classifier.classify(signal_, step_name, exit_code, window)
+        return signal_
 
     @activity.defn(name="run_step")
     async def run_step(self, inp: StepInput) -> StepResult:
@@ -149,7 +169,7 @@ class StepActivities:
                               log_tail=tail, log_path=str(log_path), attempt=number,
                               retries=await self._retries(inp, info.attempt), temporal_attempts=info.attempt)
 
-        signal_ = await asyncio.to_thread(_classify_file, log_path, exit_code, inp.step.name)
+        signal_ = await asyncio.to_thread(self._classify, log_path, exit_code, inp.step.name, inp.tenant)
         delay = _retry_delay(inp, info.attempt, signal_)
         await self._finish(attempt, AttemptStatus.FAILED, exit_code, started, None, tail, log_path,
                            repository.AttemptSignal(
@@ -377,9 +397,10 @@ def _read_tail(log_path: Path) -> str:
     return tail.text()
 
 
-def _classify_file(log_path: Path, exit_code: int, step_name: str) -> FailureSignal:
+def _classify_file(log_path: Path, exit_code: int, step_name: str,
+                   kb: KnowledgeBase | None = None) -> FailureSignal:
     with timed("classify"), log_path.open("rb") as log:
-        return classify(log, exit_code=exit_code, step_name=step_name)
+        return classify(log, exit_code=exit_code, step_name=step_name, kb=kb)
 
 
 def _retry_delay(inp: StepInput, temporal_attempt: int, signal_: FailureSignal) -> float | None:

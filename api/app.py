@@ -9,6 +9,7 @@ from api.config import ApiConfig
 from api.deps import TemporalGateway, known_query_only
 from api.guards import LimitBody, ShedLoad
 from api.routes import approvals, audit, classify, plans, runs, settings
+from api.routes import knowledge as knowledge_routes
 
 DESCRIPTION = """\
 Meta-Builder's API. Authenticate with `Authorization: Bearer <token>` (`metabuilder tokens create`).
@@ -28,7 +29,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.add_middleware(ShedLoad, max_in_flight=config.max_in_flight)
     metrics.install(app, config.sessions)  # outside the shedding: shed requests are counted (503)
     portal.install(app)
-    for module in (runs, approvals, settings, plans, classify, audit):
+    for module in (runs, approvals, settings, plans, classify, audit, knowledge_routes):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"])

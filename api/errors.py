@@ -30,9 +30,10 @@ class ErrorOut(BaseModel):
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None,
+                 body: dict[str, Any] | None = None) -> None:
         super().__init__(detail)
-        self.status, self.detail, self.headers = status, detail, headers
+        self.status, self.detail, self.headers, self.body = status, detail, headers, body
 
 
 PORTAL_PREFIX = "/portal"
@@ -43,7 +44,7 @@ STATUS = {NotFound: 404, Conflict: 409, Unavailable: 503, BadRequest: 422, PlanE
 def install(app: FastAPI) -> None:
     async def api_error(request: Request, err: Exception) -> Response:
         if isinstance(err, ApiError):
-            return respond(request, err.status, err.detail, err.headers)
+            return respond(request, err.status, err.detail, err.headers, err.body)
         status = next(code for kind, code in STATUS.items() if isinstance(err, kind))
         return respond(request, status, str(err))
 

@@ -9,9 +9,17 @@ same run and on the same file (read once beforehand, so both read from the page 
 - the classifier: ``classify()`` on the file, in a child process that compiles the knowledge base,
   then restarts its peak-RSS mark (``/proc/self/clear_refs``) so that "extra memory" is what
   classifying the log adds;
-- the pure-Python reference engine on a small slice, for scale.
+- the pure-Python reference engine on a small slice, for scale;
+- the worst case: a log of the same size where most lines match some pattern (repeated real
+  failure lines), against the typical log; the goal is at most 4x slower;
+- whole processes, each with its output to a file (GNU grep stops at its first match when its
+  output is /dev/null): ``metabuilder classify LOG`` against ``LC_ALL=C grep -E -c -f`` on a
+  100 MiB log (goal: at least 2x grep), ``metabuilder classify`` on a 50-line log and
+  ``metabuilder --help`` against ``python3 -c pass`` (goals: at most 10x and 5x). The runs
+  alternate A B A B and the median of the pairwise ratios is printed, so a drift in the machine's
+  speed affects both sides alike. The knowledge-base cache is warmed first.
 
-    python bench/bench_classifier.py [--mib 200] [--repeat 3]
+    python bench/bench_classifier.py [--mib 200] [--repeat 3] [--process-mib 100] [--process-runs 5]
 """
 
 from __future__ import annotations
@@ -107,6 +115,73 @@ def make_log(path: Path, mib: int, seed: int = 7) -> None:
         fh.write("".join(f"2026-11-21T11:00:00.0000000Z {line}\n" for line in tail).encode())
 
 
+def make_dense_log(path: Path, mib: int, seed: int = 11) -> None:
+    """A log of about ``mib`` MiB where most lines match a pattern: real failure lines, repeated."""
+    rng = random.Random(seed)
+    matching = ["E   assert 3 == 4", "FAILED tests/unit/test_totals.py::test_totals - assert 3 == 4",
+                "WARNING: Retrying (Retry(total=4, connect=None, read=None, redirect=None, status=None)) after "
+                "connection broken by 'NewConnectionError'", "npm ERR! code ECONNRESET",
+                "src/app.py:12:5: F401 'os' imported but unused", "error[E0308]: mismatched types",
+                "java.io.IOException: No space left on device", "fatal: unable to access 'https://example.com/'",
+                "Traceback (most recent call last):", "curl: (7) Failed to connect to 127.0.0.1 port 9"]
+    block = [rng.choice(matching) if rng.random() < 0.8 else f"step {i} ok" for i in range(20_000)]
+    target = mib << 20
+    with path.open("wb") as fh:
+        written = 0
+        while written < target:
+            data = "".join(f"2026-11-21T10:00:{written % 60:02d}.0000000Z {line}\n" for line in block).encode()
+            fh.write(data)
+            written += len(data)
+        fh.write(b"2026-11-21T11:00:00.0000000Z ##[error]Process completed with exit code 1.\n")
+
+
+def _timed(argv: list[str], out: Path) -> float:
+    """Wall seconds of one whole process, its output appended to ``out``."""
+    with out.open("ab") as fh:
+        started = time.perf_counter()
+        subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, check=False)
+        return time.perf_counter() - started
+
+
+def paired(a: list[str], b: list[str], runs: int, out_dir: Path) -> tuple[float, float, float]:
+    """Medians of A's and B's wall seconds and of the pairwise ratio A/B, over ``runs`` alternating pairs."""
+    a_s, b_s = [], []
+    _timed(a, out_dir / "a.out"), _timed(b, out_dir / "b.out")  # warm-up
+    for _ in range(runs):
+        a_s.append(_timed(a, out_dir / "a.out"))
+        b_s.append(_timed(b, out_dir / "b.out"))
+    ratios = [x / y for x, y in zip(a_s, b_s, strict=True)]
+    return statistics.median(a_s), statistics.median(b_s), statistics.median(ratios)
+
+
+def whole_processes(tmp: Path, patterns: Path, mib: int, runs: int) -> None:
+    """The CLI as a user runs it, against grep and against a bare interpreter."""
+    cli = [str(Path(sys.executable).with_name("metabuilder"))]
+    if not Path(cli[0]).exists():
+        cli = [sys.executable, "-m", "worker.cli"]
+    os.environ["META_BUILDER_HOME"] = str(tmp / "home")  # a cache of our own, warmed by the warm-up run
+    big = tmp / "process.log"
+    make_log(big, mib)
+    small = tmp / "small.log"
+    with big.open("rb") as src:
+        head = [next(src) for _ in range(40)]
+    small.write_bytes(b"".join(head) + b"".join(f"2026-11-21T11:00:00.0Z {line}\n".encode() for line in (
+        "E       assert 3 == 4", "tests/unit/test_totals.py:12: AssertionError",
+        "FAILED tests/unit/test_totals.py::test_totals - assert 3 == 4",
+        "##[error]Process completed with exit code 1.")))
+    grep = ["env", "LC_ALL=C", "grep", "-E", "-c", "-f", str(patterns), str(big)]
+    bare = ["python3", "-c", "pass"]
+    print(f"whole processes ({runs} alternating pairs each, wall-clock medians, output to files):")
+    for label, a, b, goal in (
+        (f"classify {mib} MiB log / grep -E -c", [*cli, "classify", str(big)], grep, "goal <= 0.5"),
+        (f"classify {sum(1 for _ in small.open('rb'))}-line log / python3 -c pass", [*cli, "classify", str(small)],
+         bare, "goal <= 10"),
+        ("metabuilder --help / python3 -c pass", [*cli, "--help"], bare, "goal <= 5"),
+    ):
+        a_s, b_s, ratio = paired(a, b, runs, tmp)
+        print(f"  {label:<44} {a_s:7.3f}s vs {b_s:7.3f}s   ratio {ratio:6.2f}  ({goal})")
+
+
 def child(path: str, engine: str = "auto") -> dict:
     proc = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT), path=path, engine=engine)],
                           capture_output=True, text=True, check=True)
@@ -127,6 +202,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mib", type=int, default=200, help="size of the generated log (default 200)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs of each side (median reported)")
+    parser.add_argument("--process-mib", type=int, default=100, help="log size for the whole-process runs")
+    parser.add_argument("--process-runs", type=int, default=5, help="alternating pairs per whole-process figure")
     args = parser.parse_args()
 
     kb = bundled_knowledge_base()
@@ -157,6 +234,23 @@ def main() -> None:
             slice_path.write_bytes(src.read(2 << 20))
         reference = child(str(slice_path), engine="re")["seconds"]
 
+        dense = Path(tmp) / "dense.log"
+        log.unlink()
+        make_dense_log(dense, args.mib)
+        dense_mib = dense.stat().st_size / 2**20
+        worst = [child(str(dense)) for _ in range(args.repeat)]
+        worst_s = statistics.median(r["seconds"] for r in worst)
+        worst_type = worst[0]["type"]
+        dense.unlink()
+        print_main(size_mib, grep_s, count, ours_s, result, reference)
+        print(f"worst case        {dense_mib / worst_s:8.1f} MiB/s   ({worst_s:.2f}s on {dense_mib:.0f} MiB where "
+              f"80% of lines match, answer {worst_type}): {worst_s / dense_mib / (ours_s / size_mib):.2f}x the typical "
+              "time per MiB (goal <= 4)")
+        print()
+        whole_processes(Path(tmp), patterns, args.process_mib, args.process_runs)
+
+
+def print_main(size_mib: float, grep_s: float, count: int, ours_s: float, result: dict, reference: float) -> None:
     print(f"grep -E -c        {size_mib / grep_s:8.1f} MiB/s   ({grep_s:.2f}s, {count} matching lines)")
     print(f"classifier        {size_mib / ours_s:8.1f} MiB/s   ({ours_s:.2f}s, {result['matched_lines']} matching "
           f"lines, answer {result['type']})")

@@ -14,6 +14,9 @@ How a decision is made:
    step's name add small scores of their own.
 5. Confidence is the winner's score, discounted when the runner-up is close. Below
    :data:`MIN_CONFIDENCE` the answer is UNKNOWN, with the best guess kept.
+6. Where the patterns abstain or are weak (below :data:`WEAK_CONFIDENCE`), the learned model
+   (:mod:`domain.learned`) reads the failure window. It decides only at or above its own
+   threshold, and over the patterns only when it is the more confident of the two.
 """
 
 from __future__ import annotations
@@ -22,18 +25,21 @@ import io
 import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from functools import cache
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
 
 from domain.knowledge import EntryKind, KnowledgeBase, bundled_knowledge_base
-from domain.scanner import Engine, Scanner
+from domain.learned import Model, bundled_model, features, window_lines
+from domain.scanner import Engine, Scanner, ScanResult
 from domain.signals import Evidence, FailureSignal, display_line, fingerprint, retry_after
 from domain.taxonomy import FailureType
 
 MIN_CONFIDENCE = 0.3
 """Below this the answer is UNKNOWN (with ``best_guess`` set)."""
+WEAK_CONFIDENCE = 0.5
+"""Below this the patterns' answer is weak, and the learned model is asked too."""
 HALF_LIFE_LINES = 150.0
 """Distance from the failure point at which a hit's proximity has fallen halfway to its floor."""
 PROXIMITY_FLOOR = 0.25
@@ -74,11 +80,11 @@ class _Scored:
     evidence: Evidence
 
 
-@cache
-def _scanner(kb: KnowledgeBase, engine_name: str) -> Scanner:
+@lru_cache(maxsize=64)  # the bundled base, and each tenant's as its runs fail
+def _scanner(kb: KnowledgeBase, engine: str | Engine) -> Scanner:
     from domain.scanner import make_engine
 
-    return Scanner(kb, make_engine(kb, engine_name))
+    return Scanner(kb, make_engine(kb, engine) if isinstance(engine, str) else engine)
 
 
 def _as_stream(log: LogInput) -> BinaryIO | Iterable[bytes]:
@@ -102,23 +108,36 @@ def classify(
     kb: KnowledgeBase | None = None,
     now: float | None = None,
     engine: str | Engine = "auto",
+    model: Model | None = None,
+    learned: bool = True,
 ) -> FailureSignal:
     """Classify a failed step's log (text, bytes, a binary file or an iterable of byte blocks).
 
     Reads the log once, in bounded memory. ``now`` (epoch seconds) resolves dates in Retry-After
-    headers; ``engine`` is ``auto``, ``hyperscan``, ``re`` or an engine object.
+    headers; ``engine`` is ``auto``, ``hyperscan``, ``re`` or an engine object. ``model`` is the
+    learned fallback (default: the bundled one); ``learned=False`` uses the patterns alone.
     """
+    signal, result, anchor = _classify_patterns(log, exit_code, step_name, kb, now, engine)
+    if not learned or result is None:
+        return signal
+    return _with_model(signal, result, anchor, model or bundled_model())
+
+
+def _classify_patterns(
+    log: LogInput, exit_code: int | None, step_name: str | None, kb: KnowledgeBase | None, now: float | None,
+    engine: str | Engine,
+) -> tuple[FailureSignal, ScanResult | None, Evidence | None]:
     kb = kb or bundled_knowledge_base()
-    scanner = Scanner(kb, engine) if not isinstance(engine, str) else _scanner(kb, engine)
+    scanner = _scanner(kb, engine)  # type: ignore[arg-type]  # engines hash by identity
     try:
         result = scanner.scan(_as_stream(log))
     except OSError as err:
-        return _unknown(f"the log could not be read: {err}", [], exit_code, step_name)
+        return _unknown(f"the log could not be read: {err}", [], exit_code, step_name), None, None
     if not result.nonblank:
         # A process killed by a signal often prints nothing: the exit code is then all we have.
         if exit_code in EXIT_CODES:
-            return _decide(_extra_evidence(exit_code, step_name), None, [])
-        return _unknown("the log is empty", [], exit_code, step_name)
+            return _decide(_extra_evidence(exit_code, step_name), None, []), None, None
+        return _unknown("the log is empty", [], exit_code, step_name), None, None
 
     anchors = [Evidence(h.line, display_line(h.text), e.id) for i, e in enumerate(kb.entries)
                if e.kind is EntryKind.ANCHOR and (h := result.last_hit(i))]
@@ -143,8 +162,37 @@ def classify(
     scored += _extra_evidence(exit_code, step_name)
     if not scored:
         return FailureSignal.of(FailureType.UNKNOWN, 0.0, reason="no known failure message in the log",
-                                evidence=[anchor] if anchor else [])
-    return _decide(scored, anchor, waits)
+                                evidence=[anchor] if anchor else []), result, anchor
+    return _decide(scored, anchor, waits), result, anchor
+
+
+def _with_model(signal: FailureSignal, result: ScanResult, anchor: Evidence | None,
+                model: Model | None) -> FailureSignal:
+    if model is None or (signal.type is not FailureType.UNKNOWN and signal.confidence >= WEAK_CONFIDENCE):
+        return signal
+    tail_lines = result.tail.count(b"\n") + (0 if result.tail.endswith(b"\n") or not result.tail else 1)
+    lines = window_lines(result.tail, result.lines - tail_lines + 1, anchor.line if anchor else None)
+    prediction = model.predict(features(text for _, text in lines))
+    if not prediction.answered:
+        return signal
+    label, p = prediction.label, prediction.probability
+    scores = {**signal.scores, f"model.{label.value}": round(p, 3)}
+    if signal.type is not FailureType.UNKNOWN and label is not signal.type and p <= signal.confidence:
+        return replace(signal, scores=scores)
+    if label is signal.type:  # two independent readings agree
+        return replace(signal, confidence=round(max(signal.confidence, p), 3), scores=scores,
+                       reason=f"{signal.reason}; the learned model agrees ({p:.2f})")
+    strongest = model.strongest_line(lines, label)
+    evidence = [Evidence(strongest[0], strongest[1][:300], f"model.{label.value.lower()}")] if strongest else []
+    if anchor and anchor not in evidence:
+        evidence.append(anchor)
+    evidence.sort(key=lambda e: (e.line is None, e.line or 0))
+    why = ("no pattern decides" if signal.type is FailureType.UNKNOWN
+           else f"the patterns' {signal.type.value} is weak ({signal.confidence:.2f})")
+    return FailureSignal.of(label, p, evidence=evidence, patterns=[*signal.patterns, "model"],
+                            retry_after=signal.retry_after, scores=scores,
+                            fingerprint=fingerprint(label, evidence),
+                            reason=f"{why}; the learned model reads the failure window as {label.value} ({p:.2f})")
 
 
 def _extra_evidence(exit_code: int | None, step_name: str | None) -> list[_Scored]:
@@ -227,3 +275,13 @@ def classify_failure(
                 yield artifact.encode("utf-8", errors="surrogateescape") if isinstance(artifact, str) else artifact
 
     return classify(blocks(), exit_code=exit_code, step_name=step_name, kb=kb)
+
+
+def failure_window(log: LogInput, *, kb: KnowledgeBase | None = None) -> list[str]:
+    """The failure window's lines as a person reads them (what the learned model reads)."""
+    _signal, result, anchor = _classify_patterns(log, None, None, kb, None, "auto")
+    if result is None:
+        return []
+    tail_lines = result.tail.count(b"\n") + (0 if result.tail.endswith(b"\n") or not result.tail else 1)
+    lines = window_lines(result.tail, result.lines - tail_lines + 1, anchor.line if anchor else None)
+    return [text for _, text in lines]

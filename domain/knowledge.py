@@ -219,6 +219,19 @@ class KnowledgeBase:
     def by_id(self, entry_id: str) -> PatternEntry:
         return next(e for e in self.entries if e.id == entry_id)
 
+    def to_records(self) -> list[dict[str, object]]:
+        """The entries as plain data (JSON), for :meth:`from_records`."""
+        return [{"id": e.id, "pattern": e.pattern, "class": e.failure_type.value if e.failure_type else None,
+                 "weight": e.weight, "description": e.description, "kind": e.kind.value} for e in self.entries]
+
+    @classmethod
+    def from_records(cls, records: Iterable[dict[str, object]]) -> KnowledgeBase:
+        """A base from :meth:`to_records` output, trusted as already validated (a cache)."""
+        return cls(tuple(PatternEntry(id=str(r["id"]), pattern=str(r["pattern"]),
+                                      failure_type=FailureType(str(r["class"])) if r["class"] else None,
+                                      weight=float(r["weight"]), description=str(r["description"]),  # type: ignore[arg-type]
+                                      kind=EntryKind(str(r["kind"]))) for r in records))
+
     @cached_property
     def patterns(self) -> Sequence[str]:
         """The patterns as the engines compile them (line-start anchors expanded)."""
@@ -239,3 +252,34 @@ def load_knowledge_base(path: str | Path) -> KnowledgeBase:
 def bundled_knowledge_base() -> KnowledgeBase:
     """The knowledge base shipped with Meta-Builder."""
     return load_knowledge_base(BUNDLED_PATH)
+
+
+def entries_to_yaml(entries: Iterable[PatternEntry]) -> str:
+    """Entries as knowledge-base YAML (what :func:`parse_entries` reads back)."""
+    import yaml as _yaml
+
+    records = [{k: v for k, v in r.items() if v not in (None, "") and not (k == "kind" and v == "cause")}
+               for r in KnowledgeBase(tuple(entries)).to_records()]
+    return _yaml.safe_dump(records, sort_keys=False, allow_unicode=True) if records else ""
+
+
+_ESCAPE = re.compile(r"([\\.^$|?*+()\[\]{}])")
+_VARYING = re.compile(r"[0-9]+(\\\.[0-9]+)*|[0-9a-f]{7,}")
+_SALIENT = re.compile(r"(?i)error|fail|den(y|ied)|refus|reject|forbid|block|not allowed|violat|invalid|cannot|"
+                      r"can't|unable|missing|exceed|timeout|timed out|panic|exception|fatal|abort")
+
+
+def propose_pattern(lines: Sequence[str], failure_type: FailureType, entry_id: str) -> PatternEntry | None:
+    """A knowledge-base entry proposed from a corrected failure's window: its most telling line
+    (the last one that says something failed, else the last line), with regex characters escaped,
+    numbers and hex ids made variable, cut to 120 characters. None if no line is usable."""
+    candidates = [line.strip() for line in lines if len(line.strip()) >= 8]
+    if not candidates:
+        return None
+    telling = [line for line in candidates if _SALIENT.search(line)]
+    line = (telling or candidates)[-1][:120]
+    pattern = _VARYING.sub("[0-9a-f.]+", _ESCAPE.sub(r"\\\1", line))
+    if check_pattern(pattern):
+        return None
+    return PatternEntry(id=entry_id, pattern=pattern, failure_type=failure_type, weight=0.9,
+                        description=f"Proposed from a correction: {line}")

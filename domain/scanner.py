@@ -10,6 +10,14 @@ line is then confirmed with Python ``re`` on that line alone, so both engines ag
   the portable fallback and as the reference the fast engine is tested against.
 
 Only the last few hits per pattern are kept, so memory does not grow with the log.
+
+A *dense* chunk, where more than :data:`DENSE_CANDIDATES` candidates turn up (a log where most
+lines match something, such as a wall of repeated warnings), is not confirmed line by line at
+Python speed. Only its last hits matter: the scan stops, a second database that reports each
+pattern once says which patterns occur in the chunk, and the chunk is then read backwards in
+windows of :data:`DENSE_WINDOW_BYTES` until each of them has its last :data:`HITS_KEPT` hits; a
+window where that database finds none of the patterns still wanted is skipped at C speed.
+``matched_lines`` then counts only the lines so examined.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from domain.knowledge import EntryKind, KnowledgeBase, KnowledgeBaseError, Problem
 
@@ -31,6 +39,17 @@ MAX_LINE_BYTES = 64 << 10
 """A longer line (or a log without newlines) is cut into pieces of this size."""
 HITS_KEPT = 3
 """Hits kept per pattern: the last ones, nearest the failure."""
+DENSE_CANDIDATES = 128
+"""Candidates in one chunk beyond which the chunk is read backwards for its last hits only."""
+DENSE_WINDOW_BYTES = 4 << 10
+"""Size of the windows a dense chunk is read in, from its end."""
+DENSE_LINES_PER_WINDOW = 8
+"""Matching lines per window read below which a dense chunk's successor is read the usual way."""
+TAIL_BYTES = 16 << 10
+"""How much of the log's end is kept for the failure window (cross-tool cues, the learned model)."""
+SHADOWED_LINES = 2 * HITS_KEPT
+"""In a dense chunk, a pattern confirmed on this many lines but owned by a heavier entry on each
+is taken as done: any lone hit of it further up is that much further from the failure."""
 
 # One literal prefix (ESC) lets ``re`` skip to candidates quickly; CSI, OSC and two-byte escapes.
 _ANSI = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b\n]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
@@ -39,10 +58,18 @@ OnMatch = Callable[[int, int], None]
 """Called with (entry index, end offset in the chunk) for every candidate match."""
 
 
+class DenseChunk(Exception):
+    """Raised by ``on_match`` to stop scanning a chunk with too many candidates."""
+
+
 class Engine(Protocol):
     name: str
 
     def scan(self, chunk: bytes, on_match: OnMatch) -> None: ...
+
+    def present(self, chunk: bytes) -> set[int]:
+        """The entries with at least one candidate match in ``chunk``."""
+        ...
 
 
 class RegexEngine:
@@ -58,35 +85,72 @@ class RegexEngine:
             for m in rx.finditer(chunk):
                 on_match(index, m.end())
 
+    def present(self, chunk: bytes) -> set[int]:
+        return {index for index, rx in enumerate(self._compiled) if rx.search(chunk)}
+
 
 class HyperscanEngine:
-    """All patterns in one Hyperscan block-mode database."""
+    """All patterns in one Hyperscan block-mode database, and again in one that reports each once."""
 
     name = "hyperscan"
 
-    def __init__(self, kb: KnowledgeBase) -> None:
+    def __init__(self, kb: KnowledgeBase, serialized: tuple[bytes, bytes] | None = None) -> None:
+        """Compile ``kb``'s patterns, or load them from ``serialized`` (what :meth:`serialize` gave)."""
         import hyperscan
 
         self._hs = hyperscan
-        self._db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        patterns = [p.encode() for p in kb.patterns]
-        try:
-            self._db.compile(expressions=patterns, ids=list(range(len(patterns))), elements=len(patterns),
-                             flags=hyperscan.HS_FLAG_MULTILINE)
-        except hyperscan.error as err:
-            raise KnowledgeBaseError([Problem("<knowledge base>", None, "pattern", f"hyperscan: {err}")]) from err
+        self._patterns = [p.encode() for p in kb.patterns]
+        self._once: Any = None
+        if serialized is not None:
+            self._db, self._once = (hyperscan.loadb(blob, hyperscan.HS_MODE_BLOCK) for blob in serialized)
+        else:
+            self._db = self._compile(self._patterns, hyperscan.HS_FLAG_MULTILINE)
         self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def _once_db(self) -> Any:
+        # Compiled when first needed (only dense chunks use it): it would double the compile time.
+        with self._lock:
+            if self._once is None:
+                self._once = self._compile(self._patterns, self._hs.HS_FLAG_MULTILINE | self._hs.HS_FLAG_SINGLEMATCH)
+            return self._once
+
+    def _compile(self, patterns: list[bytes], flags: int) -> Any:
+        db = self._hs.Database(mode=self._hs.HS_MODE_BLOCK)
+        try:
+            db.compile(expressions=patterns, ids=list(range(len(patterns))), elements=len(patterns),
+                       flags=[flags] * len(patterns))
+        except self._hs.error as err:
+            raise KnowledgeBaseError([Problem("<knowledge base>", None, "pattern", f"hyperscan: {err}")]) from err
+        return db
+
+    def serialize(self) -> tuple[bytes, bytes]:
+        return self._hs.dumpb(self._db), self._hs.dumpb(self._once_db())
+
+    def _scratch(self, once: bool = False) -> object:
+        # Scratch spaces per thread: activities classify concurrently in a thread pool.
+        name = "once" if once else "scratch"
+        scratch = getattr(self._local, name, None)
+        if scratch is None:
+            scratch = self._hs.Scratch(self._once_db() if once else self._db)
+            setattr(self._local, name, scratch)
+        return scratch
 
     def scan(self, chunk: bytes, on_match: OnMatch) -> None:
-        # One scratch space per thread: activities classify concurrently in a thread pool.
-        scratch = getattr(self._local, "scratch", None)
-        if scratch is None:
-            scratch = self._local.scratch = self._hs.Scratch(self._db)
-
         def handler(index: int, _start: int, end: int, _flags: int, _ctx: object) -> None:
             on_match(index, end)
 
-        self._db.scan(chunk, match_event_handler=handler, scratch=scratch)
+        self._db.scan(chunk, match_event_handler=handler, scratch=self._scratch())  # type: ignore[attr-defined,arg-type]
+
+    def present(self, chunk: bytes) -> set[int]:
+        found: set[int] = set()
+
+        def handler(index: int, _start: int, _end: int, _flags: int, _ctx: object) -> None:
+            found.add(index)
+
+        once = self._once_db()
+        once.scan(chunk, match_event_handler=handler, scratch=self._scratch(once=True))  # type: ignore[attr-defined,arg-type]
+        return found
 
 
 def make_engine(kb: KnowledgeBase, prefer: str = "auto") -> Engine:
@@ -116,12 +180,15 @@ class ScanResult:
     """What a scan found: per entry, how many lines matched and the last few hits."""
 
     hits: dict[int, deque[Hit]] = field(default_factory=dict)
-    counts: dict[int, int] = field(default_factory=dict)
     lines: int = 0
     matched_lines: int = 0
-    """Lines that matched at least one entry (what ``grep -c`` counts)."""
+    """Lines that matched at least one entry (what ``grep -c`` counts), except in dense chunks,
+    where only the lines read for the last hits are counted."""
+    dense_chunks: int = 0
     bytes_read: int = 0
     nonblank: bool = False
+    tail: bytes = b""
+    """The last :data:`TAIL_BYTES` of the cleaned log, cut at a line start: the failure window."""
 
     def last_hit(self, index: int) -> Hit | None:
         kept = self.hits.get(index)
@@ -229,26 +296,41 @@ class Scanner:
         self.kb = kb
         self.engine = engine or make_engine(kb)
         self.chunk_bytes = chunk_bytes
-        self._confirm = [re.compile(p.encode()) for p in kb.patterns]
+        # Compiled on first use: a short log needs only a few of them, and start-up counts for the CLI.
+        self._confirm: list[re.Pattern[bytes] | None] = [None] * len(kb.entries)
         # Anchors never own a line; among the others the heavier entry wins (ties: by id).
         self._rank = [(-1.0, e.id) if e.kind is EntryKind.ANCHOR else (e.weight, e.id) for e in kb.entries]
         self._always_kept = [e.kind is not EntryKind.CAUSE for e in kb.entries]
 
+    def _confirmed(self, index: int, line: bytes) -> bool:
+        rx = self._confirm[index]
+        if rx is None:
+            rx = self._confirm[index] = re.compile(self.kb.patterns[index].encode())
+        return rx.search(line) is not None
+
     def scan(self, source: BinaryIO | Iterable[bytes]) -> ScanResult:
         result = ScanResult()
         line_base = 0  # lines before the current chunk
+        tail = b""
+        dense = False
         for raw_size, chunk, line_ends in _read_ahead(line_chunks(source, self.chunk_bytes)):
             result.bytes_read += raw_size
             if not result.nonblank and chunk.strip():
                 result.nonblank = True
-            self._scan_chunk(chunk, line_base, result)
+            dense = self._scan_chunk(chunk, line_base, result, dense)
             line_base += line_ends
             if not chunk.endswith(b"\n"):
                 line_base += 1
+            tail = (tail + chunk)[-TAIL_BYTES:] if len(chunk) < TAIL_BYTES else chunk[-TAIL_BYTES:]
         result.lines = line_base
+        if len(tail) == TAIL_BYTES and (cut := tail.find(b"\n")) >= 0:
+            tail = tail[cut + 1:]
+        result.tail = tail
         return result
 
-    def _scan_chunk(self, chunk: bytes, line_base: int, result: ScanResult) -> None:
+    def _candidates(self, chunk: bytes, limit: int | None) -> list[tuple[int, int, int]]:
+        """(line start, entry, line end) of each entry's candidate lines in ``chunk``, in order;
+        DenseChunk once more than ``limit`` turn up."""
         seen_until: dict[int, int] = {}
         candidates: list[tuple[int, int, int]] = []
 
@@ -262,33 +344,89 @@ class Scanner:
                 stop = len(chunk)
             seen_until[index] = stop
             candidates.append((start, index, stop))
+            if limit is not None and len(candidates) > limit:
+                raise DenseChunk
 
-        self.engine.scan(chunk, on_match)
+        self.engine.scan(chunk, on_match)  # DenseChunk raised in on_match stops the scan and comes through
         candidates.sort()
-        counted_to, line = 0, line_base + 1
+        return candidates
+
+    def _confirmed_lines(
+        self, chunk: bytes, candidates: list[tuple[int, int, int]]
+    ) -> Iterator[tuple[int, int, list[int]]]:
+        """(line start, line end, confirmed entries) of each line with at least one confirmed candidate."""
         confirmed: list[int] = []
         for position, (start, index, stop) in enumerate(candidates):
-            if self._confirm[index].search(chunk[start:stop]):
+            if self._confirmed(index, chunk[start:stop]):
                 confirmed.append(index)
             if position + 1 < len(candidates) and candidates[position + 1][0] == start:
                 continue  # more candidates on this line
             if confirmed:
-                line += chunk.count(b"\n", counted_to, start)
-                counted_to = start
-                self._record(result, line, chunk[start:stop], confirmed)
+                yield start, stop, confirmed
                 confirmed = []
 
-    def _record(self, result: ScanResult, line: int, text: bytes, indexes: list[int]) -> None:
+    def _scan_chunk(self, chunk: bytes, line_base: int, result: ScanResult, after_dense: bool = False) -> bool:
+        """Record ``chunk``'s hits; True if it was read as a dense chunk. After a dense chunk the
+        next is taken as dense too, without first paying for the candidates that prove it."""
+        if after_dense:
+            return self._scan_dense(chunk, line_base, result)
+        try:
+            candidates = self._candidates(chunk, DENSE_CANDIDATES)
+        except DenseChunk:
+            return self._scan_dense(chunk, line_base, result)
+        counted_to, line = 0, line_base + 1
+        for start, stop, confirmed in self._confirmed_lines(chunk, candidates):
+            line += chunk.count(b"\n", counted_to, start)
+            counted_to = start
+            self._record(result, line, chunk[start:stop], confirmed)
+        return False
+
+    def _scan_dense(self, chunk: bytes, line_base: int, result: ScanResult) -> bool:
+        """Read ``chunk`` backwards for its last hits; True if it still looked dense (many matching
+        lines in the windows read), so the next chunk is read this way too."""
+        result.dense_chunks += 1
+        wanted = self.engine.present(chunk)
+        recorded: dict[int, int] = {}
+        confirmed_on: dict[int, int] = {}
+        windows: list[tuple[int, list[tuple[int, int, list[int]]]]] = []
+        end = len(chunk)
+        while end > 0 and wanted:
+            begin = chunk.rfind(b"\n", 0, end - DENSE_WINDOW_BYTES) + 1 if end > DENSE_WINDOW_BYTES else 0
+            window = chunk[begin:end]
+            end = begin
+            if not self.engine.present(window) & wanted:
+                continue  # one fast pass says nothing still wanted is here: skip the line-by-line work
+            lines = list(self._confirmed_lines(window, self._candidates(window, None)))
+            windows.append((begin, lines))
+            for _start, _stop, confirmed in lines:
+                owned = self._owned(confirmed)
+                for index in confirmed:
+                    confirmed_on[index] = confirmed_on.get(index, 0) + 1
+                    if index in owned:
+                        recorded[index] = recorded.get(index, 0) + 1
+            wanted = {i for i in wanted
+                      if recorded.get(i, 0) < HITS_KEPT and confirmed_on.get(i, 0) < SHADOWED_LINES}
+        for begin, lines in reversed(windows):
+            counted_to, line = begin, line_base + 1 + chunk.count(b"\n", 0, begin)
+            for start, stop, confirmed in lines:
+                line += chunk.count(b"\n", counted_to, begin + start)
+                counted_to = begin + start
+                self._record(result, line, chunk[begin + start:begin + stop], confirmed)
+        return sum(len(lines) for _begin, lines in windows) >= DENSE_LINES_PER_WINDOW * max(1, len(windows))
+
+    def _owned(self, indexes: list[int]) -> list[int]:
         # Where entries of several classes match one line, the most specific entry decides what
         # the line is: "java.io.IOException: No space left on device" is a full disk, not a
         # generic exception. Anchors and retry-after entries are kept whatever the owner.
+        if len(indexes) == 1:
+            return indexes
+        owner = max(indexes, key=self._rank.__getitem__)
+        owner_class = self.kb.entries[owner].failure_type
+        return [i for i in indexes if self._always_kept[i] or self.kb.entries[i].failure_type is owner_class]
+
+    def _record(self, result: ScanResult, line: int, text: bytes, indexes: list[int]) -> None:
         result.matched_lines += 1
-        if len(indexes) > 1:
-            owner = max(indexes, key=self._rank.__getitem__)
-            owner_class = self.kb.entries[owner].failure_type
-            indexes = [i for i in indexes if self._always_kept[i] or self.kb.entries[i].failure_type is owner_class]
-        for index in indexes:
-            result.counts[index] = result.counts.get(index, 0) + 1
+        for index in self._owned(indexes):
             kept = result.hits.get(index)
             if kept is None:
                 kept = result.hits[index] = deque(maxlen=HITS_KEPT)

@@ -257,3 +257,47 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+# --- Classifier knowledge of a tenant (issue 21) ------------------------------------------------
+
+
+class TenantPattern(Base):
+    """A knowledge-base entry of a tenant's own, added to the bundled ones in its runs."""
+
+    __tablename__ = "tenant_patterns"
+    __table_args__ = (UniqueConstraint("tenant_id", "entry_id", name="uq_tenant_patterns_entry"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    entry_id: Mapped[str] = mapped_column(String(80))
+    failure_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    pattern: Mapped[str] = mapped_column(Text)
+    weight: Mapped[float] = mapped_column(Float)
+    description: Mapped[str] = mapped_column(Text, default="")
+    kind: Mapped[str] = mapped_column(String(16), default="cause")
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class Correction(Base):
+    """A person's "this failure was X": a labelled example, with the pattern proposed from it."""
+
+    __tablename__ = "classification_corrections"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    run_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    step_name: Mapped[str] = mapped_column(String(64), default="")
+    predicted: Mapped[str] = mapped_column(String(32))
+    corrected: Mapped[str] = mapped_column(String(32))
+    note: Mapped[str] = mapped_column(Text, default="")
+    log_window: Mapped[str] = mapped_column(Text)
+    """The failure window of the step's log (its last lines up to the failure point)."""
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    proposed_pattern: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    """``open``, or ``accepted`` once its proposed pattern became a tenant pattern."""
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

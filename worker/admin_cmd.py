@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import argparse
 import getpass
+from typing import TYPE_CHECKING
 
 from domain.access import Role
 from domain.approvals import Decision, GateStatus
-from service.approvals import decide_gate
-from store import access, approvals
-from store.db import transaction
-from worker.runtime import connect, prepare_database
-from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.settings import Settings
+
+# The store, service and runtime are imported by the commands that use them, so that building the
+# parser (every `metabuilder` call) stays cheap.
 
 
 def cmd_tenants(args: argparse.Namespace, settings: Settings) -> int:
+    from store import access
+    from store.db import transaction
+    from worker.runtime import prepare_database
+
     sessions = prepare_database(settings)
     with transaction(sessions) as session:
         if args.action == "create":
@@ -27,6 +33,10 @@ def cmd_tenants(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
+    from store import access
+    from store.db import transaction
+    from worker.runtime import prepare_database
+
     sessions = prepare_database(settings)
     with transaction(sessions) as session:
         if args.action == "create":
@@ -46,6 +56,10 @@ def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_approvals(args: argparse.Namespace, settings: Settings) -> int:
+    from store import approvals
+    from store.db import transaction
+    from worker.runtime import prepare_database
+
     sessions = prepare_database(settings)
     status = None if args.all else GateStatus.PENDING.value
     with transaction(sessions) as session:
@@ -64,6 +78,9 @@ def cmd_approvals(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
+    from service.approvals import decide_gate
+    from worker.runtime import connect, prepare_database
+
     decision = Decision.APPROVE if args.command == "approve" else Decision.REJECT
     sessions = prepare_database(settings)
     gate = await decide_gate(lambda: connect(settings, start_embedded=False), sessions, args.gate_id, decision,
@@ -75,6 +92,7 @@ async def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     from worker.api_server import serve_api
+    from worker.runtime import prepare_database
 
     host, port = args.host or settings.api_host, args.port or settings.api_port
     await serve_api(settings, prepare_database(settings), host, port)

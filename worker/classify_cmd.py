@@ -7,12 +7,12 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from domain.classifier import classify
-from domain.evaluation import Evaluation, read_corpus
-from domain.knowledge import KnowledgeBase, bundled_knowledge_base, load_knowledge_base
-from domain.signals import FailureSignal
+if TYPE_CHECKING:
+    from domain.knowledge import KnowledgeBase
+    from domain.scanner import Engine
+    from domain.signals import FailureSignal
 
 _BOLD, _RED, _DIM, _RESET = "\x1b[1m", "\x1b[31m", "\x1b[2m", "\x1b[0m"
 
@@ -24,39 +24,76 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--json", action="store_true", help="one JSON object per file, one per line")
     p.add_argument("--exit-code", type=int, metavar="N", help="the step's exit code (137, 139, 124... are signals)")
     p.add_argument("--step", metavar="NAME", help="the step's name (a weak hint: lint, test, migrate...)")
-    p.add_argument("--eval", metavar="DIR", help="measure on a corpus: DIR/labels.csv and DIR/<id>/fail.log")
+    p.add_argument("--eval", metavar="DIR", action="append", type=Path,
+                   help="measure on a corpus: DIR/labels.csv and DIR/<id>/fail.log (repeatable)")
+    p.add_argument("--folds", type=int, default=5, metavar="N",
+                   help="with --eval: leave-tools-out folds (default 5; 0 or 1: none)")
+    p.add_argument("--no-model", dest="learned", action="store_false",
+                   help="patterns only: no learned fallback")
     p.add_argument("--patterns", metavar="FILE", action="append", default=[],
                    help="extra knowledge-base entries (YAML), added to the bundled ones")
     p.add_argument("--engine", choices=["auto", "hyperscan", "re"], default="auto", help=argparse.SUPPRESS)
-    p.set_defaults(fn=cmd_classify)
+    p.set_defaults(fn=cmd_classify, needs_settings=False)
+
+    p = sub.add_parser("corrections", help="export people's corrections as a labelled corpus (for classify --eval)",
+                       description="Write a tenant's corrections (POST /runs/{id}/corrections) as DIR/labels.csv "
+                                   "and DIR/<id>/fail.log, the corpus layout that `classify --eval DIR` reads.")
+    p.add_argument("action", choices=["export"])
+    p.add_argument("directory", metavar="DIR", type=Path)
+    p.add_argument("--tenant", default="default")
+    p.set_defaults(fn=cmd_corrections)
 
 
-def _knowledge_base(extra_files: list[str]) -> KnowledgeBase:
-    kb = bundled_knowledge_base()
-    for path in extra_files:
-        kb = kb.extended(load_knowledge_base(path).entries)
-    return kb
+def cmd_corrections(args: argparse.Namespace, settings: object) -> int:
+    import csv
+
+    from store import knowledge
+    from store.db import transaction
+    from worker.runtime import prepare_database
+
+    sessions = prepare_database(settings)  # type: ignore[arg-type]
+    with transaction(sessions) as session:
+        rows = [(c.id, c.corrected, c.exit_code, c.step_name, c.log_window)
+                for c in knowledge.list_corrections(session, args.tenant, limit=100_000)]
+    args.directory.mkdir(parents=True, exist_ok=True)
+    with (args.directory / "labels.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "class", "alt_class", "exit_code", "tool", "source"])
+        for correction_id, corrected, exit_code, step, window in rows:
+            (args.directory / correction_id).mkdir(exist_ok=True)
+            (args.directory / correction_id / "fail.log").write_text(window + "\n", encoding="utf-8")
+            writer.writerow([correction_id, corrected, "", "" if exit_code is None else exit_code,
+                             f"step:{step}", f"correction by a person, tenant {args.tenant}"])
+    print(f"{len(rows)} corrections of tenant {args.tenant!r} written to {args.directory} "
+          f"(measure with: metabuilder classify --eval {args.directory})")
+    return 0
 
 
 def cmd_classify(args: argparse.Namespace, _settings: object = None) -> int:
-    kb = _knowledge_base(args.patterns)
+    # Imported here, not at the top: every `metabuilder` call builds this command's parser.
+    from domain.classifier import classify
+    from worker import kb_cache
+
     if args.eval:
         if args.files:
             raise ValueError("give either --eval DIR or log files, not both")
-        return _evaluate(Path(args.eval), kb, args.engine)
+        kb, engine = kb_cache.load(args.patterns, args.engine)
+        return _evaluate(args.eval, kb, engine, args.folds, args.learned)
     if not args.files:
         raise ValueError("no log given: name one or more files, or - for standard input")
     missing = [f for f in args.files if f != "-" and not Path(f).is_file()]
     if missing:
         raise ValueError(f"{missing[0]}: no such file")
+    kb, engine = kb_cache.load(args.patterns, args.engine)
     color = sys.stdout.isatty() and not args.json
     for name in args.files:
         if name == "-":
             signal = classify(sys.stdin.buffer, exit_code=args.exit_code, step_name=args.step, kb=kb,
-                              engine=args.engine)
+                              engine=engine, learned=args.learned)
         else:
             with open(name, "rb") as fh:
-                signal = classify(fh, exit_code=args.exit_code, step_name=args.step, kb=kb, engine=args.engine)
+                signal = classify(fh, exit_code=args.exit_code, step_name=args.step, kb=kb, engine=engine,
+                                  learned=args.learned)
         if args.json:
             print(escaped_json({"file": name, **signal.to_dict()}))
         else:
@@ -100,18 +137,45 @@ def _print_signal(name: str, signal: FailureSignal, out: TextIO, color: bool) ->
         out.write(f"  fingerprint {signal.fingerprint}\n")
 
 
-def _evaluate(directory: Path, kb: KnowledgeBase, engine: str) -> int:
-    corpus = read_corpus(directory)
-    evaluation = Evaluation()
+def _evaluate(directories: list[Path], kb: KnowledgeBase, engine: Engine, folds: int, learned: bool) -> int:
+    from domain.classifier import classify
+    from domain.crossval import leave_tools_out
+    from domain.evaluation import Evaluation, read_corpus
+    from domain.learned import bundled_model
+
+    corpus = [item for directory in directories for item in read_corpus(directory)]
+    model = bundled_model() if learned else None
+    patterns_only, evaluation = Evaluation(), Evaluation()
     started = time.perf_counter()
     total_bytes = 0
     for item in corpus:
         total_bytes += item.path.stat().st_size
-        with item.path.open("rb") as fh:
-            signal = classify(fh, kb=kb, engine=engine, exit_code=item.exit_code)
-        evaluation.add(item.id, item.label, item.alt, signal.type)
+        data = item.path.read_bytes()
+        signal = classify(data, kb=kb, engine=engine, exit_code=item.exit_code, learned=False)
+        patterns_only.add(item.id, item.label, item.alt, signal.type, signal.confidence)
+        if model is not None:
+            signal = classify(data, kb=kb, engine=engine, exit_code=item.exit_code, model=model)
+        evaluation.add(item.id, item.label, item.alt, signal.type, signal.confidence)
     elapsed = time.perf_counter() - started
-    print(f"corpus {directory}: {len(corpus)} logs, {total_bytes / 2**20:.1f} MiB in {elapsed:.2f}s")
+    tools = sorted({item.tool for item in corpus})
+    print(f"corpus {', '.join(map(str, directories))}: {len(corpus)} logs from {len(tools)} tools, "
+          f"{total_bytes / 2**20:.1f} MiB in {elapsed:.2f}s")
+    print()
+    print("plain (every pattern" + (", the shipped model" if model else "") + "):")
+    print(f"  patterns only      {patterns_only.summary()}")
+    if model is not None:
+        print(f"  patterns + model   {evaluation.summary()}   (model: {model.trained_on})")
+    if folds > 1 and len(tools) > 1:
+        held = leave_tools_out(corpus, kb, folds)
+        print()
+        print(f"leave-tools-out ({len(held.folds)} folds by tool; a fold's tools lose the patterns written for "
+              f"them, {min(held.kb_entries_left_out)}-{max(held.kb_entries_left_out)} entries, and their logs "
+              "from training):")
+        print(f"  patterns only      {held.patterns.summary()}")
+        print(f"  model only         {held.model.summary()}")
+        print(f"  patterns + model   {held.combined.summary()}")
+        print(f"  truncated logs (first 3 lines of each log of 20+) left UNKNOWN: {held.heads.accuracy():.3f}")
+        print(f"  chosen on the held-out answers: temperature {held.temperature:g}, threshold {held.threshold:g}")
     print()
     for line in evaluation.report():
         print(line)

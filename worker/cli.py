@@ -7,44 +7,25 @@ settings, arguments); 3 Temporal or the database could not be reached.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import inspect
 import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import structlog
-from temporalio.client import Client, WorkflowFailureError
-from temporalio.service import RPCError, RPCStatusCode
-
-from activities.git import GitError, NotAGitRepository
-from domain.plans import PlanError, parse_plan, read_plan_file
-from domain.policy import ENV_VARS, effective_settings, parse_overrides
-from domain.runs import WORKFLOW_QUEUE, RunStatus, task_queue, web_ui_link, workflow_id
-from service.errors import NotFound, Unavailable
-from service.runs import RunExistsError, SubmitOptions, resolve_autofix, submit
-from store import repository
-from store.db import transaction
+from domain.policy import ENV_VARS
 from worker import admin_cmd, classify_cmd, completion, plan_cmd, temporal_cmd
-from worker.api_server import api_server
-from worker.devserver import DevServer, DevServerError, port_open
-from worker.follow import follow, has_pollers, print_summary
-from worker.logging import configure_logging
-from worker.runtime import (
-    POOLS,
-    build_workers,
-    connect,
-    parse_pools,
-    prepare_database,
-    running_workers,
-    sdk_metrics_runtime,
-    serve_metrics,
-)
-from worker.settings import Settings, SettingsError
 from worker.version import VersionAction
 
-log = structlog.get_logger("metabuilder.cli")
+if TYPE_CHECKING:
+    from temporalio.client import Client
+
+    from worker.settings import Settings
+
+# Each command imports what it uses when it runs: `metabuilder --help` and `classify` must not pay
+# for FastAPI, SQLAlchemy and the Temporal client (about a second) that the run commands need.
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
@@ -56,11 +37,20 @@ class CliError(Exception):
 
 
 async def _needs_local_workers(client: Client, settings: Settings) -> bool:
+    from domain.runs import WORKFLOW_QUEUE, task_queue
+    from worker.follow import has_pollers
+
     queue = task_queue(settings.task_queue_prefix, WORKFLOW_QUEUE)
     return not await has_pollers(client, queue, workflow_queue=True)
 
 
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from domain.plans import parse_plan, read_plan_file
+    from domain.runs import RunStatus, web_ui_link
+    from service.runs import SubmitOptions, resolve_autofix, submit
+    from worker.follow import follow, print_summary
+    from worker.runtime import POOLS, build_workers, connect, prepare_database, running_workers
+
     plan_path = Path(args.plan)
     plan_text = read_plan_file(plan_path)  # bounded, and a binary file is named as such
     parse_plan(plan_text, source=str(plan_path))  # reject a bad plan before touching anything
@@ -108,6 +98,11 @@ def _key_values(pairs: list[str] | None) -> dict[str, object]:
 
 def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
     """Show (and change) a tenant's auto-fix settings, with where each value comes from."""
+    from domain.policy import effective_settings, parse_overrides
+    from store import repository
+    from store.db import transaction
+    from worker.runtime import prepare_database
+
     sessions = prepare_database(settings)
     with transaction(sessions) as session:
         current = repository.tenant_autofix(session, args.tenant)
@@ -125,6 +120,11 @@ def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from domain.runs import web_ui_link
+    from store import repository
+    from store.db import transaction
+    from worker.runtime import prepare_database
+
     sessions = prepare_database(settings)
     with transaction(sessions) as session:
         run = repository.get_run(session, args.run_id)
@@ -148,6 +148,11 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from domain.runs import workflow_id
+    from worker.runtime import connect
+
     client = await connect(settings, start_embedded=False)
     handle = client.get_workflow_handle(workflow_id(args.run_id))
     try:
@@ -161,12 +166,25 @@ async def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    pools = parse_pools(args.queues)
+    from domain.runs import task_queue
+    from worker.runtime import (
+        POOLS,
+        build_workers,
+        connect,
+        parse_pools,
+        prepare_database,
+        running_workers,
+        sdk_metrics_runtime,
+        serve_metrics,
+    )
+
+    pools = parse_pools(args.queues or ",".join(POOLS))
     sessions = prepare_database(settings)
     runtime = sdk_metrics_runtime(settings)
     client = await connect(settings, start_embedded=False, runtime=runtime)
     workers = build_workers(client, settings, sessions, pools, concurrency=args.concurrency)
     metrics = serve_metrics(settings)
+    log = _log()
     log.info("worker.started", queues=[task_queue(settings.task_queue_prefix, p) for p in pools],
              address=settings.address, concurrency=args.concurrency, metrics=metrics,
              sdk_metrics=_sdk_metrics_url(settings))
@@ -183,6 +201,13 @@ def _sdk_metrics_url(settings: Settings) -> str | None:
 
 
 async def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from domain.runs import task_queue
+    from worker.api_server import api_server
+    from worker.devserver import DevServer, port_open
+    from worker.runtime import POOLS, build_workers, connect, prepare_database, running_workers, sdk_metrics_runtime
+
     if not settings.embedded:
         raise CliError("`metabuilder up` runs the embedded dev server; unset TEMPORAL_ADDRESS or use `worker`")
     if port_open("127.0.0.1", settings.dev_server_port):
@@ -213,6 +238,8 @@ async def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_server(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.devserver import DevServer, port_open
+
     server = DevServer(settings.home / "temporal", settings.dev_server_port, settings.dev_server_ui_port)
     if args.action == "start":
         if port_open("127.0.0.1", settings.dev_server_port):
@@ -231,6 +258,8 @@ async def cmd_server(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.runtime import prepare_database
+
     prepare_database(settings)
     print(f"database at head: {settings.database_url}")
     return EXIT_OK
@@ -243,6 +272,8 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _until_signalled() -> None:
+    import asyncio
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -286,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_cancel)
 
     p = sub.add_parser("worker", help="run workers for some pools until SIGINT/SIGTERM")
-    p.add_argument("--queues", default=",".join(POOLS), help=f"pools to serve (default: {','.join(POOLS)})")
+    p.add_argument("--queues", help="pools to serve, comma-separated (default: all: workflow,cpu,io,llm)")
     p.add_argument("--concurrency", type=int, default=4, help="steps run at once per pool (default: 4)")
     p.set_defaults(fn=cmd_worker)
 
@@ -310,37 +341,75 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log():  # type: ignore[no-untyped-def]
+    import structlog
+
+    return structlog.get_logger("metabuilder.cli")
+
+
+# Error type -> exit status, by module and class name: a module that was never imported cannot
+# have raised, so the table is checked without importing anything.
+_ERROR_EXITS: list[tuple[str, tuple[str, ...], int]] = [
+    ("domain.plans", ("PlanError",), EXIT_BAD_INPUT),
+    ("activities.git", ("NotAGitRepository",), EXIT_BAD_INPUT),
+    ("service.runs", ("RunExistsError",), EXIT_BAD_INPUT),
+    ("service.errors", ("NotFound",), EXIT_BAD_INPUT),
+    ("worker.devserver", ("DevServerError",), EXIT_UNAVAILABLE),
+    ("activities.git", ("GitError",), EXIT_UNAVAILABLE),
+    ("temporalio.service", ("RPCError",), EXIT_UNAVAILABLE),
+    ("service.errors", ("Unavailable",), EXIT_UNAVAILABLE),
+]
+
+
+def _known_exit(err: BaseException) -> int | None:
+    if isinstance(err, CliError):
+        return err.code
+    for module_name, names, code in _ERROR_EXITS:
+        module = sys.modules.get(module_name)
+        if module is not None and isinstance(err, tuple(getattr(module, n) for n in names)):
+            return code
+    if isinstance(err, (ValueError, OSError)):
+        return getattr(err, "code", EXIT_BAD_INPUT)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "concurrency", 1) < 1:
         print("metabuilder: error: --concurrency must be at least 1", file=sys.stderr)
         return EXIT_BAD_INPUT
+    settings = None
+    if getattr(args, "needs_settings", True):
+        from worker.logging import configure_logging
+        from worker.settings import Settings, SettingsError
+
+        try:
+            settings = Settings.from_env()
+        except SettingsError as err:
+            print(f"metabuilder: bad setting: {err}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        configure_logging(settings, quiet_sdk=args.command not in ("worker", "up"))
     try:
-        settings = Settings.from_env()
-    except SettingsError as err:
-        print(f"metabuilder: bad setting: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    configure_logging(settings, quiet_sdk=args.command not in ("worker", "up"))
-    try:
-        if not asyncio.iscoroutinefunction(args.fn):
+        if not inspect.iscoroutinefunction(args.fn):
             return int(args.fn(args, settings))
+        import asyncio
+
         return asyncio.run(args.fn(args, settings))
     except BrokenPipeError:  # the reader went away (| head): nothing more to say
         return EXIT_OK
-    except (PlanError, NotAGitRepository, RunExistsError, CliError, ValueError, NotFound, OSError) as err:
-        print(f"metabuilder: {err}", file=sys.stderr)
-        return getattr(err, "code", EXIT_BAD_INPUT)
-    except (DevServerError, GitError, RPCError, Unavailable) as err:
-        print(f"metabuilder: {err}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    except WorkflowFailureError as err:
-        print(f"metabuilder: run failed: {err.cause}", file=sys.stderr)
-        return EXIT_RUN_FAILED
     except KeyboardInterrupt:
         return 130
-    except Exception:  # entry point: log the unexpected with its traceback
-        log.exception("cli.crashed")
-        return 70
+    except Exception as err:
+        workflow_failure = sys.modules.get("temporalio.client")
+        if workflow_failure is not None and isinstance(err, workflow_failure.WorkflowFailureError):
+            print(f"metabuilder: run failed: {err.cause}", file=sys.stderr)
+            return EXIT_RUN_FAILED
+        code = _known_exit(err)
+        if code is None:  # entry point: log the unexpected with its traceback
+            _log().exception("cli.crashed")
+            return 70
+        print(f"metabuilder: {err}", file=sys.stderr)
+        return code
 
 
 def entry_point() -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib import resources
+from typing import TYPE_CHECKING
 
-from worker.settings import Settings
+if TYPE_CHECKING:  # the parser is built on every call: settings load only when the command runs
+    from worker.settings import Settings
 
 SCHEMA = "plan.schema.json"
 

@@ -159,7 +159,9 @@ def build_workers(client: Client, settings: Settings, sessions: sessionmaker[Ses
     ``concurrency`` at a time."""
     prefix = prefix or settings.task_queue_prefix
     workspaces = WorkspaceCache(Path(settings.cache_dir))
-    steps = StepActivities(StepSettings(artifacts_dir=Path(settings.artifacts_dir)), workspaces, sessions)
+    llm_classifier = settings.llm if settings.llm_classify else None
+    steps = StepActivities(StepSettings(artifacts_dir=Path(settings.artifacts_dir), llm_classifier=llm_classifier),
+                           workspaces, sessions)
     records = RecordActivities(sessions)
     repair = RepairActivities(steps, settings.llm)
     runner = SandboxedWorkflowRunner(

@@ -59,6 +59,8 @@ class Settings:
     """Platform level of the auto-fix flags (seed 001 defaults per environment, then env vars)."""
     llm: LlmSettings | None = None
     """The LLM fixer's endpoint; None when ``META_BUILDER_LLM_URL`` is unset."""
+    llm_classify: bool = False
+    """``META_BUILDER_LLM_CLASSIFY``: also ask the endpoint about failures the classifier leaves UNKNOWN."""
     api_host: str = "127.0.0.1"
     api_port: int = 5001
     workspace_roots: tuple[Path, ...] = ()
@@ -122,6 +124,7 @@ class Settings:
             workspace_roots=tuple(Path(r).expanduser().resolve() for r in roots.split(os.pathsep) if r.strip()),
             autofix=autofix,
             llm=_llm(env),
+            llm_classify=_llm_classify(env),
             home=home,
             environment=environment,
             temporal_address=env.get("TEMPORAL_ADDRESS") or None,
@@ -165,6 +168,15 @@ def _llm(env: Mapping[str, str]) -> LlmSettings | None:
         price_in_per_million=_float(env, "META_BUILDER_LLM_PRICE_IN", 0.0, 0.0, 1e4),
         price_out_per_million=_float(env, "META_BUILDER_LLM_PRICE_OUT", 0.0, 0.0, 1e4),
         timeout_seconds=_float(env, "META_BUILDER_LLM_TIMEOUT_SECONDS", 120.0, 1.0, 3600.0))
+
+
+def _llm_classify(env: Mapping[str, str]) -> bool:
+    value = (env.get("META_BUILDER_LLM_CLASSIFY") or "false").strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise SettingsError(f"META_BUILDER_LLM_CLASSIFY={value!r}: expected true or false")
+    if value in ("true", "1", "yes") and not (env.get("META_BUILDER_LLM_URL") or "").strip():
+        raise SettingsError("META_BUILDER_LLM_CLASSIFY=true needs META_BUILDER_LLM_URL (the endpoint to ask)")
+    return value in ("true", "1", "yes")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

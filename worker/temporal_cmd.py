@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from worker.settings import Settings
+if TYPE_CHECKING:  # the parser is built on every call: settings load only when the command runs
+    from worker.settings import Settings
 
 
 async def cmd_temporal(args: argparse.Namespace, settings: Settings) -> int:

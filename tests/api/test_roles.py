@@ -26,6 +26,10 @@ R = "{run}"
 G = "{gate}"
 T = "{tenant}"
 P = "{plan}"
+E = "{entry}"
+C = "{correction}"
+X = "{gone}"
+PATTERN = "- {id: team.matrix, class: LINT, pattern: 'matrix lint', weight: 0.5}\n"
 SETTINGS = {"max_total_attempts": 8}
 
 # (method, path, least role, body, status for an allowed caller on its own tenant's ids)
@@ -62,6 +66,13 @@ ENDPOINTS: list[tuple[str, str, Role, Any, int]] = [
     ("GET", f"{V3}/plans/{P}", Role.VIEWER, None, 200),
     ("GET", f"{V3}/audit", Role.ADMIN, None, 200),
     ("GET", f"{V3}/audit?run_id={R}&event=approval.*", Role.ADMIN, None, 200),
+    ("GET", f"{V3}/tenants/{T}/patterns", Role.VIEWER, None, 200),
+    ("POST", f"{V3}/tenants/{T}/patterns", Role.ADMIN, {"yaml": PATTERN}, 200),
+    ("PUT", f"{V3}/tenants/{T}/patterns/{E}", Role.ADMIN, {"yaml": PATTERN}, 200),
+    ("DELETE", f"{V3}/tenants/{T}/patterns/{X}", Role.ADMIN, None, 404),  # never added
+    ("POST", f"{V3}/runs/{R}/corrections", Role.OPERATOR, {"step": "build", "failure_type": "POLICY"}, 409),
+    ("GET", f"{V3}/tenants/{T}/corrections", Role.VIEWER, None, 200),
+    ("POST", f"{V3}/tenants/{T}/corrections/{C}/accept", Role.ADMIN, None, 404),  # no such correction
 ]
 
 
@@ -90,7 +101,9 @@ def seed(sessions: sessionmaker[Session], tenant: str) -> dict[str, str]:
 def tenants(api_sessions: sessionmaker[Session]) -> dict[str, Any]:
     own, tokens = make_tenant(api_sessions)
     other, _ = make_tenant(api_sessions)
-    return {"tokens": tokens, "own": seed(api_sessions, own), "other": seed(api_sessions, other)}
+    extra = {"entry": "team.matrix", "gone": "team.never-added", "correction": "no-such-correction"}
+    return {"tokens": tokens, "own": {**seed(api_sessions, own), **extra},
+            "other": {**seed(api_sessions, other), **extra}}
 
 
 def call(api: LiveApi, token: str | None, method: str, path: str, body: Any) -> httpx.Response:
@@ -103,7 +116,9 @@ def test_the_matrix_covers_every_endpoint(live_api: LiveApi) -> None:
     spec = httpx.get(f"{live_api.url}/openapi.json").json()
     served = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops if p.startswith("/api/")}
     named = {(m, p.split("?")[0].replace(R, "{run_id}").replace(G, "{gate_id}").replace(T, "{tenant_id}")
-              .replace(P, "{plan_id}")) for m, p, *_ in ENDPOINTS}
+              .replace(P, "{plan_id}").replace(E, "{entry_id}").replace(X, "{entry_id}")
+              .replace(C, "{correction_id}"))
+             for m, p, *_ in ENDPOINTS}
     assert served == named
 
 

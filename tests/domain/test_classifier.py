@@ -3,6 +3,7 @@ cases, CI log dressing, retry-after, fingerprints and the confidence threshold."
 
 from __future__ import annotations
 
+import csv
 import io
 import re
 from email.utils import formatdate
@@ -19,19 +20,36 @@ OWN = Path(__file__).resolve().parents[1] / "corpus" / "own"
 PUBLIC = next((p for p in (Path(__file__).resolve().parents[3] / "shared", Path("/work/shared"))
                if (p / "corpus" / "public" / "cidiff").is_dir()), Path("/nonexistent")) / "corpus/public/cidiff"
 OWN_CORPUS = read_corpus(OWN)
+with (OWN / "labels.csv").open(newline="") as _fh:
+    _SETS = {row["id"]: row.get("set") or "dev" for row in csv.DictReader(_fh)}
+DEV = [item for item in OWN_CORPUS if _SETS[item.id] == "dev"]
+WIDENED = [item for item in OWN_CORPUS if _SETS[item.id] == "widened"]
 
 
 def _log(case_id: str) -> bytes:
     return (OWN / case_id / "fail.log").read_bytes()
 
 
-@pytest.mark.parametrize("item", OWN_CORPUS, ids=[i.id for i in OWN_CORPUS])
+@pytest.mark.parametrize("item", DEV, ids=[i.id for i in DEV])
 def test_real_tool_output_is_classified_by_its_label(item):
     signal = classify(item.path.read_bytes(), exit_code=item.exit_code)
     assert signal.type in (item.label, item.alt), (signal.type, signal.evidence)
     assert 0 < signal.confidence <= 1
     assert signal.evidence and len(signal.evidence) <= 5
     assert all(e.text for e in signal.evidence)
+
+
+def test_the_widened_corpus_keeps_its_floor():
+    # Logs of tools added after the knowledge base was written; measured, not tuned to pass one by
+    # one. The floors sit a little under what was measured when they were added (docs/classifier.md).
+    patterns, combined = Evaluation(), Evaluation()
+    for item in WIDENED:
+        data = item.path.read_bytes()
+        patterns.add(item.id, item.label, item.alt, classify(data, exit_code=item.exit_code, learned=False).type)
+        combined.add(item.id, item.label, item.alt, classify(data, exit_code=item.exit_code).type)
+    assert len(WIDENED) >= 70
+    assert patterns.accuracy() >= 0.6, "\n".join(patterns.report())
+    assert combined.accuracy() >= patterns.accuracy()
 
 
 def test_every_class_but_unknown_is_in_the_development_corpus():

@@ -4,11 +4,14 @@ engine finds exactly what the plain ``re`` reference engine finds."""
 from __future__ import annotations
 
 import io
+import random
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from domain import scanner
 from domain.classifier import classify
 from domain.knowledge import bundled_knowledge_base
 from domain.scanner import HyperscanEngine, RegexEngine, Scanner, clean, line_chunks
@@ -82,6 +85,40 @@ def test_memory_is_bounded_by_hits_kept_not_by_matches():
     log = b"E   assert 1 == 2\n" * 200_000
     result = HS_SCANNER.scan(io.BytesIO(log))
     index = [e.id for e in KB.entries].index("pytest.assert-line")
-    assert result.counts[index] == 200_000
     assert len(result.hits[index]) == 3
-    assert result.hits[index][-1].line == 200_000
+    assert [h.line for h in result.hits[index]] == [199_998, 199_999, 200_000]
+    assert result.lines == 200_000
+
+
+DENSE_LINES = [b"WARNING: Retrying (Retry(total=4)) after connection broken by 'ReadTimeoutError'",
+               b"java.io.IOException: No space left on device", b"java.io.IOException: boom", b"ok line",
+               b"E   assert 1 == 2", b"FAILED tests/x.py::t - assert 1 == 2", b"npm ERR! code E403",
+               b"##[error]Process completed with exit code 1."]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_dense_log_keeps_the_same_last_hits_as_a_line_by_line_scan(seed, monkeypatch):
+    rng = random.Random(seed)
+    lines = [rng.choice(DENSE_LINES) for _ in range(40_000)]
+    for at in rng.sample(range(40_000), 40):  # a rare message: its last hits lie further back
+        lines[at] = b"Segmentation fault (core dumped)"
+    log = b"".join(line + b"\n" for line in lines) + b"a last quiet line\n"
+    dense = HS_SCANNER.scan(io.BytesIO(log))
+    assert dense.dense_chunks > 0
+    monkeypatch.setattr(scanner, "DENSE_CANDIDATES", 10**9)
+    exact = Scanner(KB, HyperscanEngine(KB)).scan(io.BytesIO(log))
+    assert exact.dense_chunks == 0
+
+    def hits(result):
+        return {KB.entries[i].id: [(h.line, h.text) for h in kept] for i, kept in result.hits.items()}
+
+    assert hits(dense) == hits(exact)
+    assert dense.lines == exact.lines == 40_001
+    assert dense.matched_lines < exact.matched_lines
+
+
+def test_the_reference_engine_reads_dense_chunks_the_same_way():
+    log = b"".join(line + b"\n" for line in DENSE_LINES) * 200
+    hs, ref = HS_SCANNER.scan(io.BytesIO(log)), RE_SCANNER.scan(io.BytesIO(log))
+    assert hs.dense_chunks == ref.dense_chunks > 0
+    assert {i: list(v) for i, v in hs.hits.items()} == {i: list(v) for i, v in ref.hits.items()}

@@ -21,7 +21,7 @@ from store.db import make_engine, session_factory, transaction
 from store.models import Base, BuildRun, BuildStep, ScaffoldPlan, Tenant
 from tests.conftest import fresh_pg_database
 
-HEAD_REVISION = "0003_approvals"
+HEAD_REVISION = "0004_classifier_knowledge"
 PLAN = parse_plan("name: p\nsteps:\n  - {name: a, command: 'true'}\n")
 
 

@@ -8,13 +8,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parent.parent.parent
 OWN = ROOT / "tests" / "corpus" / "own"
+HOME: dict[str, Path] = {}
 
 
-def classify(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+@pytest.fixture(autouse=True, scope="module")
+def _home(tmp_path_factory):
+    # One home for the module: the compiled knowledge base is cached there after the first call.
+    HOME["path"] = tmp_path_factory.mktemp("home")
+
+
+def classify(*args: str, stdin: bytes | None = None, home: Path | None = None) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([sys.executable, "-m", "worker.cli", "classify", *args], cwd=ROOT, input=stdin,
-                          capture_output=True, timeout=60, env={**os.environ, "META_BUILDER_HOME": "/nonexistent"})
+                          capture_output=True, timeout=60,
+                          env={**os.environ, "META_BUILDER_HOME": str(home or HOME["path"])})
 
 
 def test_json_lines_one_per_file():
@@ -61,6 +71,50 @@ def test_extra_patterns_change_the_answer(tmp_path):
     log = b"starting\nERROR: fixture server not ready after 30s\n"
     assert b"UNKNOWN" in classify("-", stdin=log).stdout
     assert b"TRANSIENT" in classify("--patterns", str(extra), "-", stdin=log).stdout
+
+
+def test_an_unwritable_home_still_classifies():
+    res = classify(str(OWN / "mypy" / "fail.log"), home=Path("/nonexistent/home"))
+    assert res.returncode == 0, res.stderr
+    assert b"TYPECHECK" in res.stdout
+
+
+def test_the_compiled_knowledge_base_is_cached_by_content(tmp_path):
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("- {id: team.fixture, class: TRANSIENT, pattern: 'fixture server not ready', weight: 0.95}\n")
+    log = b"ERROR: fixture server not ready after 30s\n"
+    cache = tmp_path / "kb-cache"
+    assert b"TRANSIENT" in classify("--patterns", str(extra), "-", stdin=log, home=tmp_path).stdout
+    first = sorted(p.name for p in cache.iterdir())
+    assert len(first) == 3  # entries (JSON) and the two Hyperscan databases
+    assert b"TRANSIENT" in classify("--patterns", str(extra), "-", stdin=log, home=tmp_path).stdout
+    assert sorted(p.name for p in cache.iterdir()) == first  # a hit: nothing new written
+
+    extra.write_text("- {id: team.fixture, class: INFRA, pattern: 'fixture server not ready', weight: 0.95}\n")
+    assert b"INFRA" in classify("--patterns", str(extra), "-", stdin=log, home=tmp_path).stdout
+    assert len(list(cache.iterdir())) == 6  # the edit is a new key
+
+    for stale in cache.glob("*.hs"):
+        stale.write_bytes(b"not a database")
+    res = classify("--patterns", str(extra), "-", stdin=log, home=tmp_path)
+    assert res.returncode == 0 and b"INFRA" in res.stdout, res.stderr
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["classify", str(OWN / "mypy" / "fail.log")]])
+def test_help_and_classify_import_no_server_side_libraries(argv):
+    probe = ("import sys, contextlib, io\n"
+             "from worker.cli import main\n"
+             "with contextlib.redirect_stdout(io.StringIO()):\n"
+             "    try:\n"
+             f"        main({argv!r})\n"
+             "    except SystemExit:\n"
+             "        pass\n"
+             "heavy = ('fastapi', 'sqlalchemy', 'temporalio.client', 'structlog', 'httpx')\n"
+             "print(sorted(m for m in heavy if m in sys.modules))\n")
+    res = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "META_BUILDER_HOME": str(HOME["path"])})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_terminal_control_sequences_in_a_log_are_escaped(tmp_path):

@@ -1,0 +1,60 @@
+"""The optional LLM classifier: asks the LLM endpoint about a failure that the patterns and the
+learned model leave UNKNOWN (``META_BUILDER_LLM_CLASSIFY=true`` with ``META_BUILDER_LLM_URL``).
+
+Answers are cached per worker by the masked failure window, so the same failure costs one call.
+Any error (unreachable, timeout, an unusable answer) keeps the UNKNOWN: the classifier never
+depends on it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import httpx
+
+from activities.llm import LlmSettings
+from domain.llm_classify import build_messages, cache_key, read_answer
+from domain.signals import FailureSignal
+
+CACHE_ENTRIES = 1024
+
+
+class LlmClassifier:
+    def __init__(self, settings: LlmSettings) -> None:
+        self.settings = settings
+        self.calls = 0
+        self._answers: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _ask(self, messages: list[dict[str, str]]) -> str:
+        body = {"model": self.settings.model, "temperature": 0, "messages": messages}
+        headers = {"Authorization": f"Bearer {self.settings.api_key}"} if self.settings.api_key else {}
+        url = self.settings.url.rstrip("/") + "/chat/completions"
+        self.calls += 1
+        with httpx.Client(timeout=min(self.settings.timeout_seconds, 60.0)) as client:
+            resp = client.post(url, json=body, headers=headers)
+        resp.raise_for_status()
+        return str(resp.json()["choices"][0]["message"]["content"] or "")
+
+    def classify(self, signal: FailureSignal, step_name: str, exit_code: int | None,
+                 window: Sequence[str]) -> FailureSignal:
+        """``signal`` as the LLM reads it, when ``signal`` is UNKNOWN; else ``signal`` itself."""
+        if signal.type.value != "UNKNOWN" or not window:
+            return signal
+        key = cache_key(step_name, exit_code, window)
+        with self._lock:
+            content = self._answers.get(key)
+            if content is not None:
+                self._answers.move_to_end(key)
+        if content is None:
+            try:
+                content = self._ask(build_messages(step_name, exit_code, signal, window))
+            except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
+                return signal  # not cached: the next failure may find the endpoint back
+            with self._lock:
+                self._answers[key] = content
+                while len(self._answers) > CACHE_ENTRIES:
+                    self._answers.popitem(last=False)
+        return read_answer(content, signal)
