@@ -13,7 +13,7 @@ from domain.classifier import classify_failure
 router = APIRouter(tags=["classification"])
 PATHS = (V2 + "/classify-failure", V3 + "/classify-failure")
 MAX_BODY_BYTES = 8 * 1024 * 1024
-"""Their bodies' limit (the API's is 1 MiB): logs of up to 5 million characters, with artifacts."""
+"""Their bodies' limit (the API's is 4 MiB): logs of up to 5 million characters, with artifacts."""
 
 
 @router.post(PATHS[0], responses=responses(401, 403, 413, 422))

@@ -83,7 +83,7 @@ def test_a_run_too_big_for_temporal_is_refused_naming_the_limit(http: httpx.Clie
 
 
 def test_a_body_over_the_limit_is_413(http: httpx.Client) -> None:
-    big = {"yaml": "x" * (2 * 1024 * 1024)}
-    refused(http.post("/api/meta/v3/plans", json=big), 413, "at most 1 MiB")
+    big = {"yaml": "x" * (5 * 1024 * 1024)}
+    refused(http.post("/api/meta/v3/plans", json=big), 413, "at most 4 MiB")
     refused(http.post("/api/meta/v3/classify-failure", json={"logs": "x" * (9 * 1024 * 1024)}), 413, "at most 8 MiB")
     assert http.post("/api/meta/v3/classify-failure", json={"logs": "x" * (2 * 1024 * 1024)}).status_code == 200

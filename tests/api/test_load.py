@@ -176,8 +176,8 @@ async def test_a_body_over_the_limit_is_refused_413_without_being_read_whole(
     call.receive = receive  # type: ignore[method-assign]
     await call()
     assert call.status == 413
-    assert "at most 1 MiB" in call.json()["detail"]
-    assert call.chunks_read * len(chunk) <= 1024 * 1024 + len(chunk)
+    assert "at most 4 MiB" in call.json()["detail"]
+    assert call.chunks_read * len(chunk) <= 4 * 1024 * 1024 + len(chunk)
 
 
 def test_sigterm_stops_the_api_within_its_grace_period_with_a_request_in_progress(
