@@ -7,6 +7,7 @@ from fastapi import Depends, FastAPI
 from api import errors, metrics, portal
 from api.config import ApiConfig
 from api.deps import TemporalGateway, known_query_only
+from api.guards import LimitBody, ShedLoad
 from api.routes import approvals, audit, classify, plans, runs, settings
 from api.routes import knowledge as knowledge_routes
 
@@ -23,14 +24,17 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.state.config = config
     app.state.temporal = TemporalGateway(config)
     errors.install(app)
-    metrics.install(app, config.sessions)
+    app.add_middleware(LimitBody, max_bytes=config.max_body_bytes,
+                       per_path={path: classify.MAX_BODY_BYTES for path in classify.PATHS})
+    app.add_middleware(ShedLoad, max_in_flight=config.max_in_flight)
+    metrics.install(app, config.sessions)  # outside the shedding: shed requests are counted (503)
     portal.install(app)
     for module in (runs, approvals, settings, plans, classify, audit, knowledge_routes):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
-        """Liveness: the process answers."""
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers (also when it refuses other requests at capacity)."""
         return {"status": "ok"}
 
     return app

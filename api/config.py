@@ -28,3 +28,8 @@ class ApiConfig:
     """Directories a run may be started from (``POST /runs`` with a ``workspace``)."""
     ui_url: str | None = None
     """The Temporal Web UI, for links from runs to their workflows."""
+    max_in_flight: int = 16
+    """Requests served at once; more are refused with 503 and ``Retry-After`` (``/healthz`` never is)."""
+    max_body_bytes: int = 4 * 1024 * 1024
+    """Largest request body (413 beyond it): room for a 256 K-character plan even JSON-escaped at
+    worst (12 bytes a character); ``POST .../classify-failure`` takes up to 8 MiB of logs."""

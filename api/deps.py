@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.dependencies.models import Dependant
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -21,7 +22,10 @@ from store.db import transaction
 _bearer = HTTPBearer(auto_error=False, description="An API token: `metabuilder tokens create --role ...`")
 
 
-def get_config(request: Request) -> ApiConfig:
+# Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency in the
+# bounded thread pool, a hop that costs as much as the work and queues behind every request.
+
+async def get_config(request: Request) -> ApiConfig:
     config: ApiConfig = request.app.state.config
     return config
 
@@ -35,23 +39,27 @@ def get_session(config: ConfigDep) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+"""``scope="function"``: the transaction ends (and its pooled connection goes back) as soon as
+the route returns, not after the response is sent. Held until then, connections sat ``idle in
+transaction`` while the responses queued, and the pool ran dry under load."""
 
 
 def principal_of(config: ApiConfig, token: str) -> Principal | None:
-    """The user a token stands for; None for an empty, unknown or revoked token."""
+    """The user a token stands for; None for an empty, unknown or revoked token. Blocking: it
+    takes a connection and gives it back before returning."""
     if not token:
         return None
     with transaction(config.sessions) as session:
         return access.authenticate(session, token)
 
 
-def get_principal(config: ConfigDep,
-                  creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+async def get_principal(config: ConfigDep,
+                        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
     challenge = {"WWW-Authenticate": "Bearer"}
     if creds is None:
         raise ApiError(401, "missing bearer token (send 'Authorization: Bearer <token>')", challenge)
-    principal = principal_of(config, creds.credentials)
+    principal = await run_in_threadpool(principal_of, config, creds.credentials)
     if principal is None:
         raise ApiError(401, "unknown or revoked token", challenge)
     return principal
@@ -60,7 +68,7 @@ def get_principal(config: ConfigDep,
 def require(role: Role):  # type: ignore[no-untyped-def]
     """A dependency that lets through callers whose role is ``role`` or above."""
 
-    def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    async def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
         if not principal.role.allows(role):
             raise ApiError(403, f"this needs the {role} role or above; {principal.user!r} is {principal.role}")
         return principal
@@ -91,7 +99,7 @@ class TemporalGateway:
             return self._client
 
 
-def get_gateway(request: Request) -> TemporalGateway:
+async def get_gateway(request: Request) -> TemporalGateway:
     gateway: TemporalGateway = request.app.state.temporal
     return gateway
 
@@ -101,7 +109,7 @@ TemporalDep = Annotated[TemporalGateway, Depends(get_gateway)]
 when Temporal is down."""
 
 
-def known_query_only(request: Request) -> None:
+async def known_query_only(request: Request) -> None:
     """Refuse a query parameter the route does not take (a typo would otherwise be ignored)."""
     route = request.scope.get("route")
     if route is None or not request.url.path.startswith("/api/") or not request.query_params:

@@ -82,5 +82,5 @@ def responses(*codes: int) -> dict[int | str, dict[str, object]]:
     """OpenAPI entries for the error statuses a route can answer with."""
     text = {401: "Missing or unknown token", 403: "The token's role may not do this",
             404: "No such id for this tenant", 409: "Not allowed in the current state",
-            422: "Invalid request", 503: "Temporal cannot be reached"}
+            413: "The request body is over the limit", 422: "Invalid request", 503: "Temporal cannot be reached"}
     return {code: {"model": ErrorOut, "description": text[code]} for code in codes}

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from domain.access import Role
 from domain.approvals import GateKind, GateStatus
+from domain.limits import MAX_PLAN_BYTES
 from domain.runs import RunStatus
 
 
@@ -19,7 +20,7 @@ class Strict(BaseModel):
 # --- plans --------------------------------------------------------------------------------------
 
 class PlanIn(Strict):
-    yaml: str = Field(min_length=1, max_length=200_000, description="The plan file's text (YAML).")
+    yaml: str = Field(min_length=1, max_length=MAX_PLAN_BYTES, description="The plan file's text (YAML).")
 
 
 class PlanStepOut(BaseModel):
@@ -76,7 +77,7 @@ class RunSettingsOut(BaseModel):
 
 class RunIn(Strict):
     plan_id: str | None = Field(default=None, max_length=64, description="A plan created with POST /plans.")
-    plan_yaml: str | None = Field(default=None, max_length=200_000, description="Or the plan's text itself.")
+    plan_yaml: str | None = Field(default=None, max_length=MAX_PLAN_BYTES, description="Or the plan's text itself.")
     workspace: str = Field(min_length=1, max_length=4096,
                            description="A git working tree on the API's host, inside the allowed roots.")
     settings: SettingsIn | None = None

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import yaml
 
+from domain import limits
 from domain.approvals import MAX_GATE_TIMEOUT_SECONDS, ApprovalOptions, Decision
 from domain.protected import ProtectedCheck, check_to_dict, parse_checks
 from domain.yaml_reader import Problem as PlanProblem
@@ -99,6 +100,7 @@ _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*s?|(?=\d)(?:(\d+(?:\.\d+)?)h)?
                        r"(?:(\d+(?:\.\d+)?)s)?)\s*$")
 _STEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PLAN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.+@:-]*")
 MAX_TIMEOUT_SECONDS = 24 * 3600.0
 
 
@@ -129,6 +131,10 @@ _STEP_KEYS = {
 
 def parse_plan(text: str, source: str = "<plan>") -> Plan:
     """Parse and validate plan YAML; raises :class:`PlanError` naming every problem."""
+    size = len(text.encode("utf-8", "surrogatepass"))  # lone surrogates can come in JSON; YAML refuses them
+    if size > limits.MAX_PLAN_BYTES:
+        raise PlanError([PlanProblem(source, None, "", f"the plan is {limits.size(size)}; a plan may be at most "
+                                                       f"{limits.size(limits.MAX_PLAN_BYTES)}")])
     reader = YamlReader(source)
     try:
         root = compose(text, source)
@@ -139,6 +145,8 @@ def parse_plan(text: str, source: str = "<plan>") -> Plan:
 
     top = reader.mapping(root, "", _PLAN_KEYS)
     name = reader.string(top["name"][1], "name") if "name" in top else None
+    if name is not None and not _valid_plan_name(reader, top["name"][1], name):
+        name = None
     if "name" not in top and isinstance(root, yaml.MappingNode):
         reader.problem(root, "name", "missing (every plan needs a name)")
     description = ""
@@ -163,6 +171,9 @@ def parse_plan(text: str, source: str = "<plan>") -> Plan:
             reader.problem(steps_node, "steps", f"expected a list of steps, got {kind_of(steps_node)}")
         elif not steps_node.value:
             reader.problem(steps_node, "steps", "a plan needs at least one step")
+        elif len(steps_node.value) > limits.MAX_STEPS:
+            reader.problem(steps_node, "steps", f"{len(steps_node.value)} steps; a plan may have at most "
+                                                f"{limits.MAX_STEPS}")
         else:
             seen: dict[str, int] = {}
             for index, step_node in enumerate(steps_node.value):
@@ -183,6 +194,39 @@ def parse_plan(text: str, source: str = "<plan>") -> Plan:
     assert name is not None
     return Plan(name=name, steps=steps, description=description, write_scope=write_scope, repair=repair,
                 approvals=approvals, protected_checks=protected)
+
+
+def _valid_plan_name(reader: YamlReader, node: yaml.Node, name: str) -> bool:
+    """A plan's name shows in lists, logs and Temporal's search attributes: one line of plain text."""
+    if len(name) > limits.MAX_PLAN_NAME_CHARS:
+        reader.problem(node, "name", f"{len(name)} characters; a plan name may have at most "
+                                     f"{limits.MAX_PLAN_NAME_CHARS}")
+        return False
+    if not _PLAN_NAME.fullmatch(name):
+        reader.problem(node, "name", f"{name!r} is not a valid plan name (letters, digits, spaces and "
+                                     "'_', '.', '+', '@', ':', '-', starting with a letter or digit)")
+        return False
+    return True
+
+
+def _os_limits(reader: YamlReader, node: yaml.Node, label: str, command: str | None,
+               env_nodes: dict[str, yaml.Node], env: dict[str, str]) -> None:
+    """What ``execve`` would refuse ("Argument list too long"), found before the run starts."""
+    if command is not None and len(command.encode()) > limits.MAX_COMMAND_BYTES:
+        reader.problem(node, f"{label}.command", f"{limits.size(len(command.encode()))}; a command may be at "
+                                                 f"most {limits.MAX_COMMAND_BYTES} bytes (the OS limit for "
+                                                 "one argument)")
+    total = 0
+    for key, value in env.items():
+        entry = len(key.encode()) + 1 + len(value.encode())
+        total += entry + 1
+        if entry > limits.MAX_ENV_ENTRY_BYTES:
+            reader.problem(env_nodes[key], f"{label}.env.{key}",
+                           f"{limits.size(entry)}; NAME=value may be at most {limits.MAX_ENV_ENTRY_BYTES} bytes "
+                           "(the OS limit for one environment string)")
+    if total > limits.MAX_STEP_ENV_BYTES:
+        reader.problem(node, f"{label}.env", f"{limits.size(total)} in all; a step's environment may be at most "
+                                             f"{limits.size(limits.MAX_STEP_ENV_BYTES)}")
 
 
 def _parse_approvals(reader: YamlReader, node: yaml.Node) -> ApprovalOptions:
@@ -269,6 +313,7 @@ def _parse_step(reader: YamlReader, node: yaml.Node, index: int) -> Step | None:
             reader.problem(n, f"{label}.timeout", str(err))
 
     env: dict[str, str] = {}
+    env_nodes: dict[str, yaml.Node] = {}
     if (n := get("env")) is not None:
         if not isinstance(n, yaml.MappingNode):
             reader.problem(n, f"{label}.env", f"expected a mapping of NAME: value, got {kind_of(n)}")
@@ -283,11 +328,17 @@ def _parse_step(reader: YamlReader, node: yaml.Node, index: int) -> Step | None:
                     reader.problem(value_node, f"{label}.env.{key}", "expected a text, number or boolean value")
                     continue
                 env[str(key)] = str(value).lower() if isinstance(value, bool) else str(value)
+                env_nodes[str(key)] = value_node
+    _os_limits(reader, node, label, command, env_nodes, env)
 
     optional_text = {
         key: reader.string(n, f"{label}.{key}") if (n := get(key)) is not None else None
         for key in ("fix", "rollback", "fallback")
     }
+    for key, text in optional_text.items():
+        if text is not None and len(text.encode()) > limits.MAX_COMMAND_BYTES:
+            reader.problem(get(key), f"{label}.{key}", f"{limits.size(len(text.encode()))}; a command may be at "
+                                                       f"most {limits.MAX_COMMAND_BYTES} bytes")
     flags = {
         key: reader.boolean(n, f"{label}.{key}") if (n := get(key)) is not None else False
         for key in ("requires_approval", "optional")
@@ -304,16 +355,34 @@ def _parse_step(reader: YamlReader, node: yaml.Node, index: int) -> Step | None:
     )
 
 
+def read_plan_file(path: str | Path) -> str:
+    """A plan file's text: refused, naming the file, when missing, too big or not UTF-8 text."""
+    path = Path(path)
+
+    def refuse(message: str) -> PlanError:
+        return PlanError([PlanProblem(str(path), None, "", message)])
+
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(limits.MAX_PLAN_BYTES + 1)
+            if len(data) > limits.MAX_PLAN_BYTES:
+                fh.seek(0, 2)
+                raise refuse(f"the plan is {limits.size(fh.tell())}; a plan may be at most "
+                             f"{limits.size(limits.MAX_PLAN_BYTES)}")
+    except FileNotFoundError:
+        raise refuse("file not found") from None
+    except OSError as err:
+        raise refuse(f"cannot read the plan: {err.strerror or err}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise refuse(f"not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); "
+                     "a plan is a YAML text file") from None
+
+
 def load_plan(path: str | Path) -> Plan:
     """Read and validate a plan file; errors name the file and line."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PlanError([PlanProblem(str(path), None, "", "file not found")]) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise PlanError([PlanProblem(str(path), None, "", f"cannot read the plan: {err}")]) from err
-    return parse_plan(text, source=str(path))
+    return parse_plan(read_plan_file(path), source=str(path))
 
 
 def step_to_dict(step: Step) -> dict[str, object]:

@@ -12,6 +12,8 @@ from typing import TypeVar
 
 import yaml
 
+from domain.limits import MAX_YAML_DEPTH, MAX_YAML_VALUES
+
 E = TypeVar("E", bound=StrEnum)
 
 
@@ -29,15 +31,49 @@ class Problem:
         return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML composes nodes recursively: a few hundred nested ``[`` exhaust Python's stack."""
+
+    depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        if self.depth >= MAX_YAML_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nested more than {MAX_YAML_DEPTH} levels deep", self.peek_event().start_mark)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self.depth -= 1
+
+
 def compose(text: str, source: str) -> yaml.Node | None:
     """The YAML node tree of ``text``; a syntax error becomes a ``ValueError`` carrying one Problem."""
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_BoundedLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         detail = getattr(err, "problem", None) or str(err)
         raise YamlSyntaxError(Problem(source, line, "", f"not valid YAML: {detail}")) from err
+    if root is not None and _expanded_values(root, MAX_YAML_VALUES) > MAX_YAML_VALUES:
+        raise YamlSyntaxError(Problem(source, None, "", f"more than {MAX_YAML_VALUES} values once its aliases "
+                                                        "(*name) are expanded"))
+    return root
+
+
+def _expanded_values(root: yaml.Node, budget: int) -> int:
+    """How many nodes the tree has with every alias expanded, counting no further than ``budget + 1``."""
+    count, stack = 0, [root]
+    while stack and count <= budget:
+        node = stack.pop()
+        count += 1
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                stack.extend((key, value))
+    return count
 
 
 class YamlSyntaxError(ValueError):
@@ -90,7 +126,11 @@ class YamlReader:
         if not isinstance(node, yaml.ScalarNode):
             self.problem(node, fld, f"expected a single value, got {kind_of(node)}")
             return None
-        return yaml.safe_load(yaml.serialize(node))
+        value = yaml.constructor.SafeConstructor().construct_object(node, deep=True)
+        if isinstance(value, str) and "\0" in value:
+            self.problem(node, fld, "contains a NUL byte (\\0), which no command, argument or environment "
+                                    "value can hold")
+        return value
 
     def string(self, node: yaml.Node, fld: str, *, required_nonempty: bool = True) -> str | None:
         value = self.scalar(node, fld)

@@ -20,6 +20,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.git import GitError, NotAGitRepository, branch_at, branch_exists, delete_branch, publish, snapshot
+from domain import limits
 from domain.payloads import AutofixConfig, BuildRunInput, RunView, WorkspaceRef
 from domain.plans import Plan, parse_plan, plan_to_dict
 from domain.policy import AutofixSettings, EffectiveSettings, effective_settings
@@ -87,19 +88,40 @@ async def submit(client: Client, plan_text: str, plan_source: str, workspace: Pa
     and start the run's workflow. The user's branch, index and files are left as they are."""
     plan = parse_plan(plan_text, source=plan_source)
     run_id = validate_run_id(run_id) if run_id else new_run_id()
+    branch = run_branch(run_id)
+
+    def run_input(ref: WorkspaceRef) -> BuildRunInput:
+        return BuildRunInput(
+            run_id=run_id, plan=plan, workspace=ref, tenant=opts.tenant, task_queue_prefix=opts.task_queue_prefix,
+            plan_source=plan_text, heartbeat_timeout_seconds=opts.heartbeat_timeout_seconds,
+            autofix=autofix_config(opts.autofix), search_attributes=opts.search_attributes, approval_gates=True)
+
+    # Before anything is pushed: a run Temporal would refuse leaves no branch behind.
+    await check_payload(client, run_input(WorkspaceRef(opts.shared_repo, branch, "0" * 40, str(workspace))))
     try:
         top, commit = await snapshot(workspace)
     except NotAGitRepository as err:
         raise BadRequest(str(err)) from None
-    branch = run_branch(run_id)
     if await branch_exists(opts.shared_repo, branch):
         raise RunExistsError(f"run {run_id} exists already; run ids are never reused")
     await publish(top, commit, opts.shared_repo, branch)
-    ref = WorkspaceRef(repo_url=opts.shared_repo, branch=branch, base_commit=commit, source=str(top))
-    return await start(client, BuildRunInput(
-        run_id=run_id, plan=plan, workspace=ref, tenant=opts.tenant, task_queue_prefix=opts.task_queue_prefix,
-        plan_source=plan_text, heartbeat_timeout_seconds=opts.heartbeat_timeout_seconds,
-        autofix=autofix_config(opts.autofix), search_attributes=opts.search_attributes, approval_gates=True))
+    return await start(client, run_input(WorkspaceRef(opts.shared_repo, branch, commit, str(top))))
+
+
+async def check_payload(client: Client, inp: BuildRunInput) -> None:
+    """Refuse, naming the limit, a run whose workflow input or search attributes Temporal would
+    refuse, or that would leave its bookkeeping payloads (which carry the plan again) too little room."""
+    encoded = sum(p.ByteSize() for p in await client.data_converter.encode([inp]))
+    if encoded > limits.MAX_RUN_INPUT_BYTES:
+        raise BadRequest(
+            f"the run's input would be {limits.size(encoded)} (the plan, parsed and as text); at most "
+            f"{limits.size(limits.MAX_RUN_INPUT_BYTES)} is accepted, half of Temporal's payload limit "
+            f"({limits.size(limits.BLOB_ERROR_BYTES)}, limit.blobSize.error)")
+    values = [inp.tenant, inp.plan.name, RunStatus.PENDING.value] if inp.search_attributes else []
+    for value in values:
+        if len(value.encode()) > limits.SEARCH_ATTRIBUTE_VALUE_BYTES:
+            raise BadRequest(f"{value[:40]!r}... is {limits.size(len(value.encode()))}; Temporal takes search "
+                             f"attribute values of at most {limits.size(limits.SEARCH_ATTRIBUTE_VALUE_BYTES)}")
 
 
 async def prepare_retry(sessions: sessionmaker[Session], run_id: str, opts: SubmitOptions,
@@ -166,6 +188,7 @@ async def _drop_branch(ref: WorkspaceRef) -> None:
 
 async def _start(client: Client, inp: BuildRunInput) -> Submitted:
     plan, run_id = inp.plan, inp.run_id
+    await check_payload(client, inp)
     try:
         handle = await client.start_workflow(
             BuildRunWorkflow.run, inp, id=workflow_id(run_id),

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer, joinedload
 
 from domain.payloads import AutofixEvent, AutofixRecord, RunRecord
 from domain.plans import Plan, plan_to_dict, step_to_dict
@@ -210,8 +210,12 @@ def get_run(session: Session, run_id: str) -> BuildRun | None:
 
 def list_runs(session: Session, *, tenant: str | None = None, status: str | None = None, plan: str | None = None,
               limit: int = 50, offset: int = 0) -> list[BuildRun]:
-    """Runs, newest first, optionally of one tenant, in one status, of plans of one name."""
-    stmt = select(BuildRun).order_by(BuildRun.created_at.desc(), BuildRun.id).limit(limit).offset(offset)
+    """Runs, newest first, optionally of one tenant, in one status, of plans of one name. Their JSON
+    columns and their plans' text are loaded when first read: a list shows neither, and decoding
+    them for every row was most of the cost of a list."""
+    stmt = (select(BuildRun).options(defer(BuildRun.settings), defer(BuildRun.next_overrides),
+                                     joinedload(BuildRun.plan).load_only(ScaffoldPlan.name))
+            .order_by(BuildRun.created_at.desc(), BuildRun.id).limit(limit).offset(offset))
     if tenant is not None:
         stmt = stmt.where(BuildRun.tenant_id == tenant)
     if status is not None:

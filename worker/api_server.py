@@ -19,9 +19,14 @@ def api_config(settings: Settings, sessions: sessionmaker[Session]) -> ApiConfig
         workspace_roots=list(settings.workspace_roots), ui_url=settings.ui_url)
 
 
+SHUTDOWN_GRACE_SECONDS = 5
+"""After SIGTERM, requests in progress get this long to finish; then the server stops. Without a
+bound, uvicorn waited for every queued request, for minutes after an overload."""
+
+
 def api_server(settings: Settings, sessions: sessionmaker[Session], host: str, port: int) -> uvicorn.Server:
     config = uvicorn.Config(create_app(api_config(settings, sessions)), host=host, port=port,
-                            log_level="warning", lifespan="off")
+                            log_level="warning", lifespan="off", timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
     return uvicorn.Server(config)
 
 

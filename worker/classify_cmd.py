@@ -95,20 +95,36 @@ def cmd_classify(args: argparse.Namespace, _settings: object = None) -> int:
                 signal = classify(fh, exit_code=args.exit_code, step_name=args.step, kb=kb, engine=engine,
                                   learned=args.learned)
         if args.json:
-            print(json.dumps({"file": name, **signal.to_dict()}, ensure_ascii=False))
+            print(escaped_json({"file": name, **signal.to_dict()}))
         else:
             _print_signal(name, signal, sys.stdout, color)
     return 0
 
 
+def shown(text: str) -> str:
+    """``text`` safe to print on a terminal: every non-printable character as an escape (``\\x1b``,
+    ``\\x9b``, ``\\x07``...), so that a log cannot reset, move or recolour the reader's terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def escaped_json(data: object) -> str:
+    """JSON of ``data`` in which no character reaches the terminal raw: JSON escapes only C0 controls;
+    DEL, C1 controls (``\\x9b`` is a CSI) and other non-printables are written ``\\uXXXX`` too."""
+    text = json.dumps(data, ensure_ascii=False)
+    return text if text.isprintable() else "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
+
+
 def _print_signal(name: str, signal: FailureSignal, out: TextIO, color: bool) -> None:
     def paint(text: str, style: str) -> str:
+        text = shown(text)
         return f"{style}{text}{_RESET}" if color else text
 
     actions = ", ".join(a for a, on in (("retry", signal.can_retry), ("re-plan", signal.requires_replan),
                                         ("approval", signal.requires_approval)) if on) or "fix the code"
     guess = f", best guess {signal.best_guess.value}" if signal.best_guess else ""
-    out.write(f"{name}: {paint(signal.type.value, _BOLD)} (confidence {signal.confidence:.2f}{guess}) "
+    out.write(f"{shown(name)}: {paint(signal.type.value, _BOLD)} (confidence {signal.confidence:.2f}{guess}) "
               f"-> {actions}\n")
     if signal.reason:
         out.write(f"  {paint(signal.reason, _DIM)}\n")

@@ -45,17 +45,14 @@ async def _needs_local_workers(client: Client, settings: Settings) -> bool:
 
 
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from domain.plans import parse_plan
+    from domain.plans import parse_plan, read_plan_file
     from domain.runs import RunStatus, web_ui_link
     from service.runs import SubmitOptions, resolve_autofix, submit
     from worker.follow import follow, print_summary
     from worker.runtime import POOLS, build_workers, connect, prepare_database, running_workers
 
     plan_path = Path(args.plan)
-    try:
-        plan_text = plan_path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise CliError(f"{plan_path}: cannot read the plan: {err.strerror or err}") from None
+    plan_text = read_plan_file(plan_path)  # bounded, and a binary file is named as such
     parse_plan(plan_text, source=str(plan_path))  # reject a bad plan before touching anything
     sessions = prepare_database(settings)
     client = await connect(settings)

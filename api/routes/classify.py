@@ -11,10 +11,13 @@ from api.schemas import ClassifyIn, ClassifyOut, EvidenceOut
 from domain.classifier import classify_failure
 
 router = APIRouter(tags=["classification"])
+PATHS = (V2 + "/classify-failure", V3 + "/classify-failure")
+MAX_BODY_BYTES = 8 * 1024 * 1024
+"""Their bodies' limit (the API's is 4 MiB): logs of up to 5 million characters, with artifacts."""
 
 
-@router.post(V2 + "/classify-failure", responses=responses(401, 403, 422))
-@router.post(V3 + "/classify-failure", responses=responses(401, 403, 422))
+@router.post(PATHS[0], responses=responses(401, 403, 413, 422))
+@router.post(PATHS[1], responses=responses(401, 403, 413, 422))
 def classify(body: ClassifyIn, principal: Viewer) -> ClassifyOut:
     """Classify a failed step's log into the 11-class taxonomy, with confidence and evidence lines."""
     signal = classify_failure(body.step_name, body.logs, list(body.artifacts), exit_code=body.exit_code)

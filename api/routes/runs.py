@@ -42,7 +42,10 @@ ACT = responses(401, 403, 404, 409, 422, 503)
 
 
 def _workspace(config: ConfigDep, raw: str) -> Path:
-    path = Path(raw).expanduser().resolve()
+    try:
+        path = Path(raw).expanduser().resolve()
+    except (ValueError, OSError) as err:  # a NUL byte, a lone surrogate: no such path can exist
+        raise ApiError(422, f"workspace {raw!r} is not a usable path: {err}") from None
     if not any(path.is_relative_to(root.resolve()) for root in config.workspace_roots):
         roots = ", ".join(map(str, config.workspace_roots)) or "none (set META_BUILDER_WORKSPACE_ROOTS)"
         raise ApiError(422, f"workspace {raw!r} is outside the directories runs may start from: {roots}")

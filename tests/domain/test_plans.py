@@ -135,3 +135,67 @@ def test_idempotent_defaults_to_true_and_round_trips_when_false() -> None:
     assert parse_plan(yaml.safe_dump(plan_to_dict(plan), sort_keys=False)) == plan
     with pytest.raises(PlanError, match=r"p\.yaml:5: steps\[0\] \(a\)\.idempotent: expected true or false"):
         parse_plan("name: p\nsteps:\n  - name: a\n    command: x\n    idempotent: sometimes\n", "p.yaml")
+
+
+# --- limits: what a plan may hold, found when it is parsed -----------------------------------------
+
+def _steps(n: int) -> str:
+    return "".join(f"  - {{name: s{i}, command: x}}\n" for i in range(n))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("name: p\nsteps: " + "[" * 600 + "]" * 600 + "\n", "bad.yaml:2: not valid YAML: nested more than 32 levels"),
+        ("name: p\nsteps: " + "{a: " * 600 + "1" + "}" * 600 + "\n", "bad.yaml:2: not valid YAML: nested more than 32"),
+        ("name: p\ndescription:\n" + "".join(" " * i + "a:\n" for i in range(1, 300)) + "steps: []\n",
+         "bad.yaml:33: not valid YAML: nested more than 32"),
+        ('name: p\nsteps:\n  - name: a\n    command: "echo \\0 x"\n',
+         "bad.yaml:4: steps[0] (a).command: contains a NUL"),
+        ('name: p\nsteps:\n  - name: a\n    command: x\n    env: {A: "\\0"}\n',
+         "bad.yaml:5: steps[0] (a).env.A: contains a NUL"),
+        ("name: p\nsteps:\n  - name: a\n    command: x\n    env: {BIG: " + "v" * 131_068 + "}\n",
+         "bad.yaml:5: steps[0] (a).env.BIG: 128 KiB; NAME=value may be at most 131071 bytes"),
+        ("name: p\nsteps:\n  - name: a\n    command: " + "c" * 131_072 + "\n",
+         "bad.yaml:3: steps[0] (a).command: 128 KiB; a command may be at most 131071 bytes"),
+        ("name: p\nsteps:\n  - name: a\n    command: x\n    env: {" + ", ".join(f"K{i}: &v{i} {'v' * 100_000}"
+                                                                      for i in range(2)) + "}\n"
+         "  - {name: b, command: x, env: {A: *v0, B: *v1, C: *v0, D: *v1, E: *v0, F: *v1}}\n",
+         "bad.yaml:6: steps[1] (b).env: 586 KiB in all; a step's environment may be at most 512 KiB"),
+        ("name: p\nsteps:\n" + _steps(501), "bad.yaml:3: steps: 501 steps; a plan may have at most 500"),
+        ("name: ../../../tmp/evil\n" + "steps:\n" + _steps(1), "bad.yaml:1: name: '../../../tmp/evil' is not a valid"),
+        ("name: " + "n" * 100_000 + "\nsteps:\n" + _steps(1), "bad.yaml:1: name: 100000 characters; a plan name may"),
+        ('name: "a\\nb"\nsteps:\n' + _steps(1), "bad.yaml:1: name: 'a\\nb' is not a valid plan name"),
+        ("name: p\nsteps:\n" + _steps(1) + "# " + "x" * 300_000 + "\n", "bad.yaml: the plan is 293 KiB; a plan may be"),
+        ("name: p\nx: &m {" + ", ".join(f"k{i}: {i}" for i in range(400)) + "}\nsteps: [" + ", ".join(["*m"] * 300)
+         + "]\n", "bad.yaml: more than 100000 values once its aliases"),
+    ],
+)
+def test_plans_over_a_limit_are_refused_naming_it(text: str, expected: str) -> None:
+    with pytest.raises(PlanError) as info:
+        parse_plan(text, "bad.yaml")
+    assert any(str(p).startswith(expected) for p in info.value.problems), str(info.value)
+
+
+@pytest.mark.parametrize("name", ["demo", "My service build", "svc-2.1_rc+1", "team@core: nightly"])
+def test_plan_names_people_write_are_accepted(name: str) -> None:
+    assert parse_plan(f"name: '{name}'\nsteps:\n" + _steps(1)).name == name
+
+
+def test_a_plan_at_the_limits_parses() -> None:
+    big_env = "v" * (131_071 - len("BIG="))
+    plan = parse_plan("name: " + "n" * 128 + "\nsteps:\n" + _steps(499)
+                      + f"  - name: last\n    command: x\n    env: {{BIG: {big_env}}}\n")
+    assert len(plan.steps) == 500 and len(plan.steps[-1].env["BIG"]) == len(big_env)
+
+
+def test_a_binary_or_huge_plan_file_is_named_as_such(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    binary = tmp_path / "plan.bin"
+    binary.write_bytes(b"\xea\x00\x01name: p\n")
+    with pytest.raises(PlanError, match=r"plan\.bin: not UTF-8 text \(byte 0xea at offset 0\); a plan is a YAML"):
+        load_plan(binary)
+    huge = tmp_path / "huge.yaml"
+    with huge.open("wb") as fh:
+        fh.truncate(50 * 1024 * 1024)
+    with pytest.raises(PlanError, match=r"huge\.yaml: the plan is 50 MiB; a plan may be at most 256 KiB"):
+        load_plan(huge)

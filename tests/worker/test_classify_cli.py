@@ -115,3 +115,14 @@ def test_help_and_classify_import_no_server_side_libraries(argv):
                          env={**os.environ, "META_BUILDER_HOME": str(HOME["path"])})
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_terminal_control_sequences_in_a_log_are_escaped(tmp_path):
+    log = tmp_path / "e\x1b[2Jvil.log"
+    log.write_bytes(b"curl: (7) Failed to connect to localhost port 5432: \x1bcConnection refused \x1b7 "
+                    b"\xc2\x9b2J \x07 bs\x08\x08\x7f\n")
+    for args in ((), ("--json",)):
+        out = classify(*args, str(log)).stdout.decode()
+        assert "Connection refused" in out
+        assert all(c.isprintable() for line in out.splitlines() for c in line), repr(out)
+    assert "\\x1bcConnection refused \\x1b7 \\x9b2J \\x07 bs\\x08\\x08\\x7f" in classify(str(log)).stdout.decode()

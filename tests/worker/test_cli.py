@@ -66,6 +66,33 @@ def test_bad_plan_exits_2_naming_file_line_and_field(env: dict[str, str], user_r
     assert f"{plan}:5: steps[0] (a).queue: unknown queue 'gpu'" in res.stderr
 
 
+_ALIASED = ("name: aliased\nsteps:\n  - name: a\n    command: x\n    env: &e {A: &v " + "v" * 100_000
+            + ", B: *v, C: *v}\n" + "".join(f"  - {{name: s{i}, command: x, env: *e}}\n" for i in range(3)))
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (b"\xea\x00binary", "plan.yaml: not UTF-8 text (byte 0xea at offset 0)"),
+    (None, "plan.yaml: the plan is 50 MiB; a plan may be at most 256 KiB"),
+    (("name: p\nsteps: " + "[" * 600 + "]" * 600 + "\n").encode(), "plan.yaml:2: not valid YAML: nested more than 32"),
+    (b'name: p\nsteps:\n  - name: a\n    command: "echo \\0"\n', "plan.yaml:4: steps[0] (a).command: contains a NUL"),
+    (("name: p\nsteps:\n" + "".join(f"  - {{name: s{i}, command: x}}\n" for i in range(10_000))).encode(),
+     "plan.yaml: the plan is 292 KiB; a plan may be at most 256 KiB"),
+    (_ALIASED.encode(), "the run's input would be 1.24 MiB (the plan, parsed and as text); at most 1 MiB"),
+])
+def test_hostile_plans_exit_2_naming_the_limit(env: dict[str, str], user_repo: Path, tmp_path: Path,
+                                               content: bytes | None, expected: str) -> None:
+    plan = tmp_path / "plan.yaml"
+    if content is None:
+        with plan.open("wb") as fh:
+            fh.truncate(50 * 1024 * 1024)
+    else:
+        plan.write_bytes(content)
+    res = metabuilder("run", str(plan), "--workspace", str(user_repo), env=env)
+    assert (res.returncode, "Traceback" in res.stderr) == (2, False), res.stderr
+    assert expected in res.stderr
+    assert "metabuilder/runs/" not in git(user_repo, "branch", "--all")
+
+
 def test_workspace_that_is_not_a_repo_exits_2(env: dict[str, str], tmp_path: Path) -> None:
     plan = write_plan(tmp_path / "plan.yaml", "  - name: a\n    command: 'true'\n")
     (tmp_path / "plain").mkdir()
