@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from domain.access import Role
 from domain.approvals import Decision, GateStatus
+from worker.json_out import print_json
 
 if TYPE_CHECKING:
     from worker.settings import Settings
@@ -26,6 +27,8 @@ def cmd_tenants(args: argparse.Namespace, settings: Settings) -> int:
         if args.action == "create":
             tenant = access.create_tenant(session, args.tenant_id, args.name)
             print(f"tenant {tenant.id!r} created ({tenant.name})")
+        elif args.json:
+            print_json([{"id": t.id, "name": t.name, "created_at": t.created_at} for t in access.list_tenants(session)])
         else:
             for tenant in access.list_tenants(session):
                 print(f"{tenant.id:<24} {tenant.name}")
@@ -48,6 +51,10 @@ def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
             if not args.token_id or not access.revoke_token(session, args.token_id):
                 raise ValueError(f"no active token with id {args.token_id!r}")
             print(f"token {args.token_id} revoked")
+        elif args.json:
+            print_json([{"token_id": token.id, "prefix": token.prefix, "user": user.name, "role": user.role,
+                         "created_at": token.created_at, "revoked_at": token.revoked_at}
+                        for token, user in access.list_tokens(session, args.tenant)])
         else:
             for token, user in access.list_tokens(session, args.tenant):
                 state = f"revoked {token.revoked_at:%Y-%m-%d}" if token.revoked_at else "active"
@@ -64,6 +71,11 @@ def cmd_approvals(args: argparse.Namespace, settings: Settings) -> int:
     status = None if args.all else GateStatus.PENDING.value
     with transaction(sessions) as session:
         gates = approvals.list_gates(session, tenant=args.tenant, status=status, limit=500)
+        if args.json:
+            from store.views import gate_fields
+
+            print_json([gate_fields(g) for g in gates])
+            return 0
         if not gates:
             print(f"no {'' if args.all else 'pending '}approval gates for tenant {args.tenant!r}")
         for g in gates:
@@ -111,6 +123,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("action", choices=["create", "list"])
     p.add_argument("tenant_id", nargs="?", help="the new tenant's id (for create)")
     p.add_argument("--name", help="a display name (default: the id)")
+    p.add_argument("--json", action="store_true", help="list as JSON")
     p.set_defaults(fn=cmd_tenants)
 
     p = sub.add_parser("tokens", help="issue, list or revoke API tokens (stored hashed, shown once)")
@@ -119,12 +132,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--tenant", default="default")
     p.add_argument("--user", default=getpass.getuser(), help="who the token is for (default: you)")
     p.add_argument("--role", choices=[r.value for r in Role], default=Role.VIEWER.value)
+    p.add_argument("--json", action="store_true", help="list as JSON")
     p.set_defaults(fn=cmd_tokens)
 
     p = sub.add_parser("approvals", help="list approval gates (pending ones unless --all)")
     p.add_argument("action", nargs="?", choices=["list"], default="list")
     p.add_argument("--tenant", default="default")
     p.add_argument("--all", action="store_true", help="decided gates too")
+    p.add_argument("--json", action="store_true", help="the gates as JSON (the API's fields)")
     p.set_defaults(fn=cmd_approvals)
 
     for name, help_text in (("approve", "approve a pending gate: the run goes on"),

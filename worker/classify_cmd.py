@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from domain.scanner import Engine
     from domain.signals import FailureSignal
 
+from worker.terminal import use_color
+
 _BOLD, _RED, _DIM, _RESET = "\x1b[1m", "\x1b[31m", "\x1b[2m", "\x1b[0m"
 
 
@@ -85,7 +87,7 @@ def cmd_classify(args: argparse.Namespace, _settings: object = None) -> int:
     if missing:
         raise ValueError(f"{missing[0]}: no such file")
     kb, engine = kb_cache.load(args.patterns, args.engine)
-    color = sys.stdout.isatty() and not args.json
+    color = use_color(sys.stdout) and not args.json
     for name in args.files:
         if name == "-":
             signal = classify(sys.stdin.buffer, exit_code=args.exit_code, step_name=args.step, kb=kb,

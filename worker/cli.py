@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from domain.policy import ENV_VARS
 from worker import admin_cmd, classify_cmd, completion, plan_cmd, temporal_cmd
+from worker.json_out import print_json
 from worker.version import VersionAction
 
 if TYPE_CHECKING:
@@ -66,15 +67,20 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                          autofix=effective)
     submitted = await submit(client, plan_text, str(plan_path), Path(args.workspace), opts, run_id=args.run_id)
     link = web_ui_link(settings.ui_url, settings.temporal_namespace, submitted.run_id)
+    story = sys.stderr if args.detach else sys.stdout  # detached, stdout carries the run id alone
     print(f"run {submitted.run_id} started: plan {submitted.plan.name!r}, {len(submitted.plan.steps)} steps, "
-          f"workspace {submitted.workspace.source} at {submitted.workspace.base_commit[:12]}")
+          f"workspace {submitted.workspace.source} at {submitted.workspace.base_commit[:12]}", file=story)
     a = effective.settings
     print(f"  auto-fix: {'on' if a.enabled else 'off'}" + (
         f" (at most {a.max_total_attempts} attempts per run, {a.max_per_step_attempts} per step, "
-        f"backoff cap {a.backoff_cap_seconds:g}s)" if a.enabled else ""))
+        f"backoff cap {a.backoff_cap_seconds:g}s)" if a.enabled else ""), file=story)
     if link:
-        print(f"  Web UI: {link}")
+        print(f"  Web UI: {link}", file=story)
     if args.detach:
+        if args.json:
+            print_json({"run_id": submitted.run_id, "workflow_id": submitted.handle.id, "web_ui_url": link})
+        else:
+            print(submitted.run_id)
         return EXIT_OK
     if local:
         print("  (no worker is polling; running workers in this process)")
@@ -111,6 +117,11 @@ def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
             repository.set_tenant_autofix(session, args.tenant, changed)
             current = changed
     effective = effective_settings(settings.autofix, current)
+    if args.json:
+        print_json({"tenant": args.tenant, "environment": settings.environment.value,
+                    "settings": {key: getattr(effective.settings, key) for key in ENV_VARS},
+                    "sources": dict(effective.sources), "variables": dict(ENV_VARS)})
+        return EXIT_OK
     print(f"auto-fix settings of tenant {args.tenant!r} (environment {settings.environment.value}):")
     for key, var in ENV_VARS.items():
         value = getattr(effective.settings, key)
@@ -131,6 +142,13 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         steps = repository.run_steps(session, args.run_id) if run else []
         if run is None:
             raise CliError(f"unknown run id {args.run_id!r} (no such run in {settings.database_url})")
+        if args.json:
+            from store.views import run_fields, step_fields
+
+            print_json({**run_fields(run), "web_ui_url": web_ui_link(settings.ui_url, settings.temporal_namespace,
+                                                                      run.id),
+                        "steps": [step_fields(step) for step in steps]})
+            return EXIT_OK
         print(f"run {run.id}: {run.status}  tenant {run.tenant_id}  workflow {run.workflow_id}")
         print(f"  workspace: branch {run.branch} of {run.repo_url}")
         print(f"  base {run.base_commit[:12]}  head {run.head_commit[:12]}")
@@ -281,6 +299,11 @@ async def _until_signalled() -> None:
     await stop.wait()
 
 
+STORY_COMMANDS = ("demo", "run")
+"""Commands whose output is a story for a person: they log at warning level unless
+``META_BUILDER_LOG_LEVEL`` asks for more."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metabuilder", description="Self-healing build runs on Temporal.")
     parser.add_argument("--version", action=VersionAction)
@@ -292,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="submit a plan and follow the run (exit 0 only if it succeeds)")
     p.add_argument("plan", help="plan file (YAML)")
     p.add_argument("--workspace", "-w", default=".", help="git working tree to build (default: .)")
-    p.add_argument("--detach", action="store_true", help="submit only; print the run id and return")
+    p.add_argument("--detach", action="store_true", help="submit only; print the bare run id and return")
+    p.add_argument("--json", action="store_true", help="with --detach: print the run id, workflow id and link as JSON")
     p.add_argument("--with-worker", action="store_true", help="run workers in this process while following")
     p.add_argument("--run-id", help="run id to use (default: a new uuid)")
     p.add_argument("--tenant", default="default")
@@ -306,10 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant", default="default")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help=f"override ({', '.join(ENV_VARS)})")
     p.add_argument("--reset", action="store_true", help="drop the tenant's overrides (platform defaults apply)")
+    p.add_argument("--json", action="store_true", help="the settings and their sources as JSON")
     p.set_defaults(fn=cmd_settings)
 
     p = sub.add_parser("status", help="show a run from the database projection")
     p.add_argument("run_id")
+    p.add_argument("--json", action="store_true", help="the run and its step attempts as JSON (the API's fields)")
     p.set_defaults(fn=cmd_status)
 
     p = sub.add_parser("cancel", help="cancel a run (the running step's process is killed)")
@@ -388,6 +414,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except SettingsError as err:
             print(f"metabuilder: bad setting: {err}", file=sys.stderr)
             return EXIT_BAD_INPUT
+        if args.command in STORY_COMMANDS and not os.environ.get("META_BUILDER_LOG_LEVEL"):
+            from dataclasses import replace
+
+            settings = replace(settings, log_level="warning")  # the story on stdout, not info lines between
         configure_logging(settings, quiet_sdk=args.command not in ("worker", "up"))
     try:
         if not inspect.iscoroutinefunction(args.fn):

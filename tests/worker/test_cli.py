@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -123,7 +124,9 @@ def test_detach_returns_at_once_and_a_worker_process_runs_it(
         env: dict[str, str], user_repo: Path, tmp_path: Path) -> None:
     plan = write_plan(tmp_path / "plan.yaml", "  - name: a\n    command: echo detached\n")
     res = metabuilder("run", str(plan), "--workspace", str(user_repo), "--detach", "--run-id", "det-1", env=env)
-    assert res.returncode == 0 and "run det-1 started" in res.stdout
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "det-1\n"  # the bare id, for RUN=$(metabuilder run --detach ...)
+    assert "run det-1 started" in res.stderr
     worker = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queues", "workflow,cpu"],
                               cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
@@ -134,9 +137,30 @@ def test_detach_returns_at_once_and_a_worker_process_runs_it(
                 break
             subprocess.run(["sleep", "0.2"])
         assert "run det-1: succeeded" in res.stdout, res.stdout + res.stderr
+        status = json.loads(metabuilder("status", "det-1", "--json", env=env).stdout)
+        assert status["run_id"] == "det-1" and status["status"] == "succeeded" and status["plan"] == "cli-plan"
+        assert [(s["name"], s["status"], s["log_tail"]) for s in status["steps"]] == [("a", "succeeded", "detached\n")]
+        again = json.loads(metabuilder("run", str(plan), "--workspace", str(user_repo), "--detach", "--json",
+                                       "--run-id", "det-2", env=env).stdout)
+        assert again["run_id"] == "det-2" and again["workflow_id"] == "build-run-det-2"
     finally:
         worker.terminate()
         assert worker.wait(15) == 0  # SIGTERM is a clean shutdown
+
+
+def test_lists_and_settings_as_json(env: dict[str, str]) -> None:
+    assert metabuilder("tenants", "create", "acme-json", env=env).returncode == 0
+    assert metabuilder("tokens", "create", "--tenant", "acme-json", "--user", "ann", "--role", "admin",
+                       env=env).returncode == 0
+    tenants = json.loads(metabuilder("tenants", "list", "--json", env=env).stdout)
+    assert "acme-json" in {t["id"] for t in tenants}
+    tokens = json.loads(metabuilder("tokens", "list", "--tenant", "acme-json", "--json", env=env).stdout)
+    assert [(t["user"], t["role"], t["revoked_at"]) for t in tokens] == [("ann", "admin", None)]
+    assert json.loads(metabuilder("approvals", "list", "--tenant", "acme-json", "--json", env=env).stdout) == []
+    res = metabuilder("settings", "--tenant", "acme-json", "--set", "max_total_attempts=7", "--json", env=env)
+    shown = json.loads(res.stdout)
+    assert shown["settings"]["max_total_attempts"] == 7 and shown["sources"]["max_total_attempts"] == "tenant"
+    assert shown["variables"]["enabled"] == "FEATURE_META_V3_AUTOFIX"
 
 
 def test_demo_runs_on_its_own_embedded_server(tmp_path: Path) -> None:

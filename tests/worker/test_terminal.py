@@ -32,3 +32,34 @@ def test_no_color_turns_it_off(terminal, monkeypatch: pytest.MonkeyPatch, value:
 def test_a_pipe_or_file_gets_none(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NO_COLOR", raising=False)
     assert not use_color(io.StringIO())
+
+
+@pytest.mark.parametrize("no_color", [None, "1"])
+def test_classify_on_a_terminal_colours_only_without_no_color(tmp_path, no_color: str | None) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    log = tmp_path / "build.log"
+    log.write_text("E       assert 2 == 3\nFAILED tests/test_calc.py::test_add - assert 2 == 3\n")
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    if no_color:
+        env["NO_COLOR"] = no_color
+    master, slave = os.openpty()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "worker.cli", "classify", str(log)], stdout=slave,
+                              stderr=subprocess.PIPE, env={**env, "META_BUILDER_HOME": str(tmp_path)}, timeout=60)
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the pty is closed once everything was read
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(master)
+    assert proc.returncode == 0, proc.stderr
+    assert b"TEST_ASSERT" in out
+    assert (b"\x1b[" in out) is (no_color is None)
