@@ -327,7 +327,9 @@ def _parse_step(reader: YamlReader, node: yaml.Node, index: int) -> Step | None:
                 if isinstance(value, (dict, list)) or value is None:
                     reader.problem(value_node, f"{label}.env.{key}", "expected a text, number or boolean value")
                     continue
-                env[str(key)] = str(value).lower() if isinstance(value, bool) else str(value)
+                # The text as written: YAML 1.1 would turn NO into false, 0755 into 493, 1.10 into 1.1
+                # and 12:30 into 750, none of which the user meant for an environment variable.
+                env[str(key)] = value_node.value
                 env_nodes[str(key)] = value_node
     _os_limits(reader, node, label, command, env_nodes, env)
 

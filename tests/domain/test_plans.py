@@ -199,3 +199,11 @@ def test_a_binary_or_huge_plan_file_is_named_as_such(tmp_path) -> None:  # type:
         fh.truncate(50 * 1024 * 1024)
     with pytest.raises(PlanError, match=r"huge\.yaml: the plan is 50 MiB; a plan may be at most 256 KiB"):
         load_plan(huge)
+
+
+def test_env_values_keep_the_text_the_user_wrote() -> None:
+    plan = parse_plan("name: p\nsteps:\n  - name: a\n    command: x\n"
+                      "    env: {ANSWER: NO, MODE: 0755, VERSION: 1.10, AT: '12:30', WHEN: 12:30, ON: yes, N: 007,"
+                      " QUOTED: \"true\", HEX: 0x1F}\n")
+    assert plan.steps[0].env == {"ANSWER": "NO", "MODE": "0755", "VERSION": "1.10", "AT": "12:30", "WHEN": "12:30",
+                                 "ON": "yes", "N": "007", "QUOTED": "true", "HEX": "0x1F"}
