@@ -54,20 +54,66 @@ def _step_line(view: StepView, width: int) -> str:
     return line
 
 
+PROGRESS_EVERY = 30
+"""Away from a terminal (a log file, CI), a step still running is reported this often (seconds)."""
+
+
+class _Progress:
+    """How long the running steps have run: one line rewritten in place on a terminal, a line
+    every ``PROGRESS_EVERY`` seconds elsewhere."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.since: dict[str, float] = {}
+        self.reported: dict[str, int] = {}
+        self.live = False
+
+    def clear(self) -> None:
+        if self.live:
+            self.out.write("\r\x1b[K")
+            self.live = False
+
+    def show(self, view: RunView) -> None:
+        now = time.monotonic()
+        running = [s.name for s in view.steps if s.status is StepStatus.RUNNING]
+        self.since = {name: self.since.get(name, now) for name in running}
+        if not running:
+            return
+        if self.tty:
+            text = ", ".join(f"{name} {now - self.since[name]:.0f}s" for name in running)
+            self.out.write(f"\r\x1b[K      … running: {text}")
+            self.out.flush()
+            self.live = True
+            return
+        for name in running:
+            mark = int((now - self.since[name]) // PROGRESS_EVERY)
+            if mark > self.reported.get(name, 0):
+                self.reported[name] = mark
+                print(f"      … {name} still running after {mark * PROGRESS_EVERY}s", file=self.out, flush=True)
+
+
 async def follow(handle: WorkflowHandle[BuildRunWorkflow, RunView], *, out: TextIO = sys.stdout,
-                 poll_seconds: float = 0.2) -> RunView:
-    """Print each step as it changes until the run ends; return the final view."""
+                 poll_seconds: float = 1.0) -> RunView:
+    """Print each step as it changes, and how long running steps have run, until the run ends;
+    return the final view."""
     shown: dict[str, tuple[StepStatus, str | None]] = {}
     events_shown = 0
     gates_shown: dict[str, str] = {}
     waiting_hint = False
     started = time.monotonic()
+    progress = _Progress(out)
+
+    def say(text: str) -> None:
+        progress.clear()
+        print(text, file=out, flush=True)
+
     while True:
         try:
             view = await handle.query(BuildRunWorkflow.status, rpc_timeout=timedelta(seconds=5))
         except RPCError as err:
             if not waiting_hint and time.monotonic() - started > 3:
-                print(f"  … waiting for a worker to pick up the run ({err.message})", file=out, flush=True)
+                say(f"  … waiting for a worker to pick up the run ({err.message})")
                 waiting_hint = True
             await asyncio.sleep(1.0)
             continue
@@ -77,18 +123,21 @@ async def follow(handle: WorkflowHandle[BuildRunWorkflow, RunView], *, out: Text
             if step.status is StepStatus.PENDING or shown.get(step.name) == key:
                 continue
             shown[step.name] = key
-            print(_step_line(step, width), file=out, flush=True)
+            say(_step_line(step, width))
             if step.status is StepStatus.SUCCEEDED and step.commit and step.commit != _previous_commit(view, index):
-                print(f"      committed {step.commit[:12]} on {view.branch}", file=out, flush=True)
+                say(f"      committed {step.commit[:12]} on {view.branch}")
         for event in view.timeline[events_shown:]:
-            print(event_line(event), file=out, flush=True)
+            say(event_line(event))
         events_shown = len(view.timeline)
         for gate in view.gates:
             if gates_shown.get(gate.gate_id) != gate.status:
                 gates_shown[gate.gate_id] = gate.status
-                print(gate_line(gate), file=out, flush=True)
+                say(gate_line(gate))
         if view.status.is_final:
+            progress.clear()
+            out.flush()
             return view
+        progress.show(view)
         await asyncio.sleep(poll_seconds)
 
 
