@@ -163,7 +163,7 @@ async def test_a_secret_scanner_is_not_passed_by_adding_the_finding_to_its_basel
     assert gate.proposal is not None and gate.proposal.high_risk and gate.proposal.files == [".secrets.baseline"]
     assert branch_file(settings, view, ".secrets.baseline") == BASELINE.strip()
     # The person sees the diff and why it is high-risk.
-    assert cmd_approvals(argparse.Namespace(tenant="default", all=False), settings) == 0
+    assert cmd_approvals(argparse.Namespace(tenant="default", all=False, json=False), settings) == 0
     shown = capsys.readouterr().out
     assert "proposed high-risk patch (llm) to .secrets.baseline:" in shown
     assert "    ! weakens a protected check: '.secrets.baseline': changes the file" in shown
