@@ -154,7 +154,7 @@ def parse_plan(text: str, source: str = "<plan>") -> Plan:
         description = reader.string(top["description"][1], "description", required_nonempty=False) or ""
     write_scope: list[str] = []
     if "write_scope" in top:
-        write_scope = _string_list(reader, top["write_scope"][1], "write_scope")
+        write_scope = reader.string_list(top["write_scope"][1], "write_scope")
 
     repair = _parse_repair(reader, top["repair"][1]) if "repair" in top else RepairOptions()
     approvals = _parse_approvals(reader, top["approvals"][1]) if "approvals" in top else ApprovalOptions()
@@ -252,7 +252,7 @@ def _parse_repair(reader: YamlReader, node: yaml.Node) -> RepairOptions:
     install = reader.string(keys["install"][1], "repair.install") if "install" in keys else None
     if install is not None and "{package}" not in install:
         reader.problem(keys["install"][1], "repair.install", "must contain {package}, replaced by the module name")
-    allow = _string_list(reader, keys["install_allowlist"][1], "repair.install_allowlist") \
+    allow = reader.string_list(keys["install_allowlist"][1], "repair.install_allowlist") \
         if "install_allowlist" in keys else []
     for i, package in enumerate(allow):
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", package):
@@ -260,18 +260,6 @@ def _parse_repair(reader: YamlReader, node: yaml.Node) -> RepairOptions:
                            f"{package!r} is not a module name")
     return RepairOptions(migrate_command=migrate or defaults.migrate_command,
                          install_command=install or defaults.install_command, install_allowlist=allow)
-
-
-def _string_list(reader: YamlReader, node: yaml.Node, fld: str) -> list[str]:
-    if not isinstance(node, yaml.SequenceNode):
-        reader.problem(node, fld, f"expected a list, got {kind_of(node)}")
-        return []
-    out = []
-    for i, item in enumerate(node.value):
-        value = reader.string(item, f"{fld}[{i}]")
-        if value is not None:
-            out.append(value)
-    return out
 
 
 def _parse_step(reader: YamlReader, node: yaml.Node, index: int) -> Step | None:

@@ -97,7 +97,7 @@ def parse_checks(reader: YamlReader, node: yaml.Node, fld: str) -> list[Protecte
         values: dict[str, object] = {}
         for key in ("paths", "in_paths"):
             if key in keys:
-                values[key] = tuple(p.lower() for p in _strings(reader, keys[key][1], f"{where}.{key}"))
+                values[key] = tuple(p.lower() for p in reader.string_list(keys[key][1], f"{where}.{key}"))
         for key in ("added", "removed"):
             if key in keys:
                 values[key] = tuple(_regexes(reader, keys[key][1], f"{where}.{key}"))
@@ -115,13 +115,6 @@ def parse_checks(reader: YamlReader, node: yaml.Node, fld: str) -> list[Protecte
         if len(reader.problems) == before and name is not None:
             checks.append(ProtectedCheck(name=name, **values))  # type: ignore[arg-type]
     return checks
-
-
-def _strings(reader: YamlReader, node: yaml.Node, fld: str) -> list[str]:
-    if not isinstance(node, yaml.SequenceNode):
-        reader.problem(node, fld, f"expected a list, got {kind_of(node)}")
-        return []
-    return [v for i, item in enumerate(node.value) if (v := reader.string(item, f"{fld}[{i}]")) is not None]
 
 
 def _regexes(reader: YamlReader, node: yaml.Node, fld: str) -> list[str]:

@@ -161,6 +161,13 @@ class YamlReader:
             self.problem(node, fld, f"unknown {noun} {raw!r} (expected one of: {', '.join(m.value for m in kind)})")
             return None
 
+    def string_list(self, node: yaml.Node, fld: str) -> list[str]:
+        """The texts of a list node; each item that is not text is reported at its own index."""
+        if not isinstance(node, yaml.SequenceNode):
+            self.problem(node, fld, f"expected a list, got {kind_of(node)}")
+            return []
+        return [v for i, item in enumerate(node.value) if (v := self.string(item, f"{fld}[{i}]")) is not None]
+
     def number(self, node: yaml.Node, fld: str, low: float, high: float) -> float | None:
         value = self.scalar(node, fld)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
