@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from activities.llm_context import ContextFile, gather
-from domain.payloads import FixInput, PatchProposal
+from metabuilder.activities.llm_context import ContextFile, gather
+from metabuilder.domain.payloads import FixInput, PatchProposal
 
 SYSTEM_PROMPT = (
     "You repair failing build steps. You get the step, the failure class and evidence from its log, "

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 import httpx
 
-from activities.llm import LlmSettings
-from domain.llm_classify import build_messages, cache_key, read_answer
-from domain.signals import FailureSignal
+from metabuilder.activities.llm import LlmSettings
+from metabuilder.domain.llm_classify import build_messages, cache_key, read_answer
+from metabuilder.domain.signals import FailureSignal
 
 CACHE_ENTRIES = 1024
 

@@ -10,11 +10,11 @@ import asyncio
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 
-from domain.payloads import AutofixEvent, AutofixRecord, GateRecord, RunRecord
-from store import approvals, repository
-from store.db import transaction
-from telemetry import events
-from telemetry.metrics import timed
+from metabuilder.domain.payloads import AutofixEvent, AutofixRecord, GateRecord, RunRecord
+from metabuilder.store import approvals, repository
+from metabuilder.store.db import transaction
+from metabuilder.telemetry import events
+from metabuilder.telemetry.metrics import timed
 
 
 class RecordActivities:

@@ -13,15 +13,15 @@ from dataclasses import dataclass
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.git import GitError
-from activities.llm import LlmError, LlmSettings, propose
-from activities.steps import StepActivities
-from domain.payloads import ApplyInput, ApplyResult, FixInput, PatchProposal, RollbackInput, RollbackResult
-from domain.protected import default_checks
-from domain.sandbox import Verdict, changed_path_findings, path_problem, review_patch
-from domain.taxonomy import FailureType
-from store import repository
-from telemetry.metrics import timed_async
+from metabuilder.activities.git import GitError
+from metabuilder.activities.llm import LlmError, LlmSettings, propose
+from metabuilder.activities.steps import StepActivities
+from metabuilder.domain.payloads import ApplyInput, ApplyResult, FixInput, PatchProposal, RollbackInput, RollbackResult
+from metabuilder.domain.protected import default_checks
+from metabuilder.domain.sandbox import Verdict, changed_path_findings, path_problem, review_patch
+from metabuilder.domain.taxonomy import FailureType
+from metabuilder.store import repository
+from metabuilder.telemetry.metrics import timed_async
 
 LLM_NOT_CONFIGURED = "no LLM endpoint is configured"
 

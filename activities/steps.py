@@ -20,13 +20,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities.completion import Completion, Recorded, read_recorded, result_path
-from activities.git import GitError, WorkspaceCache
-from activities.llm import LlmSettings
-from activities.llm_classifier import LlmClassifier
-from domain.classifier import classify, failure_window
-from domain.knowledge import KnowledgeBase
-from domain.payloads import (
+from metabuilder.activities.completion import Completion, Recorded, read_recorded, result_path
+from metabuilder.activities.git import GitError, WorkspaceCache
+from metabuilder.activities.llm import LlmSettings
+from metabuilder.activities.llm_classifier import LlmClassifier
+from metabuilder.domain.classifier import classify, failure_window
+from metabuilder.domain.knowledge import KnowledgeBase
+from metabuilder.domain.payloads import (
     STEP_CANNOT_START,
     STEP_FAILED,
     STEP_OUTCOME_UNKNOWN,
@@ -34,15 +34,15 @@ from domain.payloads import (
     StepInput,
     StepResult,
 )
-from domain.runs import AttemptStatus, attempt_ref
-from domain.sandbox import step_environment
-from domain.signals import FailureSignal
-from domain.taxonomy import FailureType
-from store import repository
-from store.db import transaction
-from store.knowledge import tenant_knowledge_base
-from telemetry import events
-from telemetry.metrics import timed
+from metabuilder.domain.runs import AttemptStatus, attempt_ref
+from metabuilder.domain.sandbox import step_environment
+from metabuilder.domain.signals import FailureSignal
+from metabuilder.domain.taxonomy import FailureType
+from metabuilder.store import repository
+from metabuilder.store.db import transaction
+from metabuilder.store.knowledge import tenant_knowledge_base
+from metabuilder.telemetry import events
+from metabuilder.telemetry.metrics import timed
 
 TIMEOUT_EXIT_CODE = 124
 """Exit code reported for a command killed at its timeout (as coreutils' ``timeout``)."""

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from fastapi import Depends, FastAPI
 
-from api import errors, metrics, portal
-from api.config import ApiConfig
-from api.deps import TemporalGateway, known_query_only
-from api.guards import LimitBody, ShedLoad
-from api.routes import approvals, audit, classify, plans, runs, settings
-from api.routes import knowledge as knowledge_routes
+from metabuilder.api import errors, metrics, portal
+from metabuilder.api.config import ApiConfig
+from metabuilder.api.deps import TemporalGateway, known_query_only
+from metabuilder.api.guards import LimitBody, ShedLoad
+from metabuilder.api.routes import approvals, audit, classify, plans, runs, settings
+from metabuilder.api.routes import knowledge as knowledge_routes
 
 DESCRIPTION = """\
 Meta-Builder's API. Authenticate with `Authorization: Bearer <token>` (`metabuilder tokens create`).

@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
-from domain.policy import AutofixSettings
+from metabuilder.domain.policy import AutofixSettings
 
 
 @dataclass(frozen=True)

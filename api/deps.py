@@ -13,11 +13,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 from temporalio.client import Client
 
-from api.config import ApiConfig
-from api.errors import ApiError
-from domain.access import Principal, Role
-from store import access
-from store.db import transaction
+from metabuilder.api.config import ApiConfig
+from metabuilder.api.errors import ApiError
+from metabuilder.domain.access import Principal, Role
+from metabuilder.store import access
+from metabuilder.store.db import transaction
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `metabuilder tokens create --role ...`")
 

@@ -10,9 +10,9 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from domain.plans import PlanError
-from domain.policy import PolicyError
-from service.errors import BadRequest, Conflict, NotFound, Unavailable
+from metabuilder.domain.plans import PlanError
+from metabuilder.domain.policy import PolicyError
+from metabuilder.service.errors import BadRequest, Conflict, NotFound, Unavailable
 
 
 class FieldError(BaseModel):

@@ -16,7 +16,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from domain.limits import size
+from metabuilder.domain.limits import size
 
 RETRY_AFTER_SECONDS = 1
 

@@ -19,11 +19,11 @@ from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from domain.runs import RunStatus
-from store import repository
-from store.db import transaction
-from store.models import utcnow
-from telemetry.metrics import AUTOFIX_SUCCESS_RATIO, HTTP_REQUEST_SECONDS
+from metabuilder.domain.runs import RunStatus
+from metabuilder.store import repository
+from metabuilder.store.db import transaction
+from metabuilder.store.models import utcnow
+from metabuilder.telemetry.metrics import AUTOFIX_SUCCESS_RATIO, HTTP_REQUEST_SECONDS
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 

@@ -23,20 +23,20 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import ConfigDep, SessionDep, TemporalDep, principal_of
-from api.errors import PORTAL_PREFIX, ApiError
-from api.routes import runs as run_routes
-from api.routes import settings as settings_routes
-from api.routes.views import gate_out
-from api.schemas import SettingsIn
-from api.settings_body import overrides_of
-from domain.access import Principal, Role
-from domain.approvals import Decision, GateStatus
-from domain.policy import ENV_VARS
-from service.approvals import decide_gate
-from service.errors import Conflict
-from store import approvals, repository
-from store.db import transaction
+from metabuilder.api.deps import ConfigDep, SessionDep, TemporalDep, principal_of
+from metabuilder.api.errors import PORTAL_PREFIX, ApiError
+from metabuilder.api.routes import runs as run_routes
+from metabuilder.api.routes import settings as settings_routes
+from metabuilder.api.routes.views import gate_out
+from metabuilder.api.schemas import SettingsIn
+from metabuilder.api.settings_body import overrides_of
+from metabuilder.domain.access import Principal, Role
+from metabuilder.domain.approvals import Decision, GateStatus
+from metabuilder.domain.policy import ENV_VARS
+from metabuilder.service.approvals import decide_gate
+from metabuilder.service.errors import Conflict
+from metabuilder.store import approvals, repository
+from metabuilder.store.db import transaction
 
 PREFIX = PORTAL_PREFIX
 COOKIE = "mb_portal"

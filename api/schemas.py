@@ -7,10 +7,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from domain.access import Role
-from domain.approvals import GateKind, GateStatus
-from domain.limits import MAX_PLAN_BYTES
-from domain.runs import RunStatus
+from metabuilder.domain.access import Role
+from metabuilder.domain.approvals import GateKind, GateStatus
+from metabuilder.domain.limits import MAX_PLAN_BYTES
+from metabuilder.domain.runs import RunStatus
 
 
 class Strict(BaseModel):

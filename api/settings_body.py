@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.schemas import SettingsIn, SettingsValues
-from domain.policy import AutofixSettings
+from metabuilder.api.schemas import SettingsIn, SettingsValues
+from metabuilder.domain.policy import AutofixSettings
 
 _TO_DOMAIN = {"autofix_enabled": "enabled"}
 _TO_API = {v: k for k, v in _TO_DOMAIN.items()}

@@ -42,14 +42,14 @@ import psycopg2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from domain.access import Role  # noqa: E402
-from domain.payloads import RunRecord  # noqa: E402
-from domain.plans import parse_plan  # noqa: E402
-from domain.runs import RunStatus  # noqa: E402
-from migrations import upgrade  # noqa: E402
-from store import access, repository  # noqa: E402
-from store.db import make_engine, session_factory, transaction  # noqa: E402
-from worker.devserver import free_port  # noqa: E402
+from metabuilder.domain.access import Role  # noqa: E402
+from metabuilder.domain.payloads import RunRecord  # noqa: E402
+from metabuilder.domain.plans import parse_plan  # noqa: E402
+from metabuilder.domain.runs import RunStatus  # noqa: E402
+from metabuilder.migrations import upgrade  # noqa: E402
+from metabuilder.store import access, repository  # noqa: E402
+from metabuilder.store.db import make_engine, session_factory, transaction  # noqa: E402
+from metabuilder.worker.devserver import free_port  # noqa: E402
 
 PG_ADMIN_DSN = os.environ.get("META_BUILDER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 PLAN = ("name: bench\nsteps:\n  - {name: lint, command: ruff check .}\n  - {name: test, command: pytest -q}\n"
@@ -107,7 +107,7 @@ def api_process(src: Path, url: str, tmp: Path, port: int) -> Iterator[subproces
     env = {**os.environ, "PYTHONPATH": str(src), "META_BUILDER_HOME": str(tmp / "home"), "DATABASE_URL": url,
            "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}", "META_BUILDER_LOG_FORMAT": "json"}
     log = (tmp / "api.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "api", "--host", "127.0.0.1", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "metabuilder.worker.cli", "api", "--host", "127.0.0.1", "--port", str(port)],
                             cwd=src, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60

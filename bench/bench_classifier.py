@@ -38,13 +38,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from domain.knowledge import bundled_knowledge_base  # noqa: E402
+from metabuilder.domain.knowledge import bundled_knowledge_base  # noqa: E402
 
 CHILD = """
 import json, sys, time
 sys.path.insert(0, {root!r})
-from domain.classifier import classify, _scanner
-from domain.knowledge import bundled_knowledge_base
+from metabuilder.domain.classifier import classify, _scanner
+from metabuilder.domain.knowledge import bundled_knowledge_base
 
 def status(key):
     with open("/proc/self/status") as fh:
@@ -158,7 +158,7 @@ def whole_processes(tmp: Path, patterns: Path, mib: int, runs: int) -> None:
     """The CLI as a user runs it, against grep and against a bare interpreter."""
     cli = [str(Path(sys.executable).with_name("metabuilder"))]
     if not Path(cli[0]).exists():
-        cli = [sys.executable, "-m", "worker.cli"]
+        cli = [sys.executable, "-m", "metabuilder.worker.cli"]
     os.environ["META_BUILDER_HOME"] = str(tmp / "home")  # a cache of our own, warmed by the warm-up run
     big = tmp / "process.log"
     make_log(big, mib)

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from activities.llm_context import gather  # noqa: E402
+from metabuilder.activities.llm_context import gather  # noqa: E402
 from tests.autofix.test_llm_context import CASES, make_workspace  # noqa: E402
 
 BEFORE_REV = "41a1f6d"

@@ -29,12 +29,12 @@ from temporalio.api.enums.v1 import EventType  # noqa: E402
 from temporalio.client import WorkflowHandle  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
-from activities.git import git  # noqa: E402
+from metabuilder.activities.git import git  # noqa: E402
 from bench.bare_workflow import BareSteps, bare_step  # noqa: E402
-from service.runs import SubmitOptions, submit  # noqa: E402
-from worker.devserver import DevServer, free_port  # noqa: E402
-from worker.runtime import POOLS, build_workers, prepare_database, running_workers  # noqa: E402
-from worker.settings import Settings  # noqa: E402
+from metabuilder.service.runs import SubmitOptions, submit  # noqa: E402
+from metabuilder.worker.devserver import DevServer, free_port  # noqa: E402
+from metabuilder.worker.runtime import POOLS, build_workers, prepare_database, running_workers  # noqa: E402
+from metabuilder.worker.settings import Settings  # noqa: E402
 
 
 async def step_gaps(handle: WorkflowHandle) -> tuple[list[float], list[float]]:

@@ -30,11 +30,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
 
-from domain.knowledge import EntryKind, KnowledgeBase, bundled_knowledge_base
-from domain.learned import Model, bundled_model, features, window_lines
-from domain.scanner import Engine, Scanner, ScanResult
-from domain.signals import Evidence, FailureSignal, display_line, fingerprint, retry_after
-from domain.taxonomy import FailureType
+from metabuilder.domain.knowledge import EntryKind, KnowledgeBase, bundled_knowledge_base
+from metabuilder.domain.learned import Model, bundled_model, features, window_lines
+from metabuilder.domain.scanner import Engine, Scanner, ScanResult
+from metabuilder.domain.signals import Evidence, FailureSignal, display_line, fingerprint, retry_after
+from metabuilder.domain.taxonomy import FailureType
 
 MIN_CONFIDENCE = 0.3
 """Below this the answer is UNKNOWN (with ``best_guess`` set)."""
@@ -82,7 +82,7 @@ class _Scored:
 
 @lru_cache(maxsize=64)  # the bundled base, and each tenant's as its runs fail
 def _scanner(kb: KnowledgeBase, engine: str | Engine) -> Scanner:
-    from domain.scanner import make_engine
+    from metabuilder.domain.scanner import make_engine
 
     return Scanner(kb, make_engine(kb, engine) if isinstance(engine, str) else engine)
 

@@ -7,13 +7,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from domain.classifier import _classify_patterns, _with_model
-from domain.evaluation import Evaluation, LabelledLog, choose_threshold, families_of, tool_folds
-from domain.knowledge import KnowledgeBase
-from domain.learned import Model, features, train, window_lines
-from domain.scanner import ScanResult
-from domain.signals import Evidence, FailureSignal
-from domain.taxonomy import FailureType
+from metabuilder.domain.classifier import _classify_patterns, _with_model
+from metabuilder.domain.evaluation import Evaluation, LabelledLog, choose_threshold, families_of, tool_folds
+from metabuilder.domain.knowledge import KnowledgeBase
+from metabuilder.domain.learned import Model, features, train, window_lines
+from metabuilder.domain.scanner import ScanResult
+from metabuilder.domain.signals import Evidence, FailureSignal
+from metabuilder.domain.taxonomy import FailureType
 
 HEAD_LINES = 3
 """A long log's first lines, labelled UNKNOWN, teach the model and the threshold to abstain on a

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from domain.taxonomy import FailureType
+from metabuilder.domain.taxonomy import FailureType
 
 # Knowledge-base families written for a corpus tool, where the family is not the tool's own name.
 TOOL_FAMILIES: dict[str, tuple[str, ...]] = {

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from domain.signals import display_line, normalize
-from domain.taxonomy import FailureType
+from metabuilder.domain.signals import display_line, normalize
+from metabuilder.domain.taxonomy import FailureType
 
 BUNDLED_MODEL = Path(__file__).with_name("classifier_model.json")
 BUCKETS = 1 << 14

@@ -12,8 +12,8 @@ import json
 import re
 from collections.abc import Sequence
 
-from domain.signals import Evidence, FailureSignal, fingerprint, normalize
-from domain.taxonomy import FailureType
+from metabuilder.domain.signals import Evidence, FailureSignal, fingerprint, normalize
+from metabuilder.domain.taxonomy import FailureType
 
 MIN_CONFIDENCE = 0.6
 CLASSES = [t.value for t in FailureType]

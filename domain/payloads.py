@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from domain.approvals import GateProposal, GateView
-from domain.plans import Plan, Step
-from domain.policy import RetryPolicy, RetryState
-from domain.protected import ProtectedCheck
-from domain.repair import PlanDelta
-from domain.runs import RunStatus, StepStatus
-from domain.signals import FailureSignal
+from metabuilder.domain.approvals import GateProposal, GateView
+from metabuilder.domain.plans import Plan, Step
+from metabuilder.domain.policy import RetryPolicy, RetryState
+from metabuilder.domain.protected import ProtectedCheck
+from metabuilder.domain.repair import PlanDelta
+from metabuilder.domain.runs import RunStatus, StepStatus
+from metabuilder.domain.signals import FailureSignal
 
 STEP_FAILED = "StepFailed"
 """``ApplicationError.type`` of a failed step of a run without auto-fix (and of older runs);

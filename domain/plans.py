@@ -25,11 +25,11 @@ from pathlib import Path
 
 import yaml
 
-from domain import limits
-from domain.approvals import MAX_GATE_TIMEOUT_SECONDS, ApprovalOptions, Decision
-from domain.protected import ProtectedCheck, check_to_dict, parse_checks
-from domain.yaml_reader import Problem as PlanProblem
-from domain.yaml_reader import YamlReader, YamlSyntaxError, compose, kind_of
+from metabuilder.domain import limits
+from metabuilder.domain.approvals import MAX_GATE_TIMEOUT_SECONDS, ApprovalOptions, Decision
+from metabuilder.domain.protected import ProtectedCheck, check_to_dict, parse_checks
+from metabuilder.domain.yaml_reader import Problem as PlanProblem
+from metabuilder.domain.yaml_reader import YamlReader, YamlSyntaxError, compose, kind_of
 
 
 class Queue(StrEnum):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from domain.taxonomy import FailureType
+from metabuilder.domain.taxonomy import FailureType
 
 DEFAULT_MAX_RETRIES: dict[str, int] = {
     FailureType.TRANSIENT: 3, FailureType.INFRA: 2, FailureType.TEST_ASSERT: 0, FailureType.LINT: 0,

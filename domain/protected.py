@@ -19,8 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from domain.taxonomy import FailureType
-from domain.yaml_reader import Problem, YamlReader, YamlSyntaxError, compose, kind_of
+from metabuilder.domain.taxonomy import FailureType
+from metabuilder.domain.yaml_reader import Problem, YamlReader, YamlSyntaxError, compose, kind_of
 
 BUNDLED_PATH = Path(__file__).with_name("protected_checks.yaml")
 

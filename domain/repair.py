@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from domain.plans import Plan, RepairOptions, Step
-from domain.signals import FailureSignal
-from domain.taxonomy import FailureType
+from metabuilder.domain.plans import Plan, RepairOptions, Step
+from metabuilder.domain.signals import FailureSignal
+from metabuilder.domain.taxonomy import FailureType
 
 
 class Rung(StrEnum):

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from domain.protected import CheckAction, Finding, ProtectedCheck, weakening
-from domain.taxonomy import FailureType
+from metabuilder.domain.protected import CheckAction, Finding, ProtectedCheck, weakening
+from metabuilder.domain.taxonomy import FailureType
 
 _SECRET_NAME = re.compile(
     r"(TOKEN|SECRET|PASSWORD|PASSWD|PRIVATE|CREDENTIAL|API_?KEY|ACCESS_?KEY|AUTH)", re.IGNORECASE

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
-from domain.knowledge import EntryKind, KnowledgeBase, KnowledgeBaseError, Problem
+from metabuilder.domain.knowledge import EntryKind, KnowledgeBase, KnowledgeBaseError, Problem
 
 CHUNK_BYTES = 256 << 10
 """Bytes read at a time; a chunk ends at a line end."""

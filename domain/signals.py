@@ -11,8 +11,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from email.utils import parsedate_to_datetime
 
-from domain.knowledge import LINE_PREFIX
-from domain.taxonomy import TRAITS, FailureType
+from metabuilder.domain.knowledge import LINE_PREFIX
+from metabuilder.domain.taxonomy import TRAITS, FailureType
 
 
 @dataclass(frozen=True, slots=True)

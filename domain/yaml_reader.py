@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import yaml
 
-from domain.limits import MAX_YAML_DEPTH, MAX_YAML_VALUES
+from metabuilder.domain.limits import MAX_YAML_DEPTH, MAX_YAML_VALUES
 
 E = TypeVar("E", bound=StrEnum)
 

@@ -9,7 +9,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 
-from store.db import make_engine
+from metabuilder.store.db import make_engine
 
 
 def alembic_config(url: str) -> Any:

@@ -9,8 +9,8 @@ from alembic import context
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from store.db import make_engine
-from store.models import Base
+from metabuilder.store.db import make_engine
+from metabuilder.store.models import Base
 
 MIGRATION_LOCK_KEY = 0x4D42_4D49  # "MBMI": the PostgreSQL advisory lock of Meta-Builder's migrations
 

@@ -36,15 +36,15 @@ sys.path.insert(0, str(ROOT))
 
 from temporalio.client import Client, WorkflowExecutionStatus  # noqa: E402
 
-from domain.runs import AttemptStatus, workflow_id  # noqa: E402
-from migrations import upgrade  # noqa: E402
-from service.runs import SubmitOptions, submit  # noqa: E402
-from store import repository  # noqa: E402
-from store.db import make_engine, session_factory, transaction  # noqa: E402
-from store.models import BuildRun, BuildStep  # noqa: E402
-from worker.devserver import DevServer, free_port  # noqa: E402
-from worker.settings import Settings  # noqa: E402
-from workflows.build_run import BuildRunWorkflow  # noqa: E402
+from metabuilder.domain.runs import AttemptStatus, workflow_id  # noqa: E402
+from metabuilder.migrations import upgrade  # noqa: E402
+from metabuilder.service.runs import SubmitOptions, submit  # noqa: E402
+from metabuilder.store import repository  # noqa: E402
+from metabuilder.store.db import make_engine, session_factory, transaction  # noqa: E402
+from metabuilder.store.models import BuildRun, BuildStep  # noqa: E402
+from metabuilder.worker.devserver import DevServer, free_port  # noqa: E402
+from metabuilder.worker.settings import Settings  # noqa: E402
+from metabuilder.workflows.build_run import BuildRunWorkflow  # noqa: E402
 
 STEPS = {"build": "echo out > out.txt", "test": "test -f out.txt", "package": "cp out.txt pkg.txt"}
 HEARTBEAT_TIMEOUT = 3.0
@@ -83,7 +83,7 @@ class Soak:
                "META_BUILDER_METRICS_PORT": "0", "META_BUILDER_SDK_METRICS_PORT": "0"}
         env.pop("DATABASE_URL", None)
         with (self.logs / f"worker-{name}.log").open("ab") as out:
-            self.workers[name] = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker"], cwd=ROOT, env=env,
+            self.workers[name] = subprocess.Popen([sys.executable, "-m", "metabuilder.worker.cli", "worker"], cwd=ROOT, env=env,
                                                   stdout=out, stderr=subprocess.STDOUT)
 
     def running_on(self, pid: int) -> list[tuple[str, int, int]]:

@@ -18,10 +18,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from domain.crossval import leave_tools_out, read  # noqa: E402
-from domain.evaluation import read_corpus  # noqa: E402
-from domain.knowledge import bundled_knowledge_base  # noqa: E402
-from domain.learned import BUNDLED_MODEL, train  # noqa: E402
+from metabuilder.domain.crossval import leave_tools_out, read  # noqa: E402
+from metabuilder.domain.evaluation import read_corpus  # noqa: E402
+from metabuilder.domain.knowledge import bundled_knowledge_base  # noqa: E402
+from metabuilder.domain.learned import BUNDLED_MODEL, train  # noqa: E402
 
 
 def main() -> None:

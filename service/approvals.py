@@ -10,11 +10,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
-from domain.approvals import Decision, DecisionInput, GateView
-from domain.runs import workflow_id
-from service.errors import Conflict, NotFound, Unavailable
-from store import approvals
-from store.db import transaction
+from metabuilder.domain.approvals import Decision, DecisionInput, GateView
+from metabuilder.domain.runs import workflow_id
+from metabuilder.service.errors import Conflict, NotFound, Unavailable
+from metabuilder.store import approvals
+from metabuilder.store.db import transaction
 
 UPDATE_TIMEOUT = timedelta(seconds=15)
 """How long a decision waits for the run's worker to accept it (the API never waits longer)."""

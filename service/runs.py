@@ -19,12 +19,12 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.git import GitError, NotAGitRepository, branch_at, branch_exists, delete_branch, publish, snapshot
-from domain import limits
-from domain.payloads import AutofixConfig, BuildRunInput, RunView, WorkspaceRef
-from domain.plans import Plan, parse_plan, plan_to_dict
-from domain.policy import AutofixSettings, EffectiveSettings, effective_settings
-from domain.runs import (
+from metabuilder.activities.git import GitError, NotAGitRepository, branch_at, branch_exists, delete_branch, publish, snapshot
+from metabuilder.domain import limits
+from metabuilder.domain.payloads import AutofixConfig, BuildRunInput, RunView, WorkspaceRef
+from metabuilder.domain.plans import Plan, parse_plan, plan_to_dict
+from metabuilder.domain.policy import AutofixSettings, EffectiveSettings, effective_settings
+from metabuilder.domain.runs import (
     WORKFLOW_QUEUE,
     RunStatus,
     StepStatus,
@@ -34,11 +34,11 @@ from domain.runs import (
     validate_run_id,
     workflow_id,
 )
-from service.errors import BadRequest, Conflict, NotFound
-from store import repository
-from store.db import transaction
-from workflows import search_attributes as sa
-from workflows.build_run import BuildRunWorkflow
+from metabuilder.service.errors import BadRequest, Conflict, NotFound
+from metabuilder.store import repository
+from metabuilder.store.db import transaction
+from metabuilder.workflows import search_attributes as sa
+from metabuilder.workflows.build_run import BuildRunWorkflow
 
 RETRYABLE = frozenset({RunStatus.FAILED, RunStatus.ESCALATED, RunStatus.ROLLED_BACK, RunStatus.CANCELLED})
 

@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from domain.access import Principal, Role, check_tenant_id
-from store.models import ApiToken, Tenant, User, utcnow
-from store.repository import ensure_tenant, upsert
+from metabuilder.domain.access import Principal, Role, check_tenant_id
+from metabuilder.store.models import ApiToken, Tenant, User, utcnow
+from metabuilder.store.repository import ensure_tenant, upsert
 
 TOKEN_PREFIX = "mb_"
 LAST_USED_RESOLUTION = timedelta(minutes=1)

@@ -8,9 +8,9 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from domain.approvals import GateStatus, GateView, audit_event
-from store.models import ApprovalGate, AuditEvent, utcnow
-from store.repository import ensure_tenant, stable_id, upsert
+from metabuilder.domain.approvals import GateStatus, GateView, audit_event
+from metabuilder.store.models import ApprovalGate, AuditEvent, utcnow
+from metabuilder.store.repository import ensure_tenant, stable_id, upsert
 
 
 def record_gate(session: Session, tenant: str, gate: GateView) -> bool:

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from domain.knowledge import EntryKind, KnowledgeBase, PatternEntry, bundled_knowledge_base
-from domain.taxonomy import FailureType
-from store.models import Correction, TenantPattern, utcnow
-from store.repository import ensure_tenant
+from metabuilder.domain.knowledge import EntryKind, KnowledgeBase, PatternEntry, bundled_knowledge_base
+from metabuilder.domain.taxonomy import FailureType
+from metabuilder.store.models import Correction, TenantPattern, utcnow
+from metabuilder.store.repository import ensure_tenant
 
 
 def _entry(row: TenantPattern) -> PatternEntry:

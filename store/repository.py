@@ -15,10 +15,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, defer, joinedload
 
-from domain.payloads import AutofixEvent, AutofixRecord, RunRecord
-from domain.plans import Plan, plan_to_dict, step_to_dict
-from domain.runs import AttemptStatus, RunStatus
-from store.models import (
+from metabuilder.domain.payloads import AutofixEvent, AutofixRecord, RunRecord
+from metabuilder.domain.plans import Plan, plan_to_dict, step_to_dict
+from metabuilder.domain.runs import AttemptStatus, RunStatus
+from metabuilder.store.models import (
     AuditEvent,
     AutoFixRun,
     BuildRun,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from store.models import ApprovalGate, BuildRun, BuildStep
+from metabuilder.store.models import ApprovalGate, BuildRun, BuildStep
 
 
 def run_fields(run: BuildRun) -> dict[str, Any]:

@@ -12,10 +12,10 @@ from collections.abc import Iterable
 
 import structlog
 
-from domain.approvals import GateKind, GateStatus, GateView
-from domain.payloads import AutofixEvent
-from domain.runs import RunStatus
-from telemetry import metrics
+from metabuilder.domain.approvals import GateKind, GateStatus, GateView
+from metabuilder.domain.payloads import AutofixEvent
+from metabuilder.domain.runs import RunStatus
+from metabuilder.telemetry import metrics
 
 log = structlog.get_logger("metabuilder.events")
 

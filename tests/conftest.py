@@ -14,11 +14,11 @@ import psycopg2
 import pytest
 from temporalio.client import Client
 
-from migrations import upgrade
-from store.db import make_engine, session_factory
-from worker.devserver import DevServer, free_port
-from worker.runtime import POOLS, build_workers, running_workers
-from worker.settings import Settings
+from metabuilder.migrations import upgrade
+from metabuilder.store.db import make_engine, session_factory
+from metabuilder.worker.devserver import DevServer, free_port
+from metabuilder.worker.runtime import POOLS, build_workers, running_workers
+from metabuilder.worker.settings import Settings
 
 PG_ADMIN_DSN = os.environ.get("META_BUILDER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 

@@ -50,7 +50,7 @@ def test_every_documented_variable_is_read_by_the_code() -> None:
 
 
 def test_the_operations_guide_lists_every_table() -> None:
-    from store.models import Base
+    from metabuilder.store.models import Base
 
     section = (ROOT / "docs" / "operations.md").read_text().split("## Database", 1)[1]
     listed = set(re.findall(r"`([a-z_]+)`", "\n".join(line.split("|")[1] for line in section.splitlines()

@@ -6,21 +6,21 @@ import argparse
 import getpass
 from typing import TYPE_CHECKING
 
-from domain.access import Role
-from domain.approvals import Decision, GateStatus
-from worker.json_out import print_json
+from metabuilder.domain.access import Role
+from metabuilder.domain.approvals import Decision, GateStatus
+from metabuilder.worker.json_out import print_json
 
 if TYPE_CHECKING:
-    from worker.settings import Settings
+    from metabuilder.worker.settings import Settings
 
 # The store, service and runtime are imported by the commands that use them, so that building the
 # parser (every `metabuilder` call) stays cheap.
 
 
 def cmd_tenants(args: argparse.Namespace, settings: Settings) -> int:
-    from store import access
-    from store.db import transaction
-    from worker.runtime import prepare_database
+    from metabuilder.store import access
+    from metabuilder.store.db import transaction
+    from metabuilder.worker.runtime import prepare_database
 
     sessions = prepare_database(settings)
     with transaction(sessions) as session:
@@ -36,9 +36,9 @@ def cmd_tenants(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
-    from store import access
-    from store.db import transaction
-    from worker.runtime import prepare_database
+    from metabuilder.store import access
+    from metabuilder.store.db import transaction
+    from metabuilder.worker.runtime import prepare_database
 
     sessions = prepare_database(settings)
     with transaction(sessions) as session:
@@ -63,16 +63,16 @@ def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_approvals(args: argparse.Namespace, settings: Settings) -> int:
-    from store import approvals
-    from store.db import transaction
-    from worker.runtime import prepare_database
+    from metabuilder.store import approvals
+    from metabuilder.store.db import transaction
+    from metabuilder.worker.runtime import prepare_database
 
     sessions = prepare_database(settings)
     status = None if args.all else GateStatus.PENDING.value
     with transaction(sessions) as session:
         gates = approvals.list_gates(session, tenant=args.tenant, status=status, limit=500)
         if args.json:
-            from store.views import gate_fields
+            from metabuilder.store.views import gate_fields
 
             print_json([gate_fields(g) for g in gates])
             return 0
@@ -97,8 +97,8 @@ def cmd_approvals(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
-    from service.approvals import decide_gate
-    from worker.runtime import connect, prepare_database
+    from metabuilder.service.approvals import decide_gate
+    from metabuilder.worker.runtime import connect, prepare_database
 
     decision = Decision.APPROVE if args.command == "approve" else Decision.REJECT
     sessions = prepare_database(settings)
@@ -110,8 +110,8 @@ async def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.api_server import serve_api
-    from worker.runtime import prepare_database
+    from metabuilder.worker.api_server import serve_api
+    from metabuilder.worker.runtime import prepare_database
 
     host, port = args.host or settings.api_host, args.port or settings.api_port
     await serve_api(settings, prepare_database(settings), host, port)

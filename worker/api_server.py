@@ -5,10 +5,10 @@ from __future__ import annotations
 import uvicorn
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.app import create_app
-from api.config import ApiConfig
-from worker.runtime import connect
-from worker.settings import Settings
+from metabuilder.api.app import create_app
+from metabuilder.api.config import ApiConfig
+from metabuilder.worker.runtime import connect
+from metabuilder.worker.settings import Settings
 
 
 def api_config(settings: Settings, sessions: sessionmaker[Session]) -> ApiConfig:

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from domain.knowledge import KnowledgeBase
-    from domain.scanner import Engine
-    from domain.signals import FailureSignal
+    from metabuilder.domain.knowledge import KnowledgeBase
+    from metabuilder.domain.scanner import Engine
+    from metabuilder.domain.signals import FailureSignal
 
-from worker.terminal import use_color
+from metabuilder.worker.terminal import use_color
 
 _BOLD, _RED, _DIM, _RESET = "\x1b[1m", "\x1b[31m", "\x1b[2m", "\x1b[0m"
 
@@ -49,9 +49,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 def cmd_corrections(args: argparse.Namespace, settings: object) -> int:
     import csv
 
-    from store import knowledge
-    from store.db import transaction
-    from worker.runtime import prepare_database
+    from metabuilder.store import knowledge
+    from metabuilder.store.db import transaction
+    from metabuilder.worker.runtime import prepare_database
 
     sessions = prepare_database(settings)  # type: ignore[arg-type]
     with transaction(sessions) as session:
@@ -73,8 +73,8 @@ def cmd_corrections(args: argparse.Namespace, settings: object) -> int:
 
 def cmd_classify(args: argparse.Namespace, _settings: object = None) -> int:
     # Imported here, not at the top: every `metabuilder` call builds this command's parser.
-    from domain.classifier import classify
-    from worker import kb_cache
+    from metabuilder.domain.classifier import classify
+    from metabuilder.worker import kb_cache
 
     if args.eval:
         if args.files:
@@ -140,10 +140,10 @@ def _print_signal(name: str, signal: FailureSignal, out: TextIO, color: bool) ->
 
 
 def _evaluate(directories: list[Path], kb: KnowledgeBase, engine: Engine, folds: int, learned: bool) -> int:
-    from domain.classifier import classify
-    from domain.crossval import leave_tools_out
-    from domain.evaluation import Evaluation, read_corpus
-    from domain.learned import bundled_model
+    from metabuilder.domain.classifier import classify
+    from metabuilder.domain.crossval import leave_tools_out
+    from metabuilder.domain.evaluation import Evaluation, read_corpus
+    from metabuilder.domain.learned import bundled_model
 
     corpus = [item for directory in directories for item in read_corpus(directory)]
     model = bundled_model() if learned else None

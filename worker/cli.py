@@ -15,15 +15,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from domain.policy import ENV_VARS
-from worker import admin_cmd, classify_cmd, completion, plan_cmd, temporal_cmd
-from worker.json_out import print_json
-from worker.version import VersionAction
+from metabuilder.domain.policy import ENV_VARS
+from metabuilder.worker import admin_cmd, classify_cmd, completion, plan_cmd, temporal_cmd
+from metabuilder.worker.json_out import print_json
+from metabuilder.worker.version import VersionAction
 
 if TYPE_CHECKING:
     from temporalio.client import Client
 
-    from worker.settings import Settings
+    from metabuilder.worker.settings import Settings
 
 # Each command imports what it uses when it runs: `metabuilder --help` and `classify` must not pay
 # for FastAPI, SQLAlchemy and the Temporal client (about a second) that the run commands need.
@@ -38,19 +38,19 @@ class CliError(Exception):
 
 
 async def _needs_local_workers(client: Client, settings: Settings) -> bool:
-    from domain.runs import WORKFLOW_QUEUE, task_queue
-    from worker.follow import has_pollers
+    from metabuilder.domain.runs import WORKFLOW_QUEUE, task_queue
+    from metabuilder.worker.follow import has_pollers
 
     queue = task_queue(settings.task_queue_prefix, WORKFLOW_QUEUE)
     return not await has_pollers(client, queue, workflow_queue=True)
 
 
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from domain.plans import parse_plan, read_plan_file
-    from domain.runs import RunStatus, web_ui_link
-    from service.runs import SubmitOptions, resolve_autofix, submit
-    from worker.follow import follow, print_summary
-    from worker.runtime import POOLS, build_workers, connect, prepare_database, running_workers
+    from metabuilder.domain.plans import parse_plan, read_plan_file
+    from metabuilder.domain.runs import RunStatus, web_ui_link
+    from metabuilder.service.runs import SubmitOptions, resolve_autofix, submit
+    from metabuilder.worker.follow import follow, print_summary
+    from metabuilder.worker.runtime import POOLS, build_workers, connect, prepare_database, running_workers
 
     plan_path = Path(args.plan)
     plan_text = read_plan_file(plan_path)  # bounded, and a binary file is named as such
@@ -104,10 +104,10 @@ def _key_values(pairs: list[str] | None) -> dict[str, object]:
 
 def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
     """Show (and change) a tenant's auto-fix settings, with where each value comes from."""
-    from domain.policy import effective_settings, parse_overrides
-    from store import repository
-    from store.db import transaction
-    from worker.runtime import prepare_database
+    from metabuilder.domain.policy import effective_settings, parse_overrides
+    from metabuilder.store import repository
+    from metabuilder.store.db import transaction
+    from metabuilder.worker.runtime import prepare_database
 
     sessions = prepare_database(settings)
     with transaction(sessions) as session:
@@ -131,10 +131,10 @@ def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from domain.runs import web_ui_link
-    from store import repository
-    from store.db import transaction
-    from worker.runtime import prepare_database
+    from metabuilder.domain.runs import web_ui_link
+    from metabuilder.store import repository
+    from metabuilder.store.db import transaction
+    from metabuilder.worker.runtime import prepare_database
 
     sessions = prepare_database(settings)
     with transaction(sessions) as session:
@@ -143,7 +143,7 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         if run is None:
             raise CliError(f"unknown run id {args.run_id!r} (no such run in {settings.database_url})")
         if args.json:
-            from store.views import run_fields, step_fields
+            from metabuilder.store.views import run_fields, step_fields
 
             print_json({**run_fields(run), "web_ui_url": web_ui_link(settings.ui_url, settings.temporal_namespace,
                                                                       run.id),
@@ -168,8 +168,8 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
     from temporalio.service import RPCError, RPCStatusCode
 
-    from domain.runs import workflow_id
-    from worker.runtime import connect
+    from metabuilder.domain.runs import workflow_id
+    from metabuilder.worker.runtime import connect
 
     client = await connect(settings, start_embedded=False)
     handle = client.get_workflow_handle(workflow_id(args.run_id))
@@ -184,8 +184,8 @@ async def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from domain.runs import task_queue
-    from worker.runtime import (
+    from metabuilder.domain.runs import task_queue
+    from metabuilder.worker.runtime import (
         POOLS,
         build_workers,
         connect,
@@ -221,10 +221,10 @@ def _sdk_metrics_url(settings: Settings) -> str | None:
 async def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
-    from domain.runs import task_queue
-    from worker.api_server import api_server
-    from worker.devserver import DevServer, port_open
-    from worker.runtime import POOLS, build_workers, connect, prepare_database, running_workers, sdk_metrics_runtime
+    from metabuilder.domain.runs import task_queue
+    from metabuilder.worker.api_server import api_server
+    from metabuilder.worker.devserver import DevServer, port_open
+    from metabuilder.worker.runtime import POOLS, build_workers, connect, prepare_database, running_workers, sdk_metrics_runtime
 
     if not settings.embedded:
         raise CliError("`metabuilder up` runs the embedded dev server; unset TEMPORAL_ADDRESS or use `worker`")
@@ -256,7 +256,7 @@ async def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_server(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.devserver import DevServer, port_open
+    from metabuilder.worker.devserver import DevServer, port_open
 
     server = DevServer(settings.home / "temporal", settings.dev_server_port, settings.dev_server_ui_port)
     if args.action == "start":
@@ -276,7 +276,7 @@ async def cmd_server(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.runtime import prepare_database
+    from metabuilder.worker.runtime import prepare_database
 
     prepare_database(settings)
     print(f"database at head: {settings.database_url}")
@@ -284,7 +284,7 @@ async def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.demo import run_demo
+    from metabuilder.worker.demo import run_demo
 
     return await run_demo(settings)
 
@@ -376,14 +376,14 @@ def _log():  # type: ignore[no-untyped-def]
 # Error type -> exit status, by module and class name: a module that was never imported cannot
 # have raised, so the table is checked without importing anything.
 _ERROR_EXITS: list[tuple[str, tuple[str, ...], int]] = [
-    ("domain.plans", ("PlanError",), EXIT_BAD_INPUT),
-    ("activities.git", ("NotAGitRepository",), EXIT_BAD_INPUT),
-    ("service.runs", ("RunExistsError",), EXIT_BAD_INPUT),
-    ("service.errors", ("NotFound",), EXIT_BAD_INPUT),
-    ("worker.devserver", ("DevServerError",), EXIT_UNAVAILABLE),
-    ("activities.git", ("GitError",), EXIT_UNAVAILABLE),
+    ("metabuilder.domain.plans", ("PlanError",), EXIT_BAD_INPUT),
+    ("metabuilder.activities.git", ("NotAGitRepository",), EXIT_BAD_INPUT),
+    ("metabuilder.service.runs", ("RunExistsError",), EXIT_BAD_INPUT),
+    ("metabuilder.service.errors", ("NotFound",), EXIT_BAD_INPUT),
+    ("metabuilder.worker.devserver", ("DevServerError",), EXIT_UNAVAILABLE),
+    ("metabuilder.activities.git", ("GitError",), EXIT_UNAVAILABLE),
     ("temporalio.service", ("RPCError",), EXIT_UNAVAILABLE),
-    ("service.errors", ("Unavailable",), EXIT_UNAVAILABLE),
+    ("metabuilder.service.errors", ("Unavailable",), EXIT_UNAVAILABLE),
 ]
 
 
@@ -406,8 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     settings = None
     if getattr(args, "needs_settings", True):
-        from worker.logging import configure_logging
-        from worker.settings import Settings, SettingsError
+        from metabuilder.worker.logging import configure_logging
+        from metabuilder.worker.settings import Settings, SettingsError
 
         try:
             settings = Settings.from_env()

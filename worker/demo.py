@@ -26,13 +26,13 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from activities.git import git
-from domain.payloads import RunView
-from domain.runs import RunStatus, StepStatus, web_ui_link
-from service.runs import SubmitOptions, resolve_autofix, submit
-from worker.follow import follow, print_summary
-from worker.runtime import POOLS, build_workers, connect, prepare_database, running_workers
-from worker.settings import Settings, default_home
+from metabuilder.activities.git import git
+from metabuilder.domain.payloads import RunView
+from metabuilder.domain.runs import RunStatus, StepStatus, web_ui_link
+from metabuilder.service.runs import SubmitOptions, resolve_autofix, submit
+from metabuilder.worker.follow import follow, print_summary
+from metabuilder.worker.runtime import POOLS, build_workers, connect, prepare_database, running_workers
+from metabuilder.worker.settings import Settings, default_home
 
 EXAMPLE = Path(__file__).parent / "examples" / "demo"
 BUG = ("    return sum(values) / len(values)", "    return sum(values) / (len(values) + 1)")

@@ -24,7 +24,7 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSe
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from workflows import search_attributes
+from metabuilder.workflows import search_attributes
 
 TUNING = (
     "--sqlite-pragma", "journal_mode=wal",

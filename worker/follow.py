@@ -14,10 +14,10 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 
-from domain.approvals import GateView
-from domain.payloads import AutofixEvent, RunView, StepView
-from domain.runs import RunStatus, StepStatus
-from workflows.build_run import BuildRunWorkflow
+from metabuilder.domain.approvals import GateView
+from metabuilder.domain.payloads import AutofixEvent, RunView, StepView
+from metabuilder.domain.runs import RunStatus, StepStatus
+from metabuilder.workflows.build_run import BuildRunWorkflow
 
 _MARK = {StepStatus.RUNNING: "▸", StepStatus.SUCCEEDED: "✓", StepStatus.FAILED: "✗",
          StepStatus.CANCELLED: "⊘", StepStatus.PENDING: "·", StepStatus.SKIPPED: "↷"}

@@ -20,9 +20,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from domain import knowledge, scanner
-from domain.knowledge import BUNDLED_PATH, KnowledgeBase, bundled_knowledge_base, load_knowledge_base
-from domain.scanner import Engine, HyperscanEngine, make_engine
+from metabuilder.domain import knowledge, scanner
+from metabuilder.domain.knowledge import BUNDLED_PATH, KnowledgeBase, bundled_knowledge_base, load_knowledge_base
+from metabuilder.domain.scanner import Engine, HyperscanEngine, make_engine
 
 FORMAT = "kb-cache-1"
 

@@ -11,8 +11,8 @@ import sys
 
 import structlog
 
-from worker.settings import Settings
-from worker.terminal import use_color
+from metabuilder.worker.settings import Settings
+from metabuilder.worker.terminal import use_color
 
 _configured = False
 

@@ -8,16 +8,16 @@ from importlib import resources
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the parser is built on every call: settings load only when the command runs
-    from worker.settings import Settings
+    from metabuilder.worker.settings import Settings
 
 SCHEMA = "plan.schema.json"
 
 
 def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "schema":
-        print(resources.files("domain").joinpath(SCHEMA).read_text(encoding="utf-8"), end="")
+        print(resources.files("metabuilder.domain").joinpath(SCHEMA).read_text(encoding="utf-8"), end="")
         return 0
-    from domain.plans import PlanError, load_plan
+    from metabuilder.domain.plans import PlanError, load_plan
 
     if not args.files:
         raise ValueError("plan validate: name at least one plan file")

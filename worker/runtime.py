@@ -21,21 +21,21 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.git import WorkspaceCache
-from activities.records import RecordActivities
-from activities.repair import RepairActivities
-from activities.steps import StepActivities, StepSettings
-from domain.plans import Queue
-from domain.runs import WORKFLOW_QUEUE, task_queue
-from migrations import upgrade
-from service.errors import Unavailable
-from store.db import make_engine, session_factory
-from telemetry import tracing
-from worker.devserver import DevServer, DevServerError, ensure_search_attributes, port_open
-from worker.settings import Settings, SettingsError
-from workflows import search_attributes
-from workflows.build_run import BuildRunWorkflow
-from workflows.repair import RepairWorkflow
+from metabuilder.activities.git import WorkspaceCache
+from metabuilder.activities.records import RecordActivities
+from metabuilder.activities.repair import RepairActivities
+from metabuilder.activities.steps import StepActivities, StepSettings
+from metabuilder.domain.plans import Queue
+from metabuilder.domain.runs import WORKFLOW_QUEUE, task_queue
+from metabuilder.migrations import upgrade
+from metabuilder.service.errors import Unavailable
+from metabuilder.store.db import make_engine, session_factory
+from metabuilder.telemetry import tracing
+from metabuilder.worker.devserver import DevServer, DevServerError, ensure_search_attributes, port_open
+from metabuilder.worker.settings import Settings, SettingsError
+from metabuilder.workflows import search_attributes
+from metabuilder.workflows.build_run import BuildRunWorkflow
+from metabuilder.workflows.repair import RepairWorkflow
 
 log = structlog.get_logger("metabuilder.worker")
 
@@ -166,7 +166,7 @@ def build_workers(client: Client, settings: Settings, sessions: sessionmaker[Ses
     repair = RepairActivities(steps, settings.llm)
     runner = SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(
-            "domain", "yaml", *tracing.PASSTHROUGH_MODULES))
+            "metabuilder.domain", "yaml", *tracing.PASSTHROUGH_MODULES))
     workers = []
     for pool in pools:
         if pool == WORKFLOW_QUEUE:

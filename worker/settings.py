@@ -10,10 +10,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
 
-from activities.llm import LlmSettings
-from domain.policy import AutofixSettings, PolicyError, platform_settings
-from telemetry.tracing import TracingMode
-from telemetry.tracing import missing_modules as tracing_missing_modules
+from metabuilder.activities.llm import LlmSettings
+from metabuilder.domain.policy import AutofixSettings, PolicyError, platform_settings
+from metabuilder.telemetry.tracing import TracingMode
+from metabuilder.telemetry.tracing import missing_modules as tracing_missing_modules
 
 E = TypeVar("E", bound=StrEnum)
 

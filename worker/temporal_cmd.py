@@ -6,13 +6,13 @@ import argparse
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the parser is built on every call: settings load only when the command runs
-    from worker.settings import Settings
+    from metabuilder.worker.settings import Settings
 
 
 async def cmd_temporal(args: argparse.Namespace, settings: Settings) -> int:
     from temporalio.service import RPCError, RPCStatusCode
 
-    from worker.runtime import register_search_attributes
+    from metabuilder.worker.runtime import register_search_attributes
 
     try:
         namespace, names = await register_search_attributes(settings)

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError, CancelledError, ChildWorkflowError
 
-from domain.approvals import (
+from metabuilder.domain.approvals import (
     GateAction,
     GateKind,
 )
-from domain.payloads import (
+from metabuilder.domain.payloads import (
     RUN_FAILED,
     AutofixEvent,
     AutofixRecord,
@@ -31,14 +31,14 @@ from domain.payloads import (
     StepResult,
     StepView,
 )
-from domain.plans import Step
-from domain.policy import RetryState
-from domain.repair import DeltaKind, PlanDelta, apply_delta
-from domain.runs import RunStatus, StepStatus, workflow_id
-from workflows import search_attributes as sa
-from workflows.execution import RECORD_TIMEOUT, Execution, StepCancelled, classified_event, execute_step, retry_events
-from workflows.gates import ApprovalGates
-from workflows.repair import RepairWorkflow
+from metabuilder.domain.plans import Step
+from metabuilder.domain.policy import RetryState
+from metabuilder.domain.repair import DeltaKind, PlanDelta, apply_delta
+from metabuilder.domain.runs import RunStatus, StepStatus, workflow_id
+from metabuilder.workflows import search_attributes as sa
+from metabuilder.workflows.execution import RECORD_TIMEOUT, Execution, StepCancelled, classified_event, execute_step, retry_events
+from metabuilder.workflows.gates import ApprovalGates
+from metabuilder.workflows.repair import RepairWorkflow
 
 
 @dataclass

@@ -16,7 +16,7 @@ from temporalio.common import RetryPolicy
 from temporalio.converter import value_to_type
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
 
-from domain.payloads import (
+from metabuilder.domain.payloads import (
     STEP_CANNOT_START,
     STEP_FAILED,
     STEP_OUTCOME_UNKNOWN,
@@ -25,9 +25,9 @@ from domain.payloads import (
     StepInput,
     StepResult,
 )
-from domain.plans import Step
-from domain.runs import task_queue
-from domain.taxonomy import FailureType
+from metabuilder.domain.plans import Step
+from metabuilder.domain.runs import task_queue
+from metabuilder.domain.taxonomy import FailureType
 
 CHECKOUT_MARGIN = timedelta(minutes=2)
 """Time beyond a step's own timeout for checkout, commit and push."""

@@ -13,7 +13,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
-from domain.approvals import (
+from metabuilder.domain.approvals import (
     Decision,
     DecisionInput,
     GateAction,
@@ -27,7 +27,7 @@ from domain.approvals import (
     expire,
     gate_id,
 )
-from domain.payloads import (
+from metabuilder.domain.payloads import (
     RUN_FAILED,
     ApplyInput,
     ApplyResult,
@@ -37,10 +37,10 @@ from domain.payloads import (
     PatchProposal,
     RunView,
 )
-from domain.plans import Plan, Step
-from domain.runs import RunStatus, StepStatus, task_queue
-from workflows.execution import RECORD_TIMEOUT, REPAIR_ACTIVITY_TIMEOUT, StepCancelled
-from workflows.repair import ACTIVITY_RETRY
+from metabuilder.domain.plans import Plan, Step
+from metabuilder.domain.runs import RunStatus, StepStatus, task_queue
+from metabuilder.workflows.execution import RECORD_TIMEOUT, REPAIR_ACTIVITY_TIMEOUT, StepCancelled
+from metabuilder.workflows.repair import ACTIVITY_RETRY
 
 
 class ApprovalGates:

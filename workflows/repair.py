@@ -20,8 +20,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
-from domain.approvals import GateProposal
-from domain.payloads import (
+from metabuilder.domain.approvals import GateProposal
+from metabuilder.domain.payloads import (
     ApplyInput,
     ApplyResult,
     AutofixEvent,
@@ -34,12 +34,12 @@ from domain.payloads import (
     RollbackResult,
     StepResult,
 )
-from domain.repair import PROPOSE_AT_GATE, Fixer, FixerChoice, PlanDelta, Rung, allows, fixers_for, propose_replan
-from domain.runs import task_queue
-from domain.sandbox import Verdict
-from domain.signals import FailureSignal
-from domain.taxonomy import FailureType
-from workflows.execution import RECORD_TIMEOUT, REPAIR_ACTIVITY_TIMEOUT, Execution, StepCancelled, execute_step
+from metabuilder.domain.repair import PROPOSE_AT_GATE, Fixer, FixerChoice, PlanDelta, Rung, allows, fixers_for, propose_replan
+from metabuilder.domain.runs import task_queue
+from metabuilder.domain.sandbox import Verdict
+from metabuilder.domain.signals import FailureSignal
+from metabuilder.domain.taxonomy import FailureType
+from metabuilder.workflows.execution import RECORD_TIMEOUT, REPAIR_ACTIVITY_TIMEOUT, Execution, StepCancelled, execute_step
 
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 LLM_QUEUE_WAIT = timedelta(minutes=10)

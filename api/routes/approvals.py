@@ -7,16 +7,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import Admin, ConfigDep, SessionDep, TemporalDep, Viewer
-from api.errors import responses
-from api.routes import V2, V3
-from api.routes.views import gate_out
-from api.schemas import DecisionIn, GateOut
-from domain.access import Principal
-from domain.approvals import Decision, GateStatus
-from service.approvals import decide_gate
-from service.errors import NotFound
-from store import approvals
+from metabuilder.api.deps import Admin, ConfigDep, SessionDep, TemporalDep, Viewer
+from metabuilder.api.errors import responses
+from metabuilder.api.routes import V2, V3
+from metabuilder.api.routes.views import gate_out
+from metabuilder.api.schemas import DecisionIn, GateOut
+from metabuilder.domain.access import Principal
+from metabuilder.domain.approvals import Decision, GateStatus
+from metabuilder.service.approvals import decide_gate
+from metabuilder.service.errors import NotFound
+from metabuilder.store import approvals
 
 router = APIRouter(tags=["approvals"])
 ACT = responses(401, 403, 404, 409, 422, 503)

@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import Admin, SessionDep
-from api.errors import responses
-from api.routes import V3
-from api.routes.views import own_run
-from api.schemas import AuditEventOut
-from store import repository
+from metabuilder.api.deps import Admin, SessionDep
+from metabuilder.api.errors import responses
+from metabuilder.api.routes import V3
+from metabuilder.api.routes.views import own_run
+from metabuilder.api.schemas import AuditEventOut
+from metabuilder.store import repository
 
 router = APIRouter(tags=["audit"])
 

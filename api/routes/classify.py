@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import Viewer
-from api.errors import responses
-from api.routes import V2, V3
-from api.schemas import ClassifyIn, ClassifyOut, EvidenceOut
-from domain.classifier import classify_failure
+from metabuilder.api.deps import Viewer
+from metabuilder.api.errors import responses
+from metabuilder.api.routes import V2, V3
+from metabuilder.api.schemas import ClassifyIn, ClassifyOut, EvidenceOut
+from metabuilder.domain.classifier import classify_failure
 
 router = APIRouter(tags=["classification"])
 PATHS = (V2 + "/classify-failure", V3 + "/classify-failure")

@@ -10,18 +10,18 @@ from pathlib import Path
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from api.deps import Admin, Operator, SessionDep, Viewer
-from api.errors import ApiError, ErrorOut, FieldError, responses
-from api.routes import V3
-from api.routes.views import own_run
-from domain.access import Principal
-from domain.classifier import failure_window
-from domain.knowledge import KnowledgeBaseError, PatternEntry, bundled_knowledge_base, entries_to_yaml, parse_entries
-from domain.knowledge import propose_pattern as propose
-from domain.scanner import make_engine
-from domain.taxonomy import FailureType
-from service.errors import Conflict, NotFound
-from store import knowledge, repository
+from metabuilder.api.deps import Admin, Operator, SessionDep, Viewer
+from metabuilder.api.errors import ApiError, ErrorOut, FieldError, responses
+from metabuilder.api.routes import V3
+from metabuilder.api.routes.views import own_run
+from metabuilder.domain.access import Principal
+from metabuilder.domain.classifier import failure_window
+from metabuilder.domain.knowledge import KnowledgeBaseError, PatternEntry, bundled_knowledge_base, entries_to_yaml, parse_entries
+from metabuilder.domain.knowledge import propose_pattern as propose
+from metabuilder.domain.scanner import make_engine
+from metabuilder.domain.taxonomy import FailureType
+from metabuilder.service.errors import Conflict, NotFound
+from metabuilder.store import knowledge, repository
 
 router = APIRouter(tags=["classifier knowledge"])
 READ = responses(401, 403, 404, 422)

@@ -6,14 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import Operator, SessionDep, Viewer
-from api.errors import responses
-from api.routes import V3
-from api.routes.views import plan_out
-from api.schemas import PlanIn, PlanOut, WhoAmI
-from domain.plans import parse_plan, plan_to_dict
-from service.errors import NotFound
-from store import repository
+from metabuilder.api.deps import Operator, SessionDep, Viewer
+from metabuilder.api.errors import responses
+from metabuilder.api.routes import V3
+from metabuilder.api.routes.views import plan_out
+from metabuilder.api.schemas import PlanIn, PlanOut, WhoAmI
+from metabuilder.domain.plans import parse_plan, plan_to_dict
+from metabuilder.service.errors import NotFound
+from metabuilder.store import repository
 
 router = APIRouter(tags=["plans"])
 

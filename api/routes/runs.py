@@ -9,11 +9,11 @@ from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import ConfigDep, Operator, SessionDep, TemporalDep, Viewer
-from api.errors import ApiError, responses
-from api.routes import V2, V3
-from api.routes.views import gate_out, own_run, run_out, step_out
-from api.schemas import (
+from metabuilder.api.deps import ConfigDep, Operator, SessionDep, TemporalDep, Viewer
+from metabuilder.api.errors import ApiError, responses
+from metabuilder.api.routes import V2, V3
+from metabuilder.api.routes.views import gate_out, own_run, run_out, step_out
+from metabuilder.api.schemas import (
     AutofixOut,
     GateOut,
     LogsOut,
@@ -26,15 +26,15 @@ from api.schemas import (
     RunOut,
     TimelineEntry,
 )
-from api.settings_body import overrides_of
-from domain.approvals import GateStatus
-from domain.plans import parse_plan
-from domain.policy import EffectiveSettings
-from domain.runs import RunStatus, workflow_id
-from service import runs as service
-from service.errors import Conflict, NotFound
-from store import approvals, repository
-from store.db import transaction
+from metabuilder.api.settings_body import overrides_of
+from metabuilder.domain.approvals import GateStatus
+from metabuilder.domain.plans import parse_plan
+from metabuilder.domain.policy import EffectiveSettings
+from metabuilder.domain.runs import RunStatus, workflow_id
+from metabuilder.service import runs as service
+from metabuilder.service.errors import Conflict, NotFound
+from metabuilder.store import approvals, repository
+from metabuilder.store.db import transaction
 
 router = APIRouter(tags=["runs"])
 READ = responses(401, 403, 404, 422)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import Admin, ConfigDep, SessionDep, Viewer
-from api.errors import responses
-from api.routes import V2, V3
-from api.routes.views import own_run
-from api.schemas import RunSettingsOut, SettingsIn, TenantSettingsOut
-from api.settings_body import api_names, overrides_of, values_of
-from domain.access import Principal
-from domain.policy import effective_settings, parse_overrides
-from service.errors import NotFound
-from store import repository
-from store.models import BuildRun
+from metabuilder.api.deps import Admin, ConfigDep, SessionDep, Viewer
+from metabuilder.api.errors import responses
+from metabuilder.api.routes import V2, V3
+from metabuilder.api.routes.views import own_run
+from metabuilder.api.schemas import RunSettingsOut, SettingsIn, TenantSettingsOut
+from metabuilder.api.settings_body import api_names, overrides_of, values_of
+from metabuilder.domain.access import Principal
+from metabuilder.domain.policy import effective_settings, parse_overrides
+from metabuilder.service.errors import NotFound
+from metabuilder.store import repository
+from metabuilder.store.models import BuildRun
 
 router = APIRouter(tags=["settings"])
 READ = responses(401, 403, 404, 422)

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from api.config import ApiConfig
-from api.schemas import GateOut, PlanOut, PlanStepOut, RunOut, StepAttemptOut
-from domain.access import Principal
-from domain.plans import parse_plan
-from domain.runs import web_ui_link
-from service.errors import NotFound
-from store import repository
-from store.models import ApprovalGate, BuildRun, BuildStep, ScaffoldPlan
-from store.views import gate_fields, run_fields, step_fields
+from metabuilder.api.config import ApiConfig
+from metabuilder.api.schemas import GateOut, PlanOut, PlanStepOut, RunOut, StepAttemptOut
+from metabuilder.domain.access import Principal
+from metabuilder.domain.plans import parse_plan
+from metabuilder.domain.runs import web_ui_link
+from metabuilder.service.errors import NotFound
+from metabuilder.store import repository
+from metabuilder.store.models import ApprovalGate, BuildRun, BuildStep, ScaffoldPlan
+from metabuilder.store.views import gate_fields, run_fields, step_fields
 
 LOG_TAIL_LINES = 40
 

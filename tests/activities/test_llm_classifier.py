@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from activities.git import WorkspaceCache
-from activities.llm import LlmSettings
-from activities.steps import StepActivities, StepSettings
-from domain.taxonomy import FailureType
-from migrations import upgrade
-from store.db import make_engine, session_factory
+from metabuilder.activities.git import WorkspaceCache
+from metabuilder.activities.llm import LlmSettings
+from metabuilder.activities.steps import StepActivities, StepSettings
+from metabuilder.domain.taxonomy import FailureType
+from metabuilder.migrations import upgrade
+from metabuilder.store.db import make_engine, session_factory
 from tests.fakes.openai_server import fake_openai
 
 UNCLEAR = b"step 1 of 3\nfrobnicator: quux not reticulated (code 7)\n"
@@ -77,7 +77,7 @@ def test_an_unreachable_endpoint_keeps_unknown(tmp_path: Path, sessions) -> None
 
 
 def test_the_setting_needs_an_endpoint_and_says_so() -> None:
-    from worker.settings import Settings, SettingsError
+    from metabuilder.worker.settings import Settings, SettingsError
 
     llm = {"META_BUILDER_LLM_URL": "http://127.0.0.1:9/v1", "META_BUILDER_LLM_MODEL": "m"}
     assert Settings.from_env({**llm, "META_BUILDER_LLM_CLASSIFY": "true"}).llm_classify

@@ -12,14 +12,14 @@ from prometheus_client import REGISTRY
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.testing import ActivityEnvironment
 
-from activities.records import RecordActivities
-from domain.approvals import GateKind, GateStatus, GateView
-from domain.payloads import AutofixEvent, AutofixRecord, GateRecord, RunRecord
-from domain.plans import parse_plan
-from domain.runs import RunStatus
-from migrations import upgrade
-from store import repository
-from store.db import make_engine, session_factory, transaction
+from metabuilder.activities.records import RecordActivities
+from metabuilder.domain.approvals import GateKind, GateStatus, GateView
+from metabuilder.domain.payloads import AutofixEvent, AutofixRecord, GateRecord, RunRecord
+from metabuilder.domain.plans import parse_plan
+from metabuilder.domain.runs import RunStatus
+from metabuilder.migrations import upgrade
+from metabuilder.store import repository
+from metabuilder.store.db import make_engine, session_factory, transaction
 
 PLAN = parse_plan("name: p\nsteps:\n  - {name: fetch, command: 'true'}\n")
 RUN = RunRecord(run_id="run-metrics", tenant="acme", status=RunStatus.RUNNING, plan=PLAN, plan_source="",

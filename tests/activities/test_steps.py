@@ -11,14 +11,14 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.testing import ActivityEnvironment
 
-from activities.git import GitError, WorkspaceCache, publish, snapshot
-from activities.steps import StepActivities, StepSettings
-from domain.payloads import RunRecord, StepInput
-from domain.plans import Step, parse_plan
-from domain.runs import AttemptStatus, RunStatus
-from migrations import upgrade
-from store import repository
-from store.db import make_engine, session_factory, transaction
+from metabuilder.activities.git import GitError, WorkspaceCache, publish, snapshot
+from metabuilder.activities.steps import StepActivities, StepSettings
+from metabuilder.domain.payloads import RunRecord, StepInput
+from metabuilder.domain.plans import Step, parse_plan
+from metabuilder.domain.runs import AttemptStatus, RunStatus
+from metabuilder.migrations import upgrade
+from metabuilder.store import repository
+from metabuilder.store.db import make_engine, session_factory, transaction
 from tests.conftest import git
 
 PLAN = "name: p\nsteps:\n  - {name: s, command: 'true'}\n"

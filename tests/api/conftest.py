@@ -18,13 +18,13 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from domain.access import Role
-from migrations import upgrade
-from store import access
-from store.db import make_engine, session_factory, transaction
+from metabuilder.domain.access import Role
+from metabuilder.migrations import upgrade
+from metabuilder.store import access
+from metabuilder.store.db import make_engine, session_factory, transaction
 from tests.conftest import git
-from worker.devserver import DevServer, free_port, port_open
-from worker.settings import Settings
+from metabuilder.worker.devserver import DevServer, free_port, port_open
+from metabuilder.worker.settings import Settings
 
 
 @dataclass(frozen=True)

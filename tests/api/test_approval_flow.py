@@ -12,12 +12,12 @@ from dataclasses import replace
 import pytest
 from temporalio.client import Client
 
-from store import repository
-from store.db import transaction
+from metabuilder.store import repository
+from metabuilder.store.db import transaction
 from tests.api.conftest import LiveApi, make_tenant, wait_status, workspace
-from worker.devserver import DevServer, temporal_cli
-from worker.runtime import POOLS, build_workers, running_workers
-from worker.settings import Settings
+from metabuilder.worker.devserver import DevServer, temporal_cli
+from metabuilder.worker.runtime import POOLS, build_workers, running_workers
+from metabuilder.worker.settings import Settings
 
 SECURITY = """\
 name: audited

@@ -18,7 +18,7 @@ from schemathesis.checks import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
-from domain.access import Role
+from metabuilder.domain.access import Role
 from tests.api.conftest import LiveApi, make_tenant
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

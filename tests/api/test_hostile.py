@@ -9,7 +9,7 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from domain.access import Role
+from metabuilder.domain.access import Role
 from tests.api.conftest import LiveApi, make_tenant, workspace
 
 STEP = "steps:\n  - {name: a, command: x}\n"

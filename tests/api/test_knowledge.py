@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
-from domain.access import Role
-from domain.payloads import RunRecord
-from domain.plans import parse_plan
-from domain.runs import RunStatus
-from store import knowledge, repository
-from store.db import transaction
-from store.models import BuildStep
+from metabuilder.domain.access import Role
+from metabuilder.domain.payloads import RunRecord
+from metabuilder.domain.plans import parse_plan
+from metabuilder.domain.runs import RunStatus
+from metabuilder.store import knowledge, repository
+from metabuilder.store.db import transaction
+from metabuilder.store.models import BuildStep
 from tests.api.conftest import LiveApi, make_tenant
 
 V3 = "/api/meta/v3"
@@ -113,7 +113,7 @@ def test_a_correction_becomes_a_pattern_used_for_the_tenant(live_api: LiveApi,
         assert [e["failure_type"] for e in http.get(f"{V3}/tenants/{tenant}/patterns").json()["entries"]] == ["POLICY"]
 
     # The tenant's knowledge base now says POLICY for the same message in another build.
-    from domain.classifier import classify
+    from metabuilder.domain.classifier import classify
 
     with transaction(api_sessions) as session:
         kb = knowledge.tenant_knowledge_base(session, tenant)

@@ -23,15 +23,15 @@ from fastapi import FastAPI
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.app import create_app
-from api.config import ApiConfig
-from domain.access import Role
-from domain.policy import AutofixSettings
-from migrations import upgrade
-from store.db import make_engine, session_factory
+from metabuilder.api.app import create_app
+from metabuilder.api.config import ApiConfig
+from metabuilder.domain.access import Role
+from metabuilder.domain.policy import AutofixSettings
+from metabuilder.migrations import upgrade
+from metabuilder.store.db import make_engine, session_factory
 from tests.api.conftest import make_tenant, metabuilder
-from worker.api_server import SHUTDOWN_GRACE_SECONDS
-from worker.devserver import free_port
+from metabuilder.worker.api_server import SHUTDOWN_GRACE_SECONDS
+from metabuilder.worker.devserver import free_port
 
 RUNS = "/api/meta/v3/runs"
 

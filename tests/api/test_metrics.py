@@ -15,9 +15,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
-from store import repository
-from store.db import transaction
-from store.models import AutoFixRun, BuildRun
+from metabuilder.store import repository
+from metabuilder.store.db import transaction
+from metabuilder.store.models import AutoFixRun, BuildRun
 from tests.api.conftest import LiveApi, LiveWorker, make_tenant, wait_status, workspace
 from tests.autofix.test_retries import flaky_command
 from tests.ops.promql import metric_names

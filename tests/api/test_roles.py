@@ -11,13 +11,13 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from domain.access import Role
-from domain.approvals import GateView
-from domain.payloads import RunRecord
-from domain.plans import parse_plan
-from domain.runs import RunStatus
-from store import approvals, repository
-from store.db import transaction
+from metabuilder.domain.access import Role
+from metabuilder.domain.approvals import GateView
+from metabuilder.domain.payloads import RunRecord
+from metabuilder.domain.plans import parse_plan
+from metabuilder.domain.runs import RunStatus
+from metabuilder.store import approvals, repository
+from metabuilder.store.db import transaction
 from tests.api.conftest import LiveApi, make_tenant
 
 PLAN = "name: matrix\nsteps:\n  - name: build\n    command: 'true'\n"
@@ -165,7 +165,7 @@ def test_lists_show_only_the_callers_tenant(live_api: LiveApi, tenants: dict[str
 
 
 def test_a_revoked_token_is_refused(live_api: LiveApi, api_sessions: sessionmaker[Session]) -> None:
-    from store import access
+    from metabuilder.store import access
 
     tenant, tokens = make_tenant(api_sessions)
     assert call(live_api, tokens[Role.OWNER], "GET", f"{V3}/me", None).json() == {

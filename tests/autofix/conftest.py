@@ -14,11 +14,11 @@ import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from domain.payloads import RunView
-from domain.policy import AutofixSettings, effective_settings
-from service.runs import SubmitOptions, Submitted, submit
-from worker.runtime import POOLS, build_workers, running_workers
-from worker.settings import Settings
+from metabuilder.domain.payloads import RunView
+from metabuilder.domain.policy import AutofixSettings, effective_settings
+from metabuilder.service.runs import SubmitOptions, Submitted, submit
+from metabuilder.worker.runtime import POOLS, build_workers, running_workers
+from metabuilder.worker.settings import Settings
 
 AUTOFIX = AutofixSettings(enabled=True, max_total_attempts=6, max_per_step_attempts=3, backoff_cap_seconds=60.0)
 """The staging row of seed 001's table."""
@@ -62,7 +62,7 @@ async def finish(handle: WorkflowHandle[object, RunView]) -> RunView:
 
 
 def with_llm(settings: Settings, url: str) -> Settings:
-    from activities.llm import LlmSettings
+    from metabuilder.activities.llm import LlmSettings
 
     return replace(settings, llm=LlmSettings(url=url, model="fake-fixer", api_key="test-key",
                                              price_in_per_million=1.0, price_out_per_million=2.0))

@@ -10,14 +10,14 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 
-from domain.approvals import DecisionInput, GateView
-from domain.payloads import RunView
-from domain.runs import RunStatus, StepStatus
-from store import approvals, repository
-from store.db import transaction
+from metabuilder.domain.approvals import DecisionInput, GateView
+from metabuilder.domain.payloads import RunView
+from metabuilder.domain.runs import RunStatus, StepStatus
+from metabuilder.store import approvals, repository
+from metabuilder.store.db import transaction
 from tests.autofix.conftest import finish, start_autofix
 from tests.autofix.test_ladder import keep_histories
-from worker.settings import Settings
+from metabuilder.worker.settings import Settings
 
 SECURITY = """\
   - name: audit

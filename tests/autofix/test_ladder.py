@@ -8,15 +8,15 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from domain.runs import RunStatus, StepStatus
-from store import repository
-from store.db import transaction
+from metabuilder.domain.runs import RunStatus, StepStatus
+from metabuilder.store import repository
+from metabuilder.store.db import transaction
 from tests.autofix.conftest import finish, start_autofix, with_llm
 from tests.conftest import git
 from tests.fakes.openai_server import fake_openai
 from tests.workflows.test_build_run import record_history
-from worker.runtime import POOLS, build_workers, running_workers
-from worker.settings import Settings
+from metabuilder.worker.runtime import POOLS, build_workers, running_workers
+from metabuilder.worker.settings import Settings
 
 # Fails while app.py has trailing spaces, as a linter would; the fix command strips them.
 LINT = """\

@@ -9,13 +9,13 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.converter import DataConverter, value_to_type
 
-from domain.payloads import StepResult
-from domain.runs import RunStatus
-from store import repository
-from store.db import transaction
+from metabuilder.domain.payloads import StepResult
+from metabuilder.domain.runs import RunStatus
+from metabuilder.store import repository
+from metabuilder.store.db import transaction
 from tests.autofix.conftest import finish, start_autofix
 from tests.workflows.test_build_run import record_history
-from worker.settings import Settings
+from metabuilder.worker.settings import Settings
 
 
 async def step_activity_in_history(handle: WorkflowHandle[Any, Any], activity_id: str) -> tuple[float, StepResult]:

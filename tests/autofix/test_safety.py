@@ -16,20 +16,20 @@ import pytest
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
-from api.routes.views import gate_out
-from domain.approvals import DecisionInput, GateView
-from domain.payloads import RunView
-from domain.runs import RunStatus, StepStatus
-from store import approvals, repository
-from store.db import transaction
+from metabuilder.api.routes.views import gate_out
+from metabuilder.domain.approvals import DecisionInput, GateView
+from metabuilder.domain.payloads import RunView
+from metabuilder.domain.runs import RunStatus, StepStatus
+from metabuilder.store import approvals, repository
+from metabuilder.store.db import transaction
 from tests.autofix.conftest import finish, start_autofix, with_llm
 from tests.autofix.test_gates import pending_gate
 from tests.autofix.test_ladder import keep_histories, strategies
 from tests.conftest import git
 from tests.fakes.openai_server import FakeOpenAI, fake_openai
-from worker.admin_cmd import cmd_approvals
-from worker.runtime import POOLS, build_workers, running_workers
-from worker.settings import Settings
+from metabuilder.worker.admin_cmd import cmd_approvals
+from metabuilder.worker.runtime import POOLS, build_workers, running_workers
+from metabuilder.worker.settings import Settings
 
 
 @pytest.fixture
@@ -310,8 +310,8 @@ async def test_the_llm_is_sent_the_code_a_traceback_points_to_and_the_timeline_s
 def test_the_portal_gate_card_shows_the_proposed_patch_and_its_risk() -> None:
     from datetime import UTC, datetime
 
-    from api.portal import templates
-    from api.schemas import GateOut
+    from metabuilder.api.portal import templates
+    from metabuilder.api.schemas import GateOut
 
     now = datetime.now(UTC)
     gate = GateOut(gate_id="r-gate-1", run_id="r", step="types", kind="escalation", action="apply_patch",

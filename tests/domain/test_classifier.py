@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from domain.classifier import MIN_CONFIDENCE, classify, classify_failure
-from domain.evaluation import Evaluation, read_corpus
-from domain.signals import Evidence, fingerprint, normalize, retry_after
-from domain.taxonomy import FailureType
+from metabuilder.domain.classifier import MIN_CONFIDENCE, classify, classify_failure
+from metabuilder.domain.evaluation import Evaluation, read_corpus
+from metabuilder.domain.signals import Evidence, fingerprint, normalize, retry_after
+from metabuilder.domain.taxonomy import FailureType
 
 OWN = Path(__file__).resolve().parents[1] / "corpus" / "own"
 PUBLIC = next((p for p in (Path(__file__).resolve().parents[3] / "shared", Path("/work/shared"))

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from domain.classifier import classify
-from domain.crossval import leave_tools_out, read, without_tools
-from domain.evaluation import expected_calibration_error, read_corpus, tool_folds
-from domain.knowledge import bundled_knowledge_base
-from domain.learned import BUNDLED_MODEL, Model, bundled_model, features, train
-from domain.taxonomy import FailureType
+from metabuilder.domain.classifier import classify
+from metabuilder.domain.crossval import leave_tools_out, read, without_tools
+from metabuilder.domain.evaluation import expected_calibration_error, read_corpus, tool_folds
+from metabuilder.domain.knowledge import bundled_knowledge_base
+from metabuilder.domain.learned import BUNDLED_MODEL, Model, bundled_model, features, train
+from metabuilder.domain.taxonomy import FailureType
 
 OWN = Path(__file__).resolve().parents[1] / "corpus" / "own"
 KB = bundled_knowledge_base()

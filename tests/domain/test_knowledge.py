@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from domain.knowledge import (
+from metabuilder.domain.knowledge import (
     EntryKind,
     KnowledgeBaseError,
     PatternEntry,
@@ -15,8 +15,8 @@ from domain.knowledge import (
     expand_anchors,
     parse_entries,
 )
-from domain.scanner import HyperscanEngine
-from domain.taxonomy import FailureType
+from metabuilder.domain.scanner import HyperscanEngine
+from metabuilder.domain.taxonomy import FailureType
 
 KB = bundled_knowledge_base()
 

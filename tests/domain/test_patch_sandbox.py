@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from domain.plans import PlanError, parse_plan
-from domain.protected import CheckAction, ProtectedChecksError, default_checks, load_checks
-from domain.sandbox import PatchLimits, Verdict, check_patch, parse_diff, review_patch
-from domain.taxonomy import FailureType
+from metabuilder.domain.plans import PlanError, parse_plan
+from metabuilder.domain.protected import CheckAction, ProtectedChecksError, default_checks, load_checks
+from metabuilder.domain.sandbox import PatchLimits, Verdict, check_patch, parse_diff, review_patch
+from metabuilder.domain.taxonomy import FailureType
 
 
 def diff(path: str, added: str = "x = 1", old: str | None = None) -> str:

@@ -9,8 +9,8 @@ import jsonschema
 import pytest
 import yaml
 
-from domain import plans, protected
-from domain.plans import PlanError, parse_plan
+from metabuilder.domain import plans, protected
+from metabuilder.domain.plans import PlanError, parse_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "domain" / "plan.schema.json").read_text())

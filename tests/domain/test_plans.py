@@ -2,7 +2,7 @@ import textwrap
 
 import pytest
 
-from domain.plans import PlanError, Queue, load_plan, parse_duration, parse_plan, plan_to_dict
+from metabuilder.domain.plans import PlanError, Queue, load_plan, parse_duration, parse_plan, plan_to_dict
 
 GOOD = """\
 name: demo

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from domain.policy import (
+from metabuilder.domain.policy import (
     ENVIRONMENT_DEFAULTS,
     PolicyError,
     RetryPolicy,
@@ -12,7 +12,7 @@ from domain.policy import (
     effective_settings,
     platform_settings,
 )
-from domain.taxonomy import FailureType
+from metabuilder.domain.taxonomy import FailureType
 
 
 def test_seed_table_is_the_default() -> None:

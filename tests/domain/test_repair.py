@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from domain.plans import RepairOptions, Step, parse_plan
-from domain.repair import LADDER, PROPOSE_AT_GATE, DeltaKind, Fixer, Rung, apply_delta, fixers_for, propose_replan
-from domain.signals import Evidence, FailureSignal
-from domain.taxonomy import FailureType
+from metabuilder.domain.plans import RepairOptions, Step, parse_plan
+from metabuilder.domain.repair import LADDER, PROPOSE_AT_GATE, DeltaKind, Fixer, Rung, apply_delta, fixers_for, propose_replan
+from metabuilder.domain.signals import Evidence, FailureSignal
+from metabuilder.domain.taxonomy import FailureType
 
 
 def signal(t: FailureType, *patterns: str, text: str = "") -> FailureSignal:
@@ -61,7 +61,7 @@ def test_fallback_then_skip_optional_and_apply_delta() -> None:
 
 
 def test_plan_repair_section_is_validated() -> None:
-    from domain.plans import PlanError
+    from metabuilder.domain.plans import PlanError
 
     try:
         parse_plan("name: p\nrepair:\n  install: pip install it\n  install_allowlist: ['ok', 'no such']\n"
@@ -89,7 +89,7 @@ def test_unknown_escalates_after_its_retries_and_patches_are_only_proposed() -> 
 
 
 def test_a_gate_with_a_proposal_applies_it_and_a_high_risk_one_needs_a_reason() -> None:
-    from domain.approvals import (
+    from metabuilder.domain.approvals import (
         Decision,
         DecisionInput,
         GateAction,

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from domain import scanner
-from domain.classifier import classify
-from domain.knowledge import bundled_knowledge_base
-from domain.scanner import HyperscanEngine, RegexEngine, Scanner, clean, line_chunks
-from domain.taxonomy import FailureType
+from metabuilder.domain import scanner
+from metabuilder.domain.classifier import classify
+from metabuilder.domain.knowledge import bundled_knowledge_base
+from metabuilder.domain.scanner import HyperscanEngine, RegexEngine, Scanner, clean, line_chunks
+from metabuilder.domain.taxonomy import FailureType
 
 KB = bundled_knowledge_base()
 OWN = Path(__file__).resolve().parents[1] / "corpus" / "own"

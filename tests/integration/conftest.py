@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.settings import Settings
+from metabuilder.worker.settings import Settings
 
 ROOT = Path(__file__).parent.parent.parent
 
@@ -24,7 +24,7 @@ def start_worker(settings: Settings, address: str, log: Path) -> subprocess.Pope
            "META_BUILDER_METRICS_PORT": "0", "META_BUILDER_SDK_METRICS_PORT": "0"}
     env.pop("DATABASE_URL", None)
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "worker.cli", "worker"], cwd=ROOT, env=env,
+        return subprocess.Popen([sys.executable, "-m", "metabuilder.worker.cli", "worker"], cwd=ROOT, env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
 
 

@@ -8,15 +8,15 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-from domain.runs import RunStatus, StepStatus
-from service.runs import SubmitOptions, submit
-from store import repository
-from store.db import transaction
+from metabuilder.domain.runs import RunStatus, StepStatus
+from metabuilder.service.runs import SubmitOptions, submit
+from metabuilder.store import repository
+from metabuilder.store.db import transaction
 from tests.integration.conftest import start_worker, wait_for_file
 from tests.workflows.test_build_run import wait_for_step
-from worker.devserver import DevServer, free_port
-from worker.settings import Settings
-from workflows.build_run import BuildRunWorkflow
+from metabuilder.worker.devserver import DevServer, free_port
+from metabuilder.worker.settings import Settings
+from metabuilder.workflows.build_run import BuildRunWorkflow
 
 
 async def test_sigkilled_worker_step_is_rerun_by_another_worker(

@@ -12,19 +12,19 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client, WorkflowFailureError
 
-from activities.git import publish, snapshot
-from domain.payloads import BuildRunInput, WorkspaceRef
-from domain.plans import Plan, Step
-from domain.policy import AutofixSettings, effective_settings
-from domain.runs import RunStatus, new_run_id, run_branch
-from service.runs import SubmitOptions, Submitted, autofix_config, start, submit
-from store import repository
-from store.db import transaction
+from metabuilder.activities.git import publish, snapshot
+from metabuilder.domain.payloads import BuildRunInput, WorkspaceRef
+from metabuilder.domain.plans import Plan, Step
+from metabuilder.domain.policy import AutofixSettings, effective_settings
+from metabuilder.domain.runs import RunStatus, new_run_id, run_branch
+from metabuilder.service.runs import SubmitOptions, Submitted, autofix_config, start, submit
+from metabuilder.store import repository
+from metabuilder.store.db import transaction
 from tests.conftest import git
 from tests.integration.conftest import start_worker, wait_for_file
-from worker.devserver import DevServer
-from worker.settings import Settings
-from workflows.build_run import BuildRunWorkflow
+from metabuilder.worker.devserver import DevServer
+from metabuilder.worker.settings import Settings
+from metabuilder.workflows.build_run import BuildRunWorkflow
 
 
 def rows(sessions, run_id: str) -> list[tuple[str, int, str]]:  # type: ignore[no-untyped-def]

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from worker.devserver import free_port
+from metabuilder.worker.devserver import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 METABUILDER = Path(sys.executable).parent / "metabuilder"

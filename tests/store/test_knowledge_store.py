@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from activities.git import WorkspaceCache
-from activities.steps import StepActivities, StepSettings
-from domain.knowledge import PatternEntry
-from domain.taxonomy import FailureType
-from migrations import upgrade
-from store import knowledge
-from store.db import make_engine, session_factory, transaction
+from metabuilder.activities.git import WorkspaceCache
+from metabuilder.activities.steps import StepActivities, StepSettings
+from metabuilder.domain.knowledge import PatternEntry
+from metabuilder.domain.taxonomy import FailureType
+from metabuilder.migrations import upgrade
+from metabuilder.store import knowledge
+from metabuilder.store.db import make_engine, session_factory, transaction
 from tests.conftest import fresh_pg_database
 
 LOG = b"building\nERROR: frobnicator quota gate says no for build 42\n"
@@ -84,7 +84,7 @@ def test_corrections_export_as_a_corpus_that_eval_reads(tmp_path: Path) -> None:
     engine.dispose()
     env = {**os.environ, "DATABASE_URL": url, "META_BUILDER_HOME": str(tmp_path / "home")}
     out = tmp_path / "corpus"
-    cli = [sys.executable, "-m", "worker.cli"]
+    cli = [sys.executable, "-m", "metabuilder.worker.cli"]
     res = subprocess.run([*cli, "corrections", "export", str(out), "--tenant", "acme"], cwd=root, env=env,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr

@@ -12,13 +12,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, inspect, select
 
-from domain.payloads import RunRecord
-from domain.plans import parse_plan
-from domain.runs import RunStatus
-from migrations import current_revision, downgrade, upgrade
-from store import repository
-from store.db import make_engine, session_factory, transaction
-from store.models import Base, BuildRun, BuildStep, ScaffoldPlan, Tenant
+from metabuilder.domain.payloads import RunRecord
+from metabuilder.domain.plans import parse_plan
+from metabuilder.domain.runs import RunStatus
+from metabuilder.migrations import current_revision, downgrade, upgrade
+from metabuilder.store import repository
+from metabuilder.store.db import make_engine, session_factory, transaction
+from metabuilder.store.models import Base, BuildRun, BuildStep, ScaffoldPlan, Tenant
 from tests.conftest import fresh_pg_database
 
 HEAD_REVISION = "0005_gate_proposals"

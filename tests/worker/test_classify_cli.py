@@ -22,7 +22,7 @@ def _home(tmp_path_factory):
 
 
 def classify(*args: str, stdin: bytes | None = None, home: Path | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "worker.cli", "classify", *args], cwd=ROOT, input=stdin,
+    return subprocess.run([sys.executable, "-m", "metabuilder.worker.cli", "classify", *args], cwd=ROOT, input=stdin,
                           capture_output=True, timeout=60,
                           env={**os.environ, "META_BUILDER_HOME": str(home or HOME["path"])})
 

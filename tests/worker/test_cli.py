@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import git
-from worker.devserver import DevServer, free_port
-from worker.settings import Settings
+from metabuilder.worker.devserver import DevServer, free_port
+from metabuilder.worker.settings import Settings
 
 ROOT = Path(__file__).parent.parent.parent
 
 
 def metabuilder(*args: str, env: dict[str, str], cwd: Path = ROOT, timeout: float = 120
                 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "worker.cli", *args], cwd=cwd, env={**os.environ, **env},
+    return subprocess.run([sys.executable, "-m", "metabuilder.worker.cli", *args], cwd=cwd, env={**os.environ, **env},
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -127,7 +127,7 @@ def test_detach_returns_at_once_and_a_worker_process_runs_it(
     assert res.returncode == 0, res.stderr
     assert res.stdout == "det-1\n"  # the bare id, for RUN=$(metabuilder run --detach ...)
     assert "run det-1 started" in res.stderr
-    worker = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queues", "workflow,cpu"],
+    worker = subprocess.Popen([sys.executable, "-m", "metabuilder.worker.cli", "worker", "--queues", "workflow,cpu"],
                               cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
@@ -170,7 +170,7 @@ def test_demo_runs_on_its_own_embedded_server(tmp_path: Path) -> None:
            "META_BUILDER_DEV_SERVER_UI_PORT": str(ui)}
     env_clean = {k: v for k, v in os.environ.items() if k not in ("TEMPORAL_ADDRESS", "DATABASE_URL")}
     try:
-        res = subprocess.run([sys.executable, "-m", "worker.cli", "demo"], cwd=ROOT, env={**env_clean, **env},
+        res = subprocess.run([sys.executable, "-m", "metabuilder.worker.cli", "demo"], cwd=ROOT, env={**env_clean, **env},
                              capture_output=True, text=True, timeout=180)
         assert res.returncode == 0, res.stdout + res.stderr
         assert "The demo behaved as designed" in res.stdout
@@ -187,7 +187,7 @@ def test_demo_runs_on_its_own_embedded_server(tmp_path: Path) -> None:
                                  timeout=60)
         assert stopped.stdout.strip() == "stopped", (hint, stopped.stdout, stopped.stderr)
     finally:
-        subprocess.run([sys.executable, "-m", "worker.cli", "server", "stop"], cwd=ROOT,
+        subprocess.run([sys.executable, "-m", "metabuilder.worker.cli", "server", "stop"], cwd=ROOT,
                        env={**env_clean, **env}, capture_output=True, timeout=60)
 
 
@@ -228,7 +228,7 @@ def test_tenants_and_tokens(env: dict[str, str]) -> None:
 def test_a_gate_listed_and_approved_from_the_cli(env: dict[str, str], user_repo: Path, tmp_path: Path) -> None:
     plan = write_plan(tmp_path / "plan.yaml",
                       "  - name: deploy\n    command: echo deployed > d.txt\n    requires_approval: true\n")
-    run = subprocess.Popen([sys.executable, "-m", "worker.cli", "run", str(plan), "--workspace", str(user_repo),
+    run = subprocess.Popen([sys.executable, "-m", "metabuilder.worker.cli", "run", str(plan), "--workspace", str(user_repo),
                             "--run-id", "cli-gate-1", "--with-worker"], cwd=ROOT, env={**os.environ, **env},
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -6,7 +6,7 @@ import asyncio
 import subprocess
 from pathlib import Path
 
-from worker.devserver import DevServer, _alive, free_port
+from metabuilder.worker.devserver import DevServer, _alive, free_port
 
 
 def test_a_reused_pid_in_the_pid_file_is_left_alone(tmp_path: Path) -> None:

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from domain.runs import RunStatus
-from service.runs import SubmitOptions, submit
-from worker import follow as follow_module
-from worker.follow import follow
-from worker.settings import Settings
+from metabuilder.domain.runs import RunStatus
+from metabuilder.service.runs import SubmitOptions, submit
+from metabuilder.worker import follow as follow_module
+from metabuilder.worker.follow import follow
+from metabuilder.worker.settings import Settings
 
 SLOW = "name: slow\nsteps:\n  - name: wait\n    command: sleep 3 && echo done\n"
 

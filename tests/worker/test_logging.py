@@ -10,8 +10,8 @@ import sys
 
 SCRIPT = """
 import logging, structlog
-from worker.logging import configure_logging
-from worker.settings import Settings
+from metabuilder.worker.logging import configure_logging
+from metabuilder.worker.settings import Settings
 configure_logging(Settings.from_env())
 structlog.get_logger("metabuilder.events").info("autofix.retry", run_id="r1", step_id="fetch",
     signal_type="TRANSIENT", strategy="retry", outcome="retried", attempt=2)

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from worker.terminal import use_color
+from metabuilder.worker.terminal import use_color
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_classify_on_a_terminal_colours_only_without_no_color(tmp_path, no_color
         env["NO_COLOR"] = no_color
     master, slave = os.openpty()
     try:
-        proc = subprocess.run([sys.executable, "-m", "worker.cli", "classify", str(log)], stdout=slave,
+        proc = subprocess.run([sys.executable, "-m", "metabuilder.worker.cli", "classify", str(log)], stdout=slave,
                               stderr=subprocess.PIPE, env={**env, "META_BUILDER_HOME": str(tmp_path)}, timeout=60)
         os.close(slave)
         out = b""

@@ -12,11 +12,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy.orm import Session, sessionmaker
 
-from domain.runs import RunStatus
-from service.runs import SubmitOptions, submit
-from telemetry.tracing import TracingMode
-from worker.runtime import POOLS, build_workers, connect, running_workers
-from worker.settings import Settings, SettingsError
+from metabuilder.domain.runs import RunStatus
+from metabuilder.service.runs import SubmitOptions, submit
+from metabuilder.telemetry.tracing import TracingMode
+from metabuilder.worker.runtime import POOLS, build_workers, connect, running_workers
+from metabuilder.worker.settings import Settings, SettingsError
 
 
 async def test_a_traced_run_has_spans_for_its_start_workflow_and_steps(

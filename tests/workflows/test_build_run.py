@@ -11,16 +11,16 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from domain.payloads import RUN_FAILED, RunView
-from domain.runs import RunStatus, StepStatus, workflow_id
-from service.runs import RunExistsError, SubmitOptions, Submitted, submit
-from store import repository
-from store.db import transaction
+from metabuilder.domain.payloads import RUN_FAILED, RunView
+from metabuilder.domain.runs import RunStatus, StepStatus, workflow_id
+from metabuilder.service.runs import RunExistsError, SubmitOptions, Submitted, submit
+from metabuilder.store import repository
+from metabuilder.store.db import transaction
 from tests.conftest import git
-from worker.devserver import temporal_cli
-from worker.settings import Settings
-from workflows import search_attributes as sa
-from workflows.build_run import BuildRunWorkflow
+from metabuilder.worker.devserver import temporal_cli
+from metabuilder.worker.settings import Settings
+from metabuilder.workflows import search_attributes as sa
+from metabuilder.workflows.build_run import BuildRunWorkflow
 
 HISTORIES = Path(__file__).parent.parent / "histories"
 

@@ -11,8 +11,8 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from workflows.build_run import BuildRunWorkflow
-from workflows.repair import RepairWorkflow
+from metabuilder.workflows.build_run import BuildRunWorkflow
+from metabuilder.workflows.repair import RepairWorkflow
 
 HISTORIES = sorted((Path(__file__).parent.parent / "histories").glob("*.json"))
 

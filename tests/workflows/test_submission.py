@@ -8,10 +8,10 @@ import pytest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from domain.runs import workflow_id
-from service.runs import RunExistsError, SubmitOptions, submit
+from metabuilder.domain.runs import workflow_id
+from metabuilder.service.runs import RunExistsError, SubmitOptions, submit
 from tests.conftest import git
-from worker.settings import Settings
+from metabuilder.worker.settings import Settings
 
 
 def run_branches(settings: Settings) -> list[str]:
