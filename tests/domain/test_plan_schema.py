@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 import yaml
 
-from metabuilder.domain import plans, protected
+from metabuilder.domain import limits, plans, protected
 from metabuilder.domain.plans import PlanError, parse_plan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +58,16 @@ INVALID = {
                                          + STEP,
     "protected check with a bad class": "name: p\nprotected_checks:\n  - {name: x, paths: [a], classes: [LINTS]}\n"
                                         + STEP,
+    # the limits of domain/limits.py
+    "a plan name too long": f"name: {'p' * (limits.MAX_PLAN_NAME_CHARS + 1)}\n" + STEP,
+    "a plan name that is a path": "name: ../../tmp/evil\n" + STEP,
+    "too many steps": "name: p\nsteps:\n" + "".join(f"  - {{name: s{i}, command: x}}\n"
+                                                     for i in range(limits.MAX_STEPS + 1)),
+    "a NUL in a command": 'name: p\nsteps:\n  - name: a\n    command: "echo \\0"\n',
+    "a NUL in an env value": 'name: p\nsteps:\n  - name: a\n    command: x\n    env: {A: "x\\0y"}\n',
+    "a command over one execve argument": f"name: p\nsteps:\n  - name: a\n    command: {'x' * (limits.MAX_COMMAND_BYTES + 1)}\n",
+    "an env value over one execve string": f"name: p\nsteps:\n  - name: a\n    command: x\n"
+                                           f"    env: {{A: {'x' * (limits.MAX_ENV_ENTRY_BYTES + 1)}}}\n",
 }
 
 
@@ -100,3 +110,11 @@ def test_the_schema_names_exactly_the_parsers_fields() -> None:
 
 def test_the_schema_is_a_valid_json_schema() -> None:
     jsonschema.Draft202012Validator.check_schema(SCHEMA)
+
+
+def test_the_schemas_limits_are_the_parsers() -> None:
+    defs = SCHEMA["$defs"]
+    assert SCHEMA["properties"]["name"]["maxLength"] == limits.MAX_PLAN_NAME_CHARS
+    assert SCHEMA["properties"]["name"]["pattern"] == f"^{plans._PLAN_NAME.pattern}$"
+    assert SCHEMA["properties"]["steps"]["maxItems"] == limits.MAX_STEPS
+    assert defs["os_string"]["maxLength"] == limits.MAX_COMMAND_BYTES == limits.MAX_ENV_ENTRY_BYTES
