@@ -19,6 +19,14 @@ echo "==> wheel"
   || { cat "$work/build.log" >&2; exit 1; }
 wheel=$(ls "$work"/dist/*.whl)
 echo "    $(basename "$wheel")"
+tops=$("$python" - "$wheel" <<'PY'
+import sys, zipfile
+names = zipfile.ZipFile(sys.argv[1]).namelist()
+print(" ".join(sorted({n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")})))
+PY
+)
+[ "$tops" = "metabuilder" ] || { echo "check-wheel: the wheel installs '$tops' into site-packages, not only metabuilder" >&2; exit 1; }
+echo "    one import package: $tops"
 
 echo "==> fresh virtualenv, runtime dependencies only"
 python3 -m venv "$work/venv"
