@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -303,3 +303,43 @@ class Correction(Base):
     """``open``, or ``accepted`` once its proposed pattern became a tenant pattern."""
     created_by: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CircuitBreakerState(Base):
+    """One circuit breaker (seed 002's ``mb_v4_circuit_breaker_state``): the durable state that
+    ``domain.breakers`` computes, changed only by compare-and-set on ``version``."""
+
+    __tablename__ = "mb_v4_circuit_breaker_state"
+    __table_args__ = (UniqueConstraint("tenant_id", "failure_class", "dependency", name="uq_mb_v4_breaker_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    failure_class: Mapped[str] = mapped_column(String(32))
+    dependency: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16), default="closed")
+    failures: Mapped[list[float]] = mapped_column(JSON, default=list)
+    """Epoch seconds of the failures in the current window."""
+    opened_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    cooldown_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    next_probe_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    probe_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    probe_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    trips: Mapped[int] = mapped_column(Integer, default=0)
+    forced: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_reason: Mapped[str] = mapped_column(Text, default="")
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CircuitBreakerWait(Base):
+    """A run waiting on an open breaker, for the breakers list and the run page."""
+
+    __tablename__ = "mb_v4_circuit_breaker_waits"
+    __table_args__ = (UniqueConstraint("breaker_id", "run_id", name="uq_mb_v4_breaker_wait"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    breaker_id: Mapped[int] = mapped_column(ForeignKey("mb_v4_circuit_breaker_state.id", ondelete="CASCADE"),
+                                            index=True)
+    run_id: Mapped[str] = mapped_column(String(64), index=True)
+    step_name: Mapped[str] = mapped_column(String(64))
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -21,7 +21,7 @@ from metabuilder.store.db import make_engine, session_factory, transaction
 from metabuilder.store.models import Base, BuildRun, BuildStep, ScaffoldPlan, Tenant
 from tests.conftest import fresh_pg_database
 
-HEAD_REVISION = "0005_gate_proposals"
+HEAD_REVISION = "0006_circuit_breakers"
 PLAN = parse_plan("name: p\nsteps:\n  - {name: a, command: 'true'}\n")
 
 
