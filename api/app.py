@@ -8,7 +8,7 @@ from metabuilder.api import errors, metrics, portal
 from metabuilder.api.config import ApiConfig
 from metabuilder.api.deps import TemporalGateway, known_query_only
 from metabuilder.api.guards import LimitBody, ShedLoad
-from metabuilder.api.routes import approvals, audit, classify, plans, runs, settings
+from metabuilder.api.routes import approvals, audit, breakers, classify, plans, runs, settings
 from metabuilder.api.routes import knowledge as knowledge_routes
 
 DESCRIPTION = """\
@@ -29,7 +29,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.add_middleware(ShedLoad, max_in_flight=config.max_in_flight)
     metrics.install(app, config.sessions)  # outside the shedding: shed requests are counted (503)
     portal.install(app)
-    for module in (runs, approvals, settings, plans, classify, audit, knowledge_routes):
+    for module in (runs, approvals, settings, plans, classify, audit, knowledge_routes, breakers):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"])

@@ -12,14 +12,23 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from metabuilder.domain.breakers import Breaker, BreakerKey, BreakerPolicy, BreakerState, Decision, Transition, admit
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from metabuilder.domain.breakers import (
+    Breaker,
+    BreakerKey,
+    BreakerPolicy,
+    BreakerState,
+    Decision,
+    Transition,
+    admit,
+)
 from metabuilder.domain.taxonomy import FailureType
 from metabuilder.store.db import transaction
 from metabuilder.store.models import CircuitBreakerState, CircuitBreakerWait, utcnow
 from metabuilder.store.repository import ensure_tenant
-from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
 
 _ATTEMPTS = 20
 
@@ -69,8 +78,14 @@ def get(sessions: sessionmaker[Session], key: BreakerKey) -> Breaker:
 Step = Callable[[Breaker], tuple[Breaker, Transition | None]]
 
 
-def change(sessions: sessionmaker[Session], key: BreakerKey, step: Step) -> tuple[Breaker, Transition | None]:
-    """Apply ``step``, a pure function of the current value (``record_failure``...), atomically."""
+Audit = Callable[[Session, Breaker, Breaker], None]
+
+
+def change(sessions: sessionmaker[Session], key: BreakerKey, step: Step,
+           audit: Audit | None = None) -> tuple[Breaker, Transition | None]:
+    """Apply ``step``, a pure function of the current value (``record_failure``...), atomically.
+
+    ``audit(session, before, after)`` runs in the same transaction as the write (when there is one)."""
     for _ in range(_ATTEMPTS):
         try:
             with transaction(sessions) as s:
@@ -85,6 +100,8 @@ def change(sessions: sessionmaker[Session], key: BreakerKey, step: Step) -> tupl
                 current = to_breaker(row)
                 after, moved = step(current)
                 if after == current:
+                    if audit is not None:
+                        audit(s, current, after)
                     return after, moved
                 values = _columns(after) | {"version": row.version + 1, "updated_at": utcnow()}
                 if moved is not None:
@@ -93,6 +110,8 @@ def change(sessions: sessionmaker[Session], key: BreakerKey, step: Step) -> tupl
                                  .where(CircuitBreakerState.id == row.id, CircuitBreakerState.version == row.version)
                                  .values(**values).execution_options(synchronize_session=False))
                 if done.rowcount == 1:
+                    if audit is not None:
+                        audit(s, current, after)
                     return after, moved
         except IntegrityError:
             pass  # another writer created the row first: read it again

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from metabuilder.domain.breakers import (
     Admission,
     BreakerKey,
@@ -22,7 +23,6 @@ from metabuilder.domain.taxonomy import FailureType
 from metabuilder.migrations import upgrade
 from metabuilder.store import breakers
 from metabuilder.store.db import make_engine, session_factory
-
 from tests.conftest import fresh_pg_database
 
 KEY = BreakerKey("acme", FailureType.TRANSIENT, "127.0.0.1:8081")
@@ -60,7 +60,8 @@ def test_a_breaker_opens_probes_and_closes_through_the_store(sessions) -> None: 
     b, moved = breakers.change(sessions, KEY, functools.partial(record_success, now=114, run_id="a"))
     assert b.state is BreakerState.CLOSED and moved is not None
     [row] = breakers.list_breakers(sessions, "acme")
-    assert (row.breaker.state, row.breaker.trips, row.last_reason) == (BreakerState.CLOSED, 1, "the probe (run a) passed")
+    assert (row.breaker.state, row.breaker.trips) == (BreakerState.CLOSED, 1)
+    assert row.last_reason == "the probe (run a) passed"
 
 
 def test_waiting_runs_are_listed_with_their_breaker(sessions) -> None:  # type: ignore[no-untyped-def]
