@@ -59,6 +59,9 @@ class Step:
     idempotent: bool = True
     """False: the command must not run twice (a deploy, a payment); after an attempt whose end is
     unknown (its worker died while it ran) the step is not run again and the run fails."""
+    needs: list[str] = field(default_factory=list)
+    """Services the step depends on (``pypi``, ``staging-db:5432``): while a circuit breaker on one
+    of them is open, the step waits instead of running (``domain.breakers``)."""
 
 
 @dataclass(frozen=True)
@@ -125,8 +128,10 @@ _APPROVAL_KEYS = {"timeout", "on_expiry"}
 _REPAIR_KEYS = {"migrate", "install", "install_allowlist"}
 _STEP_KEYS = {
     "name", "command", "queue", "timeout", "env", "fix", "rollback", "fallback",
-    "requires_approval", "optional", "idempotent",
+    "requires_approval", "optional", "idempotent", "needs",
 }
+_NEED = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}")
+MAX_NEEDS = 16
 
 
 def parse_plan(text: str, source: str = "<plan>") -> Plan:
@@ -334,6 +339,7 @@ def _parse_step(reader: YamlReader, node: yaml.Node, index: int) -> Step | None:
         for key in ("requires_approval", "optional")
     }
     idempotent = reader.boolean(n, f"{label}.idempotent") if (n := get("idempotent")) is not None else True
+    needs = _needs(reader, get("needs"), f"{label}.needs")
     if len(reader.problems) != before or name is None or command is None:
         return None
     return Step(
@@ -341,8 +347,21 @@ def _parse_step(reader: YamlReader, node: yaml.Node, index: int) -> Step | None:
         fix_command=optional_text["fix"], rollback_command=optional_text["rollback"],
         fallback_command=optional_text["fallback"],
         requires_approval=flags["requires_approval"], optional=flags["optional"],
-        idempotent=idempotent,
+        idempotent=idempotent, needs=needs,
     )
+
+
+def _needs(reader: YamlReader, node: yaml.Node | None, fld: str) -> list[str]:
+    if node is None:
+        return []
+    needs = reader.string_list(node, fld)
+    for i, need in enumerate(needs):
+        if not _NEED.fullmatch(need):
+            reader.problem(node.value[i], f"{fld}[{i}]", f"{need!r} is not a service name (a host, host:port "
+                                                         "or a name: letters, digits, '_', '.', ':', '-')")
+    if len(needs) > MAX_NEEDS:
+        reader.problem(node, fld, f"{len(needs)} services; a step may need at most {MAX_NEEDS}")
+    return list(dict.fromkeys(needs))
 
 
 def read_plan_file(path: str | Path) -> str:
@@ -393,6 +412,8 @@ def step_to_dict(step: Step) -> dict[str, object]:
         out["optional"] = True
     if not step.idempotent:
         out["idempotent"] = False
+    if step.needs:
+        out["needs"] = list(step.needs)
     return out
 
 

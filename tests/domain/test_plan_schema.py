@@ -26,7 +26,8 @@ VALID = {
                    "approvals: {timeout: 2h, on_expiry: approve}\n"
                    "steps:\n  - name: a.b-c_d\n    command: 'true'\n    queue: io\n    timeout: 90\n"
                    "    env: {A: 1, B: true, C: text}\n    fix: fix it\n    rollback: undo\n    fallback: other\n"
-                   "    requires_approval: true\n    optional: false\n    idempotent: false\n",
+                   "    requires_approval: true\n    optional: false\n    idempotent: false\n"
+                   "    needs: [pypi, 'staging-db:5432']\n",
     "protected checks": "name: p\nprotected_checks:\n  - {name: notices, paths: [NOTICE], action: refuse}\n"
                         "  - {name: golden, classes: [TEST_ASSERT], in_paths: ['golden/*'], deleted: true,"
                         " removed: ['.'], why: reviewed by hand, waived_by_test_scope: false}\n" + STEP,
@@ -58,6 +59,10 @@ INVALID = {
                                          + STEP,
     "protected check with a bad class": "name: p\nprotected_checks:\n  - {name: x, paths: [a], classes: [LINTS]}\n"
                                         + STEP,
+    "a need with a space": "name: p\nsteps:\n  - name: a\n    command: x\n    needs: [two words]\n",
+    "needs not a list": "name: p\nsteps:\n  - name: a\n    command: x\n    needs: pypi\n",
+    "too many needs": "name: p\nsteps:\n  - name: a\n    command: x\n    needs: ["
+                      + ", ".join(f"s{i}" for i in range(17)) + "]\n",
     # the limits of domain/limits.py
     "a plan name too long": f"name: {'p' * (limits.MAX_PLAN_NAME_CHARS + 1)}\n" + STEP,
     "a plan name that is a path": "name: ../../tmp/evil\n" + STEP,
@@ -65,7 +70,8 @@ INVALID = {
                                                      for i in range(limits.MAX_STEPS + 1)),
     "a NUL in a command": 'name: p\nsteps:\n  - name: a\n    command: "echo \\0"\n',
     "a NUL in an env value": 'name: p\nsteps:\n  - name: a\n    command: x\n    env: {A: "x\\0y"}\n',
-    "a command over one execve argument": f"name: p\nsteps:\n  - name: a\n    command: {'x' * (limits.MAX_COMMAND_BYTES + 1)}\n",
+    "a command over one execve argument": f"name: p\nsteps:\n  - name: a\n"
+                                          f"    command: {'x' * (limits.MAX_COMMAND_BYTES + 1)}\n",
     "an env value over one execve string": f"name: p\nsteps:\n  - name: a\n    command: x\n"
                                            f"    env: {{A: {'x' * (limits.MAX_ENV_ENTRY_BYTES + 1)}}}\n",
 }

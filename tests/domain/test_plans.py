@@ -2,7 +2,15 @@ import textwrap
 
 import pytest
 
-from metabuilder.domain.plans import PlanError, Queue, load_plan, parse_duration, parse_plan, plan_to_dict
+from metabuilder.domain.plans import (
+    PlanError,
+    Queue,
+    load_plan,
+    parse_duration,
+    parse_plan,
+    plan_to_dict,
+    step_to_dict,
+)
 
 GOOD = """\
 name: demo
@@ -207,3 +215,12 @@ def test_env_values_keep_the_text_the_user_wrote() -> None:
                       " QUOTED: \"true\", HEX: 0x1F}\n")
     assert plan.steps[0].env == {"ANSWER": "NO", "MODE": "0755", "VERSION": "1.10", "AT": "12:30", "WHEN": "12:30",
                                  "ON": "yes", "N": "007", "QUOTED": "true", "HEX": "0x1F"}
+
+
+def test_a_step_declares_the_services_it_needs() -> None:
+    plan = parse_plan("name: p\nsteps:\n  - name: a\n    command: x\n    needs: [pypi, 'db:5432', pypi]\n")
+    assert plan.steps[0].needs == ["pypi", "db:5432"]
+    assert step_to_dict(plan.steps[0])["needs"] == ["pypi", "db:5432"]
+    assert parse_plan("name: p\nsteps:\n  - {name: a, command: x}\n").steps[0].needs == []
+    with pytest.raises(PlanError, match=r"steps\[0\] \(a\)\.needs\[1\]: 'a b' is not a service name"):
+        parse_plan("name: p\nsteps:\n  - name: a\n    command: x\n    needs: [ok, a b]\n")
