@@ -20,6 +20,7 @@ and applies these functions under a compare-and-set on the row's version.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -304,3 +305,44 @@ def breaker_keys(tenant: str, failure_class: FailureType | str, needs: StepNeeds
     if policy_for(failure_class, policies) is None:
         return []
     return [BreakerKey(tenant, FailureType(failure_class), d) for d in needs.dependencies()]
+
+
+def parse_policies(text: str, source: str = "META_V4_BREAKER_POLICIES") -> dict[FailureType, BreakerPolicy]:
+    """The breaker policies, from a JSON object of class -> fields over :data:`DEFAULT_POLICIES`.
+
+    ``{"TRANSIENT": {"threshold": 3, "cooldown_seconds": 10}, "INFRA": null}`` lowers the
+    TRANSIENT threshold and cooldown and turns INFRA's breaker off. Raises ``ValueError`` naming
+    the class and field that is wrong.
+    """
+    policies = dict(DEFAULT_POLICIES)
+    if not text.strip():
+        return policies
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{source}: not JSON ({err.msg} at character {err.pos})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: expected a JSON object of failure class -> policy")
+    fields = set(BreakerPolicy.__dataclass_fields__)
+    for name, given in data.items():
+        try:
+            cls = FailureType(str(name).upper())
+        except ValueError:
+            raise ValueError(f"{source}: {name!r} is not a failure class") from None
+        if given is None:
+            policies.pop(cls, None)
+            continue
+        if not isinstance(given, dict):
+            raise ValueError(f"{source}.{cls}: expected an object of policy fields, or null for no breaker")
+        unknown = sorted(set(given) - fields)
+        if unknown:
+            raise ValueError(f"{source}.{cls}: unknown field(s) {', '.join(unknown)} "
+                             f"(known: {', '.join(sorted(fields))})")
+        bad = [k for k, v in given.items() if isinstance(v, bool) or not isinstance(v, (int, float))]
+        if bad:
+            raise ValueError(f"{source}.{cls}.{bad[0]}: expected a number, got {given[bad[0]]!r}")
+        try:
+            policies[cls] = replace(policies.get(cls, BreakerPolicy()), **given)
+        except ValueError as err:
+            raise ValueError(f"{source}.{cls}: {err}") from None
+    return policies

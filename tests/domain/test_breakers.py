@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from metabuilder.domain.breakers import (
+    DEFAULT_POLICIES,
     Admission,
     Breaker,
     BreakerKey,
@@ -16,6 +17,7 @@ from metabuilder.domain.breakers import (
     breaker_keys,
     named_dependencies,
     override,
+    parse_policies,
     record_failure,
     record_success,
     wait_too_long,
@@ -168,3 +170,27 @@ def test_the_failures_names_win_and_a_failure_naming_nothing_is_charged_to_the_d
 ])
 def test_only_classes_that_name_a_dependency_have_breakers(cls: FailureType | str, count: int) -> None:
     assert len(breaker_keys("acme", cls, StepNeeds(declared=("pypi",)))) == count
+
+
+def test_policies_from_the_setting() -> None:
+    policies = parse_policies('{"transient": {"threshold": 2, "cooldown_seconds": 1}, "INFRA": null}')
+    assert policies[FailureType.TRANSIENT] == BreakerPolicy(threshold=2, window_seconds=60, cooldown_seconds=1)
+    assert FailureType.INFRA not in policies and FailureType.RATE_LIMIT in policies
+    assert parse_policies("") == dict(DEFAULT_POLICIES)
+    lint = parse_policies('{"LINT": {"threshold": 9}}')[FailureType.LINT]
+    assert lint.threshold == 9  # a class may be given a breaker
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ("{", "META_V4_BREAKER_POLICIES: not JSON"),
+    ("[]", "expected a JSON object"),
+    ('{"NOPE": {}}', "'NOPE' is not a failure class"),
+    ('{"TRANSIENT": 3}', "META_V4_BREAKER_POLICIES.TRANSIENT: expected an object"),
+    ('{"TRANSIENT": {"treshold": 3}}', "unknown field(s) treshold"),
+    ('{"TRANSIENT": {"threshold": "3"}}', "TRANSIENT.threshold: expected a number"),
+    ('{"TRANSIENT": {"threshold": 0}}', "TRANSIENT: breaker policy: threshold must be above 0"),
+])
+def test_a_bad_policy_setting_names_the_class_and_field(text: str, why: str) -> None:
+    with pytest.raises(ValueError) as err:
+        parse_policies(text)
+    assert why in str(err.value)
