@@ -169,16 +169,27 @@ def list_breakers(sessions: sessionmaker[Session], tenant: str | None = None) ->
         return [BreakerRow(to_breaker(r), r.last_reason, r.updated_at, waits.get(r.id, [])) for r in rows]
 
 
-def set_waiting(sessions: sessionmaker[Session], key: BreakerKey, run_id: str, step_name: str) -> None:
-    """Note that a run waits on the breaker (idempotent)."""
+def set_waiting(sessions: sessionmaker[Session], key: BreakerKey, run_id: str, step_name: str) -> float:
+    """Note that a run waits on the breaker (idempotent); returns since when (epoch seconds)."""
     with transaction(sessions) as s:
         row = _row(s, key)
         if row is None:
-            return
-        exists = s.scalars(select(CircuitBreakerWait.id).where(
+            return utcnow().timestamp()
+        since = s.scalars(select(CircuitBreakerWait.since).where(
             CircuitBreakerWait.breaker_id == row.id, CircuitBreakerWait.run_id == run_id)).first()
-        if exists is None:
-            s.add(CircuitBreakerWait(breaker_id=row.id, run_id=run_id, step_name=step_name, since=utcnow()))
+        if since is None:
+            since = utcnow()
+            s.add(CircuitBreakerWait(breaker_id=row.id, run_id=run_id, step_name=step_name, since=since))
+        return _ts(since) or 0.0
+
+
+def waited_on(sessions: sessionmaker[Session], run_id: str) -> list[str]:
+    """The dependencies of the breakers a run waits on (what its steps were found to need)."""
+    with transaction(sessions) as s:
+        return list(dict.fromkeys(s.scalars(
+            select(CircuitBreakerState.dependency).join(CircuitBreakerWait,
+                                                        CircuitBreakerWait.breaker_id == CircuitBreakerState.id)
+            .where(CircuitBreakerWait.run_id == run_id).order_by(CircuitBreakerWait.id))))
 
 
 def clear_waiting(sessions: sessionmaker[Session], run_id: str) -> None:

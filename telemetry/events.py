@@ -13,6 +13,7 @@ from collections.abc import Iterable
 import structlog
 
 from metabuilder.domain.approvals import GateKind, GateStatus, GateView
+from metabuilder.domain.breakers import Transition
 from metabuilder.domain.payloads import AutofixEvent
 from metabuilder.domain.runs import RunStatus
 from metabuilder.telemetry import metrics
@@ -65,3 +66,10 @@ def step_finished(run_id: str, step: str, queue: str, attempt: int, status: str,
     metrics.OPERATION_SECONDS.labels("step").observe(seconds)
     log.info("step.finished", run_id=run_id, step_id=step, attempt=attempt, outcome=status, exit_code=exit_code,
              signal_type=signal_type, seconds=round(seconds, 3))
+
+
+def breaker_transition(transition: Transition, run_id: str | None = None) -> None:
+    """A circuit breaker changed state (written once: the store's compare-and-set decided it)."""
+    metrics.BREAKER_TRANSITIONS.labels(str(transition.key.failure_class), str(transition.after)).inc()
+    log.info("breaker.transition", breaker=str(transition.key), before=str(transition.before),
+             after=str(transition.after), reason=transition.reason, run_id=run_id)

@@ -49,6 +49,9 @@ APPROVAL_REQUESTS = Counter(
 RUN_TRANSITIONS = Counter(
     "metabuilder_runs_total", "Runs entering each status (pending, running, paused..., succeeded, failed).",
     ["status"])
+BREAKER_TRANSITIONS = Counter(
+    "metabuilder_circuit_breaker_transitions_total",
+    "Circuit breakers changing state (to closed, open or half_open), by failure class.", ["class", "to"])
 STEP_ATTEMPTS = Counter(
     "metabuilder_step_attempts_total", "Finished step attempts, by worker pool and status.", ["queue", "status"])
 OPERATION_SECONDS = Histogram(

@@ -1,0 +1,135 @@
+"""What the step activity asks and tells the tenant's circuit breakers (``domain.breakers``).
+
+Before a step runs, :meth:`Breakers.admit` checks the breakers on what the step needs: the
+services it declares (``needs:``) and those its run was found waiting on. An open breaker
+answers with a :class:`Wait`; the activity then raises ``BREAKER_OPEN`` (not retryable, so no
+Temporal attempt and no retry budget is spent) and the workflow sleeps until the wait's end and
+runs the step again. After a failure, :meth:`Breakers.failed` counts it against the breakers of
+the dependencies the failure names; after a success, :meth:`Breakers.passed` lets a probe close
+its breaker.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from metabuilder.domain.breakers import (
+    DEFAULT_POLICIES,
+    Admission,
+    Breaker,
+    BreakerKey,
+    BreakerPolicy,
+    BreakerState,
+    StepNeeds,
+    Transition,
+    breaker_keys,
+    named_dependencies,
+    policy_for,
+    record_failure,
+    record_success,
+    wait_too_long,
+)
+from metabuilder.domain.signals import FailureSignal
+from metabuilder.domain.taxonomy import FailureType
+from metabuilder.store import breakers as store
+from metabuilder.telemetry import events
+
+BREAKER_OPEN = "BREAKER_OPEN"
+"""The ``ApplicationError`` type of a step held by an open breaker (details: :meth:`Wait.details`)."""
+
+
+@dataclass(frozen=True)
+class BreakerSettings:
+    enabled: bool = True
+    policies: Mapping[FailureType, BreakerPolicy] = field(default_factory=lambda: dict(DEFAULT_POLICIES))
+
+
+@dataclass(frozen=True)
+class Wait:
+    """A step held by a breaker: until when, and whether it has waited too long (go to a gate)."""
+
+    key: BreakerKey
+    until: float
+    since: float
+    escalate: bool
+
+    def details(self) -> dict[str, object]:
+        return {"breaker": str(self.key), "failure_class": str(self.key.failure_class),
+                "dependency": self.key.dependency, "until": self.until, "since": self.since,
+                "escalate": self.escalate}
+
+
+class Breakers:
+    def __init__(self, sessions: sessionmaker[Session], settings: BreakerSettings | None = None) -> None:
+        self.sessions = sessions
+        self.settings = settings or BreakerSettings()
+
+    def _policy(self, key: BreakerKey) -> BreakerPolicy:
+        return policy_for(key.failure_class, self.settings.policies) or BreakerPolicy()
+
+    def _moved(self, transition: Transition | None, run_id: str) -> None:
+        if transition is not None:
+            events.breaker_transition(transition, run_id)
+
+    def needs(self, run_id: str, declared: Sequence[str], earlier_evidence: Sequence[str] = ()) -> list[str]:
+        """What a step of the run depends on: its ``needs:``, what the evidence of its earlier
+        failed attempts names, and what its run has waited on."""
+        if not self.settings.enabled:
+            return []
+        return list(dict.fromkeys([*declared, *named_dependencies(earlier_evidence),
+                                   *store.waited_on(self.sessions, run_id)]))
+
+    def admit(self, tenant: str, run_id: str, step_name: str, dependencies: Sequence[str]) -> Wait | None:
+        """None: the step may run (every breaker closed, or this run is the probe)."""
+        if not self.settings.enabled or not dependencies:
+            return None
+        now = time.time()
+        for b in store.open_breakers(self.sessions, tenant, dependencies):
+            policy = self._policy(b.key)
+            decision = store.admit_run(self.sessions, b.key, run_id, policy, now)
+            self._moved(decision.transition, run_id)
+            if decision.admission is Admission.WAIT:
+                return self._wait(b.key, run_id, step_name, decision.until or now + policy.cooldown_seconds, policy)
+        return None
+
+    def _wait(self, key: BreakerKey, run_id: str, step_name: str, until: float, policy: BreakerPolicy) -> Wait:
+        since = store.set_waiting(self.sessions, key, run_id, step_name)
+        return Wait(key, until, since, wait_too_long(since, until, policy))
+
+    def failed(self, tenant: str, run_id: str, step_name: str, signal: FailureSignal,
+               declared: Sequence[str]) -> Wait | None:
+        """Count a failure; a Wait when a breaker of what it names is (now) open."""
+        if not self.settings.enabled:
+            return None
+        needs = StepNeeds(tuple(declared), tuple(named_dependencies(e.text for e in signal.evidence)))
+        now = time.time()
+        held: Wait | None = None
+        for key in breaker_keys(tenant, signal.type, needs, self.settings.policies):
+            policy = self._policy(key)
+            after, moved = store.change(self.sessions, key,
+                                        functools.partial(record_failure, now=now, policy=policy, run_id=run_id))
+            self._moved(moved, run_id)
+            if held is None and after.state is not BreakerState.CLOSED:
+                held = self._wait(key, run_id, step_name, _next_look(after, now, policy), policy)
+        return held
+
+    def passed(self, tenant: str, run_id: str, dependencies: Sequence[str]) -> None:
+        """A step that needed these passed: a probe among them closes its breaker."""
+        if not self.settings.enabled or not dependencies:
+            return
+        now = time.time()
+        for b in store.open_breakers(self.sessions, tenant, dependencies):
+            _, moved = store.change(self.sessions, b.key, functools.partial(record_success, now=now, run_id=run_id))
+            self._moved(moved, run_id)
+        store.clear_waiting(self.sessions, run_id)
+
+
+def _next_look(b: Breaker, now: float, policy: BreakerPolicy) -> float:
+    if b.state is BreakerState.OPEN and b.next_probe_at is not None:
+        return b.next_probe_at
+    return now + min(b.cooldown_seconds or policy.cooldown_seconds, 30.0)
