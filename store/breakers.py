@@ -196,3 +196,21 @@ def clear_waiting(sessions: sessionmaker[Session], run_id: str) -> None:
     """The run waits on no breaker any more (it resumed, or ended)."""
     with transaction(sessions) as s:
         s.execute(delete(CircuitBreakerWait).where(CircuitBreakerWait.run_id == run_id))
+
+
+STATE_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+"""The gauge's reading of a state: higher is worse."""
+
+
+def gauges(sessions: sessionmaker[Session], now: float) -> dict[tuple[str, str], tuple[int, float]]:
+    """Per (class, dependency) over all tenants: the worst state and how long the longest-open
+    breaker has been open (0 when none is), for ``/metrics`` (no tenant in the labels)."""
+    out: dict[tuple[str, str], tuple[int, float]] = {}
+    with transaction(sessions) as s:
+        for row in s.scalars(select(CircuitBreakerState)):
+            b = to_breaker(row)
+            state = STATE_VALUE[b.state]
+            open_for = now - b.opened_at if b.state is not BreakerState.CLOSED and b.opened_at else 0.0
+            worst, longest = out.get((row.failure_class, row.dependency), (0, 0.0))
+            out[(row.failure_class, row.dependency)] = (max(worst, state), max(longest, open_for))
+    return out

@@ -53,6 +53,6 @@ def test_the_operations_guide_lists_every_table() -> None:
     from metabuilder.store.models import Base
 
     section = (ROOT / "docs" / "operations.md").read_text().split("## Database", 1)[1]
-    listed = set(re.findall(r"`([a-z_]+)`", "\n".join(line.split("|")[1] for line in section.splitlines()
+    listed = set(re.findall(r"`([a-z0-9_]+)`", "\n".join(line.split("|")[1] for line in section.splitlines()
                                                           if line.startswith("| `"))))
     assert listed == set(Base.metadata.tables)

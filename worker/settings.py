@@ -10,7 +10,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
 
+from metabuilder.activities.breakers import BreakerSettings
 from metabuilder.activities.llm import LlmSettings
+from metabuilder.domain.breakers import parse_policies
 from metabuilder.domain.policy import AutofixSettings, PolicyError, platform_settings
 from metabuilder.telemetry.tracing import TracingMode
 from metabuilder.telemetry.tracing import missing_modules as tracing_missing_modules
@@ -73,6 +75,10 @@ class Settings:
     or ``up`` process; 0: none."""
     tracing: TracingMode = TracingMode.OFF
     """``META_BUILDER_TRACING``: OpenTelemetry spans of runs, workflow tasks and activities."""
+    breakers: BreakerSettings = field(default_factory=BreakerSettings)
+    """``META_V4_BREAKERS_ENABLED`` and ``META_V4_BREAKER_POLICIES``: circuit breakers (``domain.breakers``)."""
+    breaker_alert_after_seconds: float = 900.0
+    """``META_V4_BREAKER_ALERT_AFTER_SECONDS``: served on ``/metrics`` for the CircuitBreakerOpenTooLong alert."""
     temporal_env: Mapping[str, str] = field(default_factory=dict)
     """The SDK's environment configuration (``TEMPORAL_*``: address, namespace, TLS, API key,
     ``TEMPORAL_PROFILE`` and ``TEMPORAL_CONFIG_FILE``), read by ``worker.runtime.connect``."""
@@ -125,6 +131,8 @@ class Settings:
             autofix=autofix,
             llm=_llm(env),
             llm_classify=_llm_classify(env),
+            breakers=_breakers(env),
+            breaker_alert_after_seconds=_float(env, "META_V4_BREAKER_ALERT_AFTER_SECONDS", 900.0, 1.0, 7 * 86400.0),
             home=home,
             environment=environment,
             temporal_address=env.get("TEMPORAL_ADDRESS") or None,
@@ -168,6 +176,23 @@ def _llm(env: Mapping[str, str]) -> LlmSettings | None:
         price_in_per_million=_float(env, "META_BUILDER_LLM_PRICE_IN", 0.0, 0.0, 1e4),
         price_out_per_million=_float(env, "META_BUILDER_LLM_PRICE_OUT", 0.0, 0.0, 1e4),
         timeout_seconds=_float(env, "META_BUILDER_LLM_TIMEOUT_SECONDS", 120.0, 1.0, 3600.0))
+
+
+def _breakers(env: Mapping[str, str]) -> BreakerSettings:
+    try:
+        policies = parse_policies(env.get("META_V4_BREAKER_POLICIES") or "")
+    except ValueError as err:
+        raise SettingsError(str(err)) from None
+    return BreakerSettings(enabled=_bool(env, "META_V4_BREAKERS_ENABLED", True), policies=policies)
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+        raise SettingsError(f"{name}={raw!r}: expected true or false")
+    return raw in ("true", "1", "yes", "on")
 
 
 def _llm_classify(env: Mapping[str, str]) -> bool:
