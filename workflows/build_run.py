@@ -43,6 +43,7 @@ from metabuilder.workflows.execution import (
     StepCancelled,
     classified_event,
     execute_step,
+    failure_message,
     retry_events,
 )
 from metabuilder.workflows.gates import ApprovalGates
@@ -179,10 +180,9 @@ class BuildRunWorkflow(ApprovalGates):
                 raise StepCancelled() from err
             assert isinstance(err, ChildWorkflowError)
             # A repair that breaks must not lose the run: a person takes over.
-            cause = err.cause.message if err.cause else err.message
             return RepairResult(outcome=RepairOutcome.ESCALATED, retry_state=self._state,
                                 attempt_base=slot.attempts, seq=self._seq,
-                                reason=f"the repair of {slot.step.name!r} failed: {cause}")
+                                reason=f"the repair of {slot.step.name!r} failed: {failure_message(err)}")
 
     async def _escalated(self, inp: BuildRunInput, pos: int, signal: FailureSignal, result: RepairResult) -> int:
         """The ladder gave up: a person decides at a gate; return the position to go on from."""

@@ -17,7 +17,14 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.converter import value_to_type
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError, is_cancelled_exception
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    FailureError,
+    TimeoutError,
+    is_cancelled_exception,
+)
 
 from metabuilder.domain.outcomes import EventOutcome, Strategy
 from metabuilder.domain.payloads import (
@@ -117,16 +124,22 @@ def _failed(step: Step, err: ActivityError) -> Execution:
     if isinstance(cause, ApplicationError) and cause.type in (STEP_CANNOT_START, STEP_OUTCOME_UNKNOWN):
         reason = cause.message  # names the step already
     elif isinstance(cause, TimeoutError):
-        reason = f"step {step.name!r} did not finish: {cause.type.name.lower().replace('_', '-')} timeout"
+        kind = cause.type.name.lower().replace("_", "-") if cause.type else "unknown"
+        reason = f"step {step.name!r} did not finish: {kind} timeout"
     else:
-        reason = f"step {step.name!r} could not be run: {cause.message if cause else err.message}"
+        reason = f"step {step.name!r} could not be run: {failure_message(err)}"
     return Execution(ok=False, result=StepResult(exit_code=-1, duration_seconds=0.0, commit=""), reason=reason)
+
+
+def failure_message(err: FailureError) -> str:
+    """The message of the failure that caused ``err`` (an activity's or a child's), else its own."""
+    return err.cause.message if isinstance(err.cause, FailureError) else err.message
 
 
 def retry_events(step: str, result: StepResult, next_seq: int) -> list[AutofixEvent]:
     """Timeline entries for the Temporal retries inside one execution (read from its result)."""
     now = workflow.now().isoformat()
-    events = []
+    events: list[AutofixEvent] = []
     for record in result.retries:
         events.append(AutofixEvent(
             seq=next_seq + len(events), at=now, step=step, strategy=Strategy.RETRY, outcome=EventOutcome.RETRIED,

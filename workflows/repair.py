@@ -61,6 +61,7 @@ from metabuilder.workflows.execution import (
     Execution,
     StepCancelled,
     execute_step,
+    failure_message,
 )
 
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
@@ -191,7 +192,7 @@ class RepairWorkflow:
         patch that is checked but not applied is held for the gate (``self.proposal``)."""
         inp, signal, seq = self.inp, self.signal, self._next_seq()
         propose_only = signal.type in PROPOSE_AT_GATE
-        applied = await workflow.execute_activity(
+        applied: ApplyResult = await workflow.execute_activity(
             "apply_patch", ApplyInput(
                 run=inp.run.ref, step_index=inp.step_index, step_name=inp.step.name, commit=self.commit,
                 proposal=patch, write_scope=list(inp.plan.write_scope), seq=seq, signal_type=signal.type,
@@ -242,21 +243,23 @@ class RepairWorkflow:
         fix = FixInput(run=inp.run.ref, step_index=inp.step_index, step=step, commit=self.commit, fixer=fixer,
                        command=choice.command, signal=self.signal, log_tail=inp.failed.log_tail,
                        label=f"fix-{self.seq}-{fixer}")
+        patch: PatchProposal
         try:
             if fixer is Fixer.LLM:
-                return await workflow.execute_activity(
+                patch = await workflow.execute_activity(
                     "propose_llm_patch", fix, result_type=PatchProposal, task_queue=self._queue(Queue.LLM),
                     schedule_to_start_timeout=LLM_QUEUE_WAIT, start_to_close_timeout=REPAIR_ACTIVITY_TIMEOUT,
                     retry_policy=ACTIVITY_RETRY)
-            return await workflow.execute_activity(
-                "propose_fix", fix, result_type=PatchProposal, task_queue=self._queue(step.queue),
-                start_to_close_timeout=timedelta(seconds=step.timeout_seconds) + REPAIR_ACTIVITY_TIMEOUT,
-                retry_policy=ACTIVITY_RETRY)
+            else:
+                patch = await workflow.execute_activity(
+                    "propose_fix", fix, result_type=PatchProposal, task_queue=self._queue(step.queue),
+                    start_to_close_timeout=timedelta(seconds=step.timeout_seconds) + REPAIR_ACTIVITY_TIMEOUT,
+                    retry_policy=ACTIVITY_RETRY)
         except ActivityError as err:
             if is_cancelled_exception(err):
                 raise StepCancelled() from err
-            cause = err.cause.message if err.cause else err.message
-            return PatchProposal(fixer=fixer, diff="", summary=f"the fixer failed: {cause}")
+            return PatchProposal(fixer=fixer, diff="", summary=f"the fixer failed: {failure_message(err)}")
+        return patch
 
     # --- helpers ---
 
