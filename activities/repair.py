@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 from metabuilder.activities.git import GitError
 from metabuilder.activities.llm import LlmError, LlmSettings, propose
+from metabuilder.activities.shapes import FirstShape, current
 from metabuilder.activities.steps import StepActivities
 from metabuilder.domain.outcomes import Fixer
 from metabuilder.domain.payloads import ApplyInput, ApplyResult, FixInput, PatchProposal, RollbackInput, RollbackResult
@@ -34,9 +35,10 @@ class RepairActivities:
 
     @activity.defn(name="propose_fix")
     @timed_async("propose_fix")
-    async def propose_fix(self, inp: FixInput) -> PatchProposal:
+    async def propose_fix(self, inp: FixInput | FirstShape) -> PatchProposal:
         """Run a deterministic fixer (the step's fix command, ``alembic merge heads``) in the run's
         checkout at ``inp.commit`` and return what it changed as a diff; the checkout is left clean."""
+        inp = current(FixInput, inp)
         assert inp.command is not None
         log_path = self.steps.log_path(inp.run.run_id, inp.step_index, inp.step.name, inp.label or "fix")
         async with self.steps.checkout(inp.run.run_id, inp.run.repo_url, inp.run.branch, inp.commit) as (workdir, pgid):
@@ -51,8 +53,9 @@ class RepairActivities:
 
     @activity.defn(name="propose_llm_patch")
     @timed_async("propose_llm_patch")
-    async def propose_llm_patch(self, inp: FixInput) -> PatchProposal:
+    async def propose_llm_patch(self, inp: FixInput | FirstShape) -> PatchProposal:
         """Ask the configured LLM for a patch (an empty diff when none is configured)."""
+        inp = current(FixInput, inp)
         if self.llm is None:
             return PatchProposal(fixer=Fixer.LLM, diff="", summary=LLM_NOT_CONFIGURED)
         async with self.steps.checkout(inp.run.run_id, inp.run.repo_url, inp.run.branch, inp.commit) as (workdir, _):
@@ -64,11 +67,12 @@ class RepairActivities:
 
     @activity.defn(name="apply_patch")
     @timed_async("apply_patch")
-    async def apply_patch(self, inp: ApplyInput) -> ApplyResult:
+    async def apply_patch(self, inp: ApplyInput | FirstShape) -> ApplyResult:
         """Check a proposed patch against the sandbox rules and the protected checks; apply it as a
         commit on the run branch (also kept at ``refs/metabuilder/<run>/patch-<seq>``) only if it
         is allowed and not ``propose_only``, or if a person approved it. Recorded either way,
         idempotently by (run, seq): a proposal approved later updates its own record."""
+        inp = current(ApplyInput, inp)
         checks = [*default_checks(), *inp.protected_checks]
         failure = FailureType(inp.signal_type)
         review = review_patch(inp.proposal.diff, failure, inp.write_scope, checks)
@@ -124,9 +128,10 @@ class RepairActivities:
 
     @activity.defn(name="rollback")
     @timed_async("rollback")
-    async def rollback(self, inp: RollbackInput) -> RollbackResult:
+    async def rollback(self, inp: RollbackInput | FirstShape) -> RollbackResult:
         """Reset the run branch to the last good commit, then run the completed steps' rollback
         commands (given in reverse plan order) in a checkout of it. Stops at the first that fails."""
+        inp = current(RollbackInput, inp)
         ran: list[str] = []
         run = inp.run
         async with self.steps.checkout(run.run_id, run.repo_url, run.branch, inp.last_good_commit) as (workdir, pgid):

@@ -24,6 +24,7 @@ from metabuilder.activities.completion import Completion, Recorded, read_recorde
 from metabuilder.activities.git import GitError, WorkspaceCache
 from metabuilder.activities.llm import LlmSettings
 from metabuilder.activities.llm_classifier import LlmClassifier
+from metabuilder.activities.shapes import FirstShape, current
 from metabuilder.domain.classifier import classify, failure_window
 from metabuilder.domain.knowledge import KnowledgeBase
 from metabuilder.domain.payloads import (
@@ -84,7 +85,7 @@ class StepActivities:
         return signal_
 
     @activity.defn(name="run_step")
-    async def run_step(self, inp: StepInput) -> StepResult:
+    async def run_step(self, inp: StepInput | FirstShape) -> StepResult:
         """Run one step and return its result. A non-zero exit is classified from the log and
         raised as ``ApplicationError`` typed by its class (``StepFailed`` without auto-fix),
         carrying the same result as details: retryable, with a per-class ``next_retry_delay``,
@@ -99,6 +100,7 @@ class StepActivities:
         (``StepCannotStart``). Rows are upserted by (run, step, attempt number).
         Heartbeats every second while the command runs; cancellation kills the process group.
         """
+        inp = current(StepInput, inp)
         info = activity.info()
         number = inp.attempt_base + info.attempt
         attempt = repository.StepAttempt(

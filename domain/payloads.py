@@ -408,3 +408,19 @@ class GateRecord:
 
     tenant: str
     gate: GateView
+
+
+FIRST_SHAPE_RUN_KEYS = ("run_id", "tenant", "repo_url", "branch")
+"""What activity inputs of the first shape carried at their top level instead of one ``run``."""
+
+
+def nest_run_ref(data: dict[str, Any], *, tenant: str = "default") -> dict[str, Any]:
+    """An activity input of the first shape (``run_id``, ``tenant``, ``repo_url``, ``branch`` at the
+    top; ``FixInput`` and ``RollbackInput`` had no tenant) in today's, with one ``run``. For an
+    activity scheduled by the previous version and retried on this one."""
+    if "run" in data or not {"run_id", "repo_url", "branch"} <= data.keys():
+        raise TypeError(f"not an activity input of the first shape (keys: {', '.join(sorted(data))})")
+    rest = {k: v for k, v in data.items() if k not in FIRST_SHAPE_RUN_KEYS}
+    run = {"run_id": data["run_id"], "tenant": data.get("tenant", tenant), "repo_url": data["repo_url"],
+           "branch": data["branch"]}
+    return {"run": run, **rest}

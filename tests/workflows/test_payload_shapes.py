@@ -9,13 +9,25 @@ from __future__ import annotations
 
 import base64
 import json
+import typing
 from pathlib import Path
 
 import pytest
 from temporalio.converter import DataConverter, value_to_type
 
+from metabuilder.activities.repair import RepairActivities
+from metabuilder.activities.shapes import current
+from metabuilder.activities.steps import StepActivities
 from metabuilder.domain.outcomes import EventOutcome, RepairOutcome, Strategy
-from metabuilder.domain.payloads import AutofixEvent, RepairInput, RepairResult
+from metabuilder.domain.payloads import (
+    ApplyInput,
+    AutofixEvent,
+    FixInput,
+    RepairInput,
+    RepairResult,
+    RollbackInput,
+    StepInput,
+)
 from metabuilder.domain.taxonomy import FailureType
 
 HISTORIES = Path(__file__).parent.parent / "histories"
@@ -64,3 +76,37 @@ def test_enums_encode_as_the_plain_strings() -> None:
     [payload] = DataConverter.default.payload_converter.to_payloads([event])
     data = json.loads(payload.data)
     assert (data["strategy"], data["outcome"], data["signal_type"]) == ("flake_check", "failed_again", "TEST_ASSERT")
+
+
+_ACTIVITIES = {"run_step": StepActivities, "propose_fix": RepairActivities, "propose_llm_patch": RepairActivities,
+               "apply_patch": RepairActivities, "rollback": RepairActivities}
+ACTIVITY_INPUTS = {"run_step": StepInput, "propose_fix": FixInput, "propose_llm_patch": FixInput,
+                   "apply_patch": ApplyInput, "rollback": RollbackInput}
+OLD_RUNS = sorted(p for p in HISTORIES.glob("*.json") if "." not in p.stem and "repair" not in p.stem)
+OLD_SCHEDULED = sorted({
+    (e["activityTaskScheduledEventAttributes"]["activityType"]["name"], path.stem): e
+    for path in [*OLD_RUNS, *OLD_CHILDREN] for e in _events(path)
+    if e["eventType"] == "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED"
+    and e["activityTaskScheduledEventAttributes"]["activityType"]["name"] in ACTIVITY_INPUTS}.items())
+"""One activity of each type per old history, as the previous version scheduled it."""
+
+
+@pytest.mark.parametrize(("key", "event"), OLD_SCHEDULED, ids=[f"{k[1]}-{k[0]}" for k, _ in OLD_SCHEDULED])
+def test_an_activity_scheduled_by_the_previous_version_runs_on_this_one(key: tuple[str, str], event: dict) -> None:  # type: ignore[type-arg]
+    name = key[0]
+    raw = _payload(event, "activityTaskScheduledEventAttributes")
+    cls = ACTIVITY_INPUTS[name]
+    # What the worker's converter makes of it with the activity's own parameter type.
+    arg_type = typing.get_type_hints(getattr(_ACTIVITIES[name], name))["inp"]
+    inp = current(cls, DataConverter.default.payload_converter.from_payloads(
+        DataConverter.default.payload_converter.to_payloads([raw]), [arg_type])[0])
+    assert isinstance(inp, cls)
+    assert (inp.run.run_id, inp.run.repo_url, inp.run.branch) == (raw["run_id"], raw["repo_url"], raw["branch"])
+    assert inp.run.tenant == raw.get("tenant", "default")
+    if isinstance(inp, StepInput):
+        assert (inp.commit, inp.step.name) == (raw["commit"], raw["step"]["name"])
+        assert inp.attempt_base == raw.get("attempt_base", 0)  # the oldest runs had no attempt base
+
+
+def test_there_are_old_activity_inputs_of_each_kind() -> None:
+    assert {name for name, _ in (k for k, _ in OLD_SCHEDULED)} == set(ACTIVITY_INPUTS)

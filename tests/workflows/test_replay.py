@@ -13,6 +13,7 @@ from temporalio.worker import Replayer
 
 from metabuilder.workflows.build_run import BuildRunWorkflow
 from metabuilder.workflows.repair import RepairWorkflow
+from tests.workflows.test_build_run import HISTORY_SHAPE
 
 HISTORIES = sorted((Path(__file__).parent.parent / "histories").glob("*.json"))
 
@@ -20,6 +21,8 @@ HISTORIES = sorted((Path(__file__).parent.parent / "histories").glob("*.json"))
 def test_there_are_histories_to_replay() -> None:
     assert len(HISTORIES) >= 3
     assert any("repair" in p.stem for p in HISTORIES)  # auto-fix runs and their repair children
+    # Of the payload shape recorded now too, not only of older ones.
+    assert any(p.stem.endswith(f".{HISTORY_SHAPE}") and "repair" in p.stem for p in HISTORIES)
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
