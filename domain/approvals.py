@@ -9,6 +9,7 @@ the gate, or until it expires and its default action is taken.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 from metabuilder.domain.outcomes import Fixer
@@ -96,15 +97,15 @@ class GateView:
     """What approving does."""
     reason: str
     """Why the run stopped here (what failed, or that the step asks for approval)."""
-    opened_at: str
-    expires_at: str
+    opened_at: datetime
+    expires_at: datetime
     on_expiry: Decision = Decision.REJECT
     signal_type: FailureType | None = None
     evidence: list[str] = field(default_factory=list)
     deciders: list[str] = field(default_factory=lambda: list(DECIDER_ROLES))
     status: GateStatus = GateStatus.PENDING
     decided_by: str | None = None
-    decided_at: str | None = None
+    decided_at: datetime | None = None
     decision_reason: str | None = None
     proposal: GateProposal | None = None
 
@@ -163,8 +164,8 @@ def check_decision(gates: list[GateView], decision: Decision, inp: DecisionInput
         known = ", ".join(g.gate_id for g in gates if g.pending) or "none"
         raise ValueError(f"unknown gate {inp.gate_id!r} (pending gates of this run: {known})")
     if not gate.pending:
-        raise ValueError(f"gate {gate.gate_id} was already decided: {gate.status} by {gate.decided_by}"
-                         f" at {gate.decided_at}")
+        at = gate.decided_at.isoformat() if gate.decided_at else None
+        raise ValueError(f"gate {gate.gate_id} was already decided: {gate.status} by {gate.decided_by} at {at}")
     if reason_required(decision, gate) and not inp.reason.strip():
         what = ("a rejection" if decision is Decision.REJECT else "accepting a security or policy finding"
                 if gate.action == GateAction.OVERRIDE else "applying a high-risk patch")
@@ -174,7 +175,7 @@ def check_decision(gates: list[GateView], decision: Decision, inp: DecisionInput
     return gate
 
 
-def decide(gate: GateView, decision: Decision, inp: DecisionInput, at: str) -> None:
+def decide(gate: GateView, decision: Decision, inp: DecisionInput, at: datetime) -> None:
     """Record a decision on a gate that :func:`check_decision` accepted."""
     gate.status = GateStatus.APPROVED if decision is Decision.APPROVE else GateStatus.REJECTED
     gate.decided_by = inp.by.strip() or "unknown"
@@ -182,11 +183,11 @@ def decide(gate: GateView, decision: Decision, inp: DecisionInput, at: str) -> N
     gate.decision_reason = inp.reason.strip() or None
 
 
-def expire(gate: GateView, at: str) -> None:
+def expire(gate: GateView, at: datetime) -> None:
     gate.status = GateStatus.EXPIRED
     gate.decided_by = "expiry"
     gate.decided_at = at
-    gate.decision_reason = f"nobody decided before {gate.expires_at}; default action: {gate.on_expiry}"
+    gate.decision_reason = f"nobody decided before {gate.expires_at.isoformat()}; default action: {gate.on_expiry}"
 
 
 def audit_event(gate: GateView) -> str:

@@ -10,6 +10,7 @@ carried a whole ``BuildRunInput``, ``Plan`` and ``StepResult``. A field added la
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from metabuilder.domain.approvals import GateProposal, GateView
@@ -193,7 +194,7 @@ class AutofixEvent:
     """One entry of a run's auto-fix timeline (a row of ``auto_fix_runs``)."""
 
     seq: int
-    at: str
+    at: datetime
     step: str
     strategy: Strategy
     outcome: EventOutcome

@@ -138,7 +138,7 @@ def failure_message(err: FailureError) -> str:
 
 def retry_events(step: str, result: StepResult, next_seq: int) -> list[AutofixEvent]:
     """Timeline entries for the Temporal retries inside one execution (read from its result)."""
-    now = workflow.now().isoformat()
+    now = workflow.now()
     events: list[AutofixEvent] = []
     for record in result.retries:
         events.append(AutofixEvent(
@@ -156,7 +156,7 @@ def classified_event(step: str, result: StepResult, seq: int, outcome: EventOutc
                      detail: str = "") -> AutofixEvent:
     signal = result.signal
     return AutofixEvent(
-        seq=seq, at=workflow.now().isoformat(), step=step, strategy=Strategy.CLASSIFY, outcome=outcome,
+        seq=seq, at=workflow.now(), step=step, strategy=Strategy.CLASSIFY, outcome=outcome,
         signal_type=signal.type if signal else None, confidence=signal.confidence if signal else None,
         attempt=result.attempt, fingerprint=signal.fingerprint if signal else None,
         evidence=[f"{e.line}: {e.text}" if e.line else e.text for e in signal.evidence] if signal else [],

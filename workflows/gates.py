@@ -88,7 +88,7 @@ class ApprovalGates:
 
     def _decide(self, decision: Decision, inp: DecisionInput) -> GateView:
         gate = check_decision(self._view.gates, decision, inp)
-        decide(gate, decision, inp, workflow.now().isoformat())
+        decide(gate, decision, inp, workflow.now())
         return gate
 
     def _decide_signalled(self, decision: Decision, inp: DecisionInput) -> None:
@@ -106,8 +106,8 @@ class ApprovalGates:
         action = action_for(kind, signal_type, proposal)
         gate = GateView(
             gate_id=gate_id(inp.run_id, len(self._view.gates) + 1), run_id=inp.run_id, step=step, kind=kind,
-            action=action, reason=reason, opened_at=now.isoformat(),
-            expires_at=(now + timedelta(seconds=options.timeout_seconds)).isoformat(),
+            action=action, reason=reason, opened_at=now,
+            expires_at=now + timedelta(seconds=options.timeout_seconds),
             on_expiry=options.on_expiry, signal_type=signal_type, evidence=list(evidence or []),
             proposal=proposal if action is GateAction.APPLY_PATCH else None)
         self._view.gates.append(gate)
@@ -117,10 +117,9 @@ class ApprovalGates:
             await workflow.wait_condition(lambda: not gate.pending,
                                           timeout=timedelta(seconds=options.timeout_seconds))
         except TimeoutError:
-            expire(gate, workflow.now().isoformat())
+            expire(gate, workflow.now())
         except asyncio.CancelledError as err:
-            gate.status, gate.decided_by, gate.decided_at = (GateStatus.CANCELLED, "cancellation",
-                                                             workflow.now().isoformat())
+            gate.status, gate.decided_by, gate.decided_at = GateStatus.CANCELLED, "cancellation", workflow.now()
             await self._record_gate(inp, gate)
             raise StepCancelled() from err
         await self._record_gate(inp, gate)
@@ -143,7 +142,7 @@ class ApprovalGates:
         if gate.status != GateStatus.APPROVED:
             # An expiry that approves is nobody's decision: a patch is never applied unseen.
             await self._record(inp, [AutofixEvent(
-                seq=self._seq, at=workflow.now().isoformat(), step=step.name, strategy=Strategy.PATCH,
+                seq=self._seq, at=workflow.now(), step=step.name, strategy=Strategy.PATCH,
                 outcome=EventOutcome.NOT_APPLIED, signal_type=gate.signal_type,
                 detail=f"{proposal.fixer} patch of gate {gate.gate_id} not applied: the gate expired unseen; "
                        "the step re-runs as it was")])
@@ -164,7 +163,7 @@ class ApprovalGates:
                   f"{gate.decided_by}" if result.applied else
                   f"{proposal.fixer} patch of gate {gate.gate_id} not applied: {'; '.join(result.problems)}")
         await self._record(inp, [AutofixEvent(
-            seq=self._seq, at=workflow.now().isoformat(), step=step.name, strategy=Strategy.PATCH,
+            seq=self._seq, at=workflow.now(), step=step.name, strategy=Strategy.PATCH,
             outcome=EventOutcome.APPLIED if result.applied else EventOutcome.REJECTED, signal_type=gate.signal_type,
             detail=detail,
             commit=result.commit if result.applied else None,

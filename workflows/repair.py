@@ -284,7 +284,7 @@ class RepairWorkflow:
                     seq: int | None = None) -> None:
         """Add a timeline entry and write it (with the retry state) at once."""
         event = AutofixEvent(
-            seq=self._next_seq() if seq is None else seq, at=workflow.now().isoformat(), step=self.inp.step.name,
+            seq=self._next_seq() if seq is None else seq, at=workflow.now(), step=self.inp.step.name,
             strategy=Strategy(rung), outcome=outcome, signal_type=signal.type, confidence=signal.confidence,
             attempt=result.attempt if result else self.attempt_base, detail=detail,
             commit=commit or (result.commit if result else None) or None, fingerprint=signal.fingerprint,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import typing
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -68,14 +69,18 @@ def test_an_old_repair_result_decodes_as_an_outcome(path: Path) -> None:
     result = value_to_type(RepairResult, raw)
     assert result.outcome is RepairOutcome(raw["outcome"])
     assert [(e.strategy, e.outcome) for e in result.events] == [(e["strategy"], e["outcome"]) for e in raw["events"]]
+    assert [e.at for e in result.events] == [datetime.fromisoformat(e["at"]) for e in raw["events"]]
 
 
 def test_enums_encode_as_the_plain_strings() -> None:
-    event = AutofixEvent(seq=1, at="2026-12-01T00:00:00+00:00", step="s", strategy=Strategy.FLAKE_CHECK,
+    at = datetime(2026, 12, 1, 7, 8, 9, 123456, tzinfo=UTC)
+    event = AutofixEvent(seq=1, at=at, step="s", strategy=Strategy.FLAKE_CHECK,
                          outcome=EventOutcome.FAILED_AGAIN, signal_type=FailureType.TEST_ASSERT)
     [payload] = DataConverter.default.payload_converter.to_payloads([event])
     data = json.loads(payload.data)
     assert (data["strategy"], data["outcome"], data["signal_type"]) == ("flake_check", "failed_again", "TEST_ASSERT")
+    assert data["at"] == "2026-12-01T07:08:09.123456+00:00"  # as the isoformat() strings were
+    assert DataConverter.default.payload_converter.from_payloads([payload], [AutofixEvent]) == [event]
 
 
 _ACTIVITIES = {"run_step": StepActivities, "propose_fix": RepairActivities, "propose_llm_patch": RepairActivities,
