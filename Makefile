@@ -34,6 +34,7 @@ soak: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check ruff
 	$(BIN)/ruff check .
+	PYTHON=$(BIN)/python scripts/mypy.sh
 
 # A release candidate: make rc TAG=v0.2.0-rc1 (see docs/RELEASE_PROCESS.md)
 rc: $(STAMP)

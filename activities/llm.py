@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from metabuilder.activities.llm_context import ContextFile, gather
+from metabuilder.domain.outcomes import Fixer
 from metabuilder.domain.payloads import FixInput, PatchProposal
 
 SYSTEM_PROMPT = (
@@ -87,7 +88,7 @@ async def propose(settings: LlmSettings, inp: FixInput, workdir: Path) -> PatchP
     usage = data.get("usage") or {}
     tokens_in, tokens_out = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
     cost = (tokens_in * settings.price_in_per_million + tokens_out * settings.price_out_per_million) / 1e6
-    return PatchProposal(fixer="llm", diff=extract_diff(content), summary=f"{len(files)} file(s) sent",
+    return PatchProposal(fixer=Fixer.LLM, diff=extract_diff(content), summary=f"{len(files)} file(s) sent",
                          context=[f.label() for f in files],
                          model=str(data.get("model") or settings.model), tokens_in=tokens_in,
                          tokens_out=tokens_out, cost_usd=round(cost, 6))

@@ -15,7 +15,9 @@ from temporalio.exceptions import ApplicationError
 
 from metabuilder.activities.git import GitError
 from metabuilder.activities.llm import LlmError, LlmSettings, propose
+from metabuilder.activities.shapes import FirstShape, current
 from metabuilder.activities.steps import StepActivities
+from metabuilder.domain.outcomes import Fixer
 from metabuilder.domain.payloads import ApplyInput, ApplyResult, FixInput, PatchProposal, RollbackInput, RollbackResult
 from metabuilder.domain.protected import default_checks
 from metabuilder.domain.sandbox import Verdict, changed_path_findings, path_problem, review_patch
@@ -33,16 +35,17 @@ class RepairActivities:
 
     @activity.defn(name="propose_fix")
     @timed_async("propose_fix")
-    async def propose_fix(self, inp: FixInput) -> PatchProposal:
+    async def propose_fix(self, inp: FixInput | FirstShape) -> PatchProposal:
         """Run a deterministic fixer (the step's fix command, ``alembic merge heads``) in the run's
         checkout at ``inp.commit`` and return what it changed as a diff; the checkout is left clean."""
+        inp = current(FixInput, inp)
         assert inp.command is not None
-        log_path = self.steps.log_path(inp.run_id, inp.step_index, inp.step.name, inp.label or "fix")
-        async with self.steps.checkout(inp.run_id, inp.repo_url, inp.branch, inp.commit) as (workdir, pgid):
+        log_path = self.steps.log_path(inp.run.run_id, inp.step_index, inp.step.name, inp.label or "fix")
+        async with self.steps.checkout(inp.run.run_id, inp.run.repo_url, inp.run.branch, inp.commit) as (workdir, pgid):
             code, timed_out, tail = await self.steps.execute(
                 inp.command, inp.step.timeout_seconds, workdir, log_path, pgid,
-                self.steps.step_env(inp.step.env, inp.run_id, inp.step.name, inp.commit, 0))
-            diff, files = await self.steps.workspaces.capture_diff(inp.run_id)
+                self.steps.step_env(inp.step.env, inp.run.run_id, inp.step.name, inp.commit, 0))
+            diff, files = await self.steps.workspaces.capture_diff(inp.run.run_id)
         summary = f"`{inp.command}` exited {code}" + (" (timed out)" if timed_out else "")
         if code != 0 and not diff:
             summary += ": " + (tail.strip().splitlines() or [""])[-1][:200]
@@ -50,11 +53,12 @@ class RepairActivities:
 
     @activity.defn(name="propose_llm_patch")
     @timed_async("propose_llm_patch")
-    async def propose_llm_patch(self, inp: FixInput) -> PatchProposal:
+    async def propose_llm_patch(self, inp: FixInput | FirstShape) -> PatchProposal:
         """Ask the configured LLM for a patch (an empty diff when none is configured)."""
+        inp = current(FixInput, inp)
         if self.llm is None:
-            return PatchProposal(fixer="llm", diff="", summary=LLM_NOT_CONFIGURED)
-        async with self.steps.checkout(inp.run_id, inp.repo_url, inp.branch, inp.commit) as (workdir, _):
+            return PatchProposal(fixer=Fixer.LLM, diff="", summary=LLM_NOT_CONFIGURED)
+        async with self.steps.checkout(inp.run.run_id, inp.run.repo_url, inp.run.branch, inp.commit) as (workdir, _):
             try:
                 return await propose(self.llm, inp, workdir)
             except LlmError as err:
@@ -63,23 +67,24 @@ class RepairActivities:
 
     @activity.defn(name="apply_patch")
     @timed_async("apply_patch")
-    async def apply_patch(self, inp: ApplyInput) -> ApplyResult:
+    async def apply_patch(self, inp: ApplyInput | FirstShape) -> ApplyResult:
         """Check a proposed patch against the sandbox rules and the protected checks; apply it as a
         commit on the run branch (also kept at ``refs/metabuilder/<run>/patch-<seq>``) only if it
         is allowed and not ``propose_only``, or if a person approved it. Recorded either way,
         idempotently by (run, seq): a proposal approved later updates its own record."""
+        inp = current(ApplyInput, inp)
         checks = [*default_checks(), *inp.protected_checks]
         failure = FailureType(inp.signal_type)
         review = review_patch(inp.proposal.diff, failure, inp.write_scope, checks)
         verdict, problems, files = review.verdict, list(review.problems), list(review.files)
         commit, applied = inp.commit, False
         if verdict is not Verdict.REFUSED:
-            async with self.steps.checkout(inp.run_id, inp.repo_url, inp.branch, inp.commit) as (_, _pgid):
+            async with self.steps.checkout(inp.run.run_id, inp.run.repo_url, inp.run.branch, inp.commit) as (_, _pgid):
                 ws = self.steps.workspaces
                 changed: list[str] = []
                 refusals: list[str] = []
                 try:
-                    changed = await ws.apply(inp.run_id, inp.proposal.diff)
+                    changed = await ws.apply(inp.run.run_id, inp.proposal.diff)
                 except GitError as err:
                     refusals.append(f"the patch does not apply: {str(err).rsplit(': ', 1)[-1]}")
                 # What git actually changed is checked again: the diff's headers are not trusted alone.
@@ -97,46 +102,48 @@ class RepairActivities:
                 if verdict is Verdict.GATE and inp.approved_by:
                     verdict = Verdict.ALLOWED
                 if verdict is Verdict.ALLOWED and not inp.propose_only:
-                    commit, _ = await ws.commit_changes(inp.run_id, self._message(inp))
-                    await ws.push(inp.run_id, inp.repo_url, commit, [
-                        f"refs/heads/{inp.branch}", f"refs/metabuilder/{inp.run_id}/patch-{inp.seq}"])
+                    commit, _ = await ws.commit_changes(inp.run.run_id, self._message(inp))
+                    await ws.push(inp.run.run_id, inp.run.repo_url, commit, [
+                        f"refs/heads/{inp.run.branch}", f"refs/metabuilder/{inp.run.run_id}/patch-{inp.seq}"])
                     applied = True
                 else:
-                    await ws.discard(inp.run_id)
+                    await ws.discard(inp.run.run_id)
         p = inp.proposal
         outcome = "applied" if applied else "rejected" if verdict is Verdict.REFUSED else "proposed"
         reason = "; ".join(problems) or p.summary
         if applied and inp.approved_by:
             reason = f"approved by {inp.approved_by}" + (f"; {reason}" if problems else "")
         record = repository.RepairRecord(
-            run_id=inp.run_id, seq=inp.seq, step_index=inp.step_index, step_name=inp.step_name,
+            run_id=inp.run.run_id, seq=inp.seq, step_index=inp.step_index, step_name=inp.step_name,
             signal_type=inp.signal_type, fixer=p.fixer, outcome=outcome, reason=reason, diff=p.diff, files=files,
             commit_before=inp.commit, commit_after=commit if applied else None, model=p.model,
             tokens_in=p.tokens_in, tokens_out=p.tokens_out, cost_usd=p.cost_usd)
         await self.steps.db(repository.record_repair_attempt, record)
-        return ApplyResult(applied=applied, commit=commit, problems=problems, files=files, verdict=verdict.value)
+        return ApplyResult(applied=applied, commit=commit, problems=problems, files=files, verdict=verdict)
 
     @staticmethod
     def _message(inp: ApplyInput) -> str:
         by = f", approved by {inp.approved_by}" if inp.approved_by else ""
-        return f"metabuilder: {inp.proposal.fixer} patch for {inp.step_name} (run {inp.run_id}{by})"
+        return f"metabuilder: {inp.proposal.fixer} patch for {inp.step_name} (run {inp.run.run_id}{by})"
 
     @activity.defn(name="rollback")
     @timed_async("rollback")
-    async def rollback(self, inp: RollbackInput) -> RollbackResult:
+    async def rollback(self, inp: RollbackInput | FirstShape) -> RollbackResult:
         """Reset the run branch to the last good commit, then run the completed steps' rollback
         commands (given in reverse plan order) in a checkout of it. Stops at the first that fails."""
+        inp = current(RollbackInput, inp)
         ran: list[str] = []
-        async with self.steps.checkout(inp.run_id, inp.repo_url, inp.branch, inp.last_good_commit) as (workdir, pgid):
-            await self.steps.workspaces.push(inp.run_id, inp.repo_url, inp.last_good_commit,
-                                             [f"refs/heads/{inp.branch}"])
+        run = inp.run
+        async with self.steps.checkout(run.run_id, run.repo_url, run.branch, inp.last_good_commit) as (workdir, pgid):
+            await self.steps.workspaces.push(inp.run.run_id, inp.run.repo_url, inp.last_good_commit,
+                                             [f"refs/heads/{inp.run.branch}"])
             for index, step in enumerate(inp.commands):
                 assert step.rollback_command is not None
-                log_path = self.steps.log_path(inp.run_id, 999, "rollback", f"{index:02d}-{step.name}")
+                log_path = self.steps.log_path(inp.run.run_id, 999, "rollback", f"{index:02d}-{step.name}")
                 code, timed_out, tail = await self.steps.execute(
                     step.rollback_command, step.timeout_seconds, workdir, log_path, pgid,
-                    self.steps.step_env(step.env, inp.run_id, step.name, inp.last_good_commit, 0))
-                await self.steps.workspaces.discard(inp.run_id)
+                    self.steps.step_env(step.env, inp.run.run_id, step.name, inp.last_good_commit, 0))
+                await self.steps.workspaces.discard(inp.run.run_id)
                 if code != 0:
                     last = (tail.strip().splitlines() or [""])[-1][:200]
                     return RollbackResult(ok=False, ran=ran, error=(

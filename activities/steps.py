@@ -24,6 +24,7 @@ from metabuilder.activities.completion import Completion, Recorded, read_recorde
 from metabuilder.activities.git import GitError, WorkspaceCache
 from metabuilder.activities.llm import LlmSettings
 from metabuilder.activities.llm_classifier import LlmClassifier
+from metabuilder.activities.shapes import FirstShape, current
 from metabuilder.domain.classifier import classify, failure_window
 from metabuilder.domain.knowledge import KnowledgeBase
 from metabuilder.domain.payloads import (
@@ -84,7 +85,7 @@ class StepActivities:
         return signal_
 
     @activity.defn(name="run_step")
-    async def run_step(self, inp: StepInput) -> StepResult:
+    async def run_step(self, inp: StepInput | FirstShape) -> StepResult:
         """Run one step and return its result. A non-zero exit is classified from the log and
         raised as ``ApplicationError`` typed by its class (``StepFailed`` without auto-fix),
         carrying the same result as details: retryable, with a per-class ``next_retry_delay``,
@@ -99,20 +100,21 @@ class StepActivities:
         (``StepCannotStart``). Rows are upserted by (run, step, attempt number).
         Heartbeats every second while the command runs; cancellation kills the process group.
         """
+        inp = current(StepInput, inp)
         info = activity.info()
         number = inp.attempt_base + info.attempt
         attempt = repository.StepAttempt(
-            run_id=inp.run_id, step_index=inp.step_index, attempt=number, name=inp.step.name,
+            run_id=inp.run.run_id, step_index=inp.step_index, attempt=number, name=inp.step.name,
             queue=inp.step.queue.value, command=inp.step.command, commit_before=inp.commit,
             worker=self.worker_name,
         )
         # The "running" row is written while the checkout goes on; it is awaited before the
         # command starts and before the final write, so the two never race.
         started_row = asyncio.create_task(self.db(repository.step_started, attempt))
-        log_path = self.log_path(inp.run_id, inp.step_index, inp.step.name, f"attempt-{number}")
+        log_path = self.log_path(inp.run.run_id, inp.step_index, inp.step.name, f"attempt-{number}")
         started = time.monotonic()
         try:
-            async with self.workspaces.lock(inp.run_id) as pgid_file:
+            async with self.workspaces.lock(inp.run.run_id) as pgid_file:
                 try:
                     earlier = await self._settle_earlier(inp, number)
                     if earlier.adopt is not None:
@@ -121,29 +123,30 @@ class StepActivities:
                     if earlier.uncertain and not inp.step.idempotent:
                         raise ApplicationError(_refusal(earlier.uncertain[-1]), type=STEP_OUTCOME_UNKNOWN,
                                                non_retryable=True)
-                    workdir = await self.workspaces.checkout(inp.repo_url, inp.run_id, inp.branch, inp.commit)
+                    workdir = await self.workspaces.checkout(inp.run.repo_url, inp.run.run_id, inp.run.branch,
+                                                             inp.commit)
                     # The row must exist before the command starts: if this worker dies while it
                     # runs, the next attempt finds it running and settles it.
                     await started_row
                     completion = Completion(
-                        result_path=result_path(log_path), repo_url=inp.repo_url,
-                        message=f"metabuilder: {inp.step.name} (run {inp.run_id})", commit_before=inp.commit,
-                        refs=(f"refs/heads/{inp.branch}", attempt_ref(inp.run_id, inp.step_index, number)))
+                        result_path=result_path(log_path), repo_url=inp.run.repo_url,
+                        message=f"metabuilder: {inp.step.name} (run {inp.run.run_id})", commit_before=inp.commit,
+                        refs=(f"refs/heads/{inp.run.branch}", attempt_ref(inp.run.run_id, inp.step_index, number)))
                     exit_code, timed_out, tail = await self.execute(
                         inp.step.command, inp.step.timeout_seconds, workdir, log_path, pgid_file,
-                        self.step_env(inp.step.env, inp.run_id, inp.step.name, inp.commit, number), completion)
+                        self.step_env(inp.step.env, inp.run.run_id, inp.step.name, inp.commit, number), completion)
                     commit, changed = inp.commit, []
                     if exit_code == 0:
                         recorded = read_recorded(completion.result_path)
                         if recorded is None or not recorded.adoptable:
                             raise GitError(f"step {inp.step.name!r} exited 0 but its changes could not be "
-                                           f"committed and pushed to {inp.repo_url} (see {log_path})")
+                                           f"committed and pushed to {inp.run.repo_url} (see {log_path})")
                         commit = recorded.commit
-                        changed = await self.workspaces.committed(inp.run_id, inp.commit, commit)
+                        changed = await self.workspaces.committed(inp.run.run_id, inp.commit, commit)
                     else:
-                        self.workspaces.forget(inp.run_id)
+                        self.workspaces.forget(inp.run.run_id)
                 except BaseException:
-                    self.workspaces.forget(inp.run_id)
+                    self.workspaces.forget(inp.run.run_id)
                     raise
         except asyncio.CancelledError:
             await asyncio.gather(started_row, return_exceptions=True)
@@ -169,7 +172,7 @@ class StepActivities:
                               log_tail=tail, log_path=str(log_path), attempt=number,
                               retries=await self._retries(inp, info.attempt), temporal_attempts=info.attempt)
 
-        signal_ = await asyncio.to_thread(self._classify, log_path, exit_code, inp.step.name, inp.tenant)
+        signal_ = await asyncio.to_thread(self._classify, log_path, exit_code, inp.step.name, inp.run.tenant)
         delay = _retry_delay(inp, info.attempt, signal_)
         await self._finish(attempt, AttemptStatus.FAILED, exit_code, started, None, tail, log_path,
                            repository.AttemptSignal(
@@ -197,7 +200,7 @@ class StepActivities:
         first = inp.attempt_base + 1
         if number == first:
             return _Earlier()
-        logs = {a: self.log_path(inp.run_id, inp.step_index, inp.step.name, f"attempt-{a}")
+        logs = {a: self.log_path(inp.run.run_id, inp.step_index, inp.step.name, f"attempt-{a}")
                 for a in range(first, number)}
 
         def work() -> _Earlier:
@@ -207,18 +210,18 @@ class StepActivities:
                     return _Earlier(adopt=(a, r))
             uncertain = []
             with transaction(self.sessions) as session:
-                for row in repository.step_attempts(session, inp.run_id, inp.step_index, first, number - 1):
+                for row in repository.step_attempts(session, inp.run.run_id, inp.step_index, first, number - 1):
                     if row.status != AttemptStatus.RUNNING:
                         continue
                     if (r := recorded[row.attempt]) is not None:
                         repository.close_attempt(
-                            session, inp.run_id, inp.step_index, row.attempt, AttemptStatus.FAILED,
+                            session, inp.run.run_id, inp.step_index, row.attempt, AttemptStatus.FAILED,
                             exit_code=r.exit_code, reason=f"[metabuilder] exited with {r.exit_code}; its worker "
                                                           "stopped before it reported\n")
                         continue
                     began = logs[row.attempt].exists()
                     repository.close_attempt(
-                        session, inp.run_id, inp.step_index, row.attempt, AttemptStatus.LOST,
+                        session, inp.run.run_id, inp.step_index, row.attempt, AttemptStatus.LOST,
                         reason="[metabuilder] its worker was lost " + (
                             "while the command ran; how the command ended is unknown\n" if began
                             else "before the command started\n"))
@@ -232,11 +235,11 @@ class StepActivities:
                      started: float, temporal_attempt: int) -> StepResult:
         """Take over the recorded success of an earlier attempt (its commit is pushed already)."""
         number, recorded = adopted
-        log_path = self.log_path(inp.run_id, inp.step_index, inp.step.name, f"attempt-{number}")
-        await self.workspaces.checkout(inp.repo_url, inp.run_id, inp.branch, recorded.commit)
-        changed = await self.workspaces.committed(inp.run_id, inp.commit, recorded.commit)
+        log_path = self.log_path(inp.run.run_id, inp.step_index, inp.step.name, f"attempt-{number}")
+        await self.workspaces.checkout(inp.run.repo_url, inp.run.run_id, inp.run.branch, recorded.commit)
+        changed = await self.workspaces.committed(inp.run.run_id, inp.commit, recorded.commit)
         tail = await asyncio.to_thread(_read_tail, log_path)
-        await self.db(repository.close_attempt, inp.run_id, inp.step_index, number, AttemptStatus.SUCCEEDED,
+        await self.db(repository.close_attempt, inp.run.run_id, inp.step_index, number, AttemptStatus.SUCCEEDED,
                       exit_code=0, commit_after=recorded.commit, reason=tail, log_path=str(log_path),
                       open_statuses=(AttemptStatus.RUNNING, AttemptStatus.LOST, AttemptStatus.ERROR))
         note = (f"[metabuilder] adopted the recorded result of attempt {number} (exit 0, commit "
@@ -275,11 +278,12 @@ class StepActivities:
 
         def read() -> list[RetryRecord]:
             with transaction(self.sessions) as session:
-                rows = repository.step_attempts(session, inp.run_id, inp.step_index, inp.attempt_base + 1,
+                rows = repository.step_attempts(session, inp.run.run_id, inp.step_index, inp.attempt_base + 1,
                                                 inp.attempt_base + temporal_attempt - 1)
-                return [RetryRecord(attempt=r.attempt, signal_type=r.signal_type, confidence=r.confidence or 0.0,
-                                    fingerprint=r.fingerprint or "", backoff_seconds=r.backoff_seconds or 0.0,
-                                    retry_after=r.retry_after_seconds, evidence=r.evidence)
+                return [RetryRecord(attempt=r.attempt, signal_type=FailureType(r.signal_type),
+                                    confidence=r.confidence or 0.0, fingerprint=r.fingerprint or "",
+                                    backoff_seconds=r.backoff_seconds or 0.0, retry_after=r.retry_after_seconds,
+                                    evidence=r.evidence)
                         for r in rows if r.signal_type is not None]
 
         return await asyncio.to_thread(read)

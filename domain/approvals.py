@@ -9,7 +9,11 @@ the gate, or until it expires and its default action is taken.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
+
+from metabuilder.domain.outcomes import Fixer
+from metabuilder.domain.taxonomy import FailureType
 
 
 class Decision(StrEnum):
@@ -52,7 +56,7 @@ DECIDER_ROLES = ("admin", "owner")
 
 DEFAULT_GATE_TIMEOUT_SECONDS = 24 * 3600.0
 MAX_GATE_TIMEOUT_SECONDS = 30 * 24 * 3600.0
-ACCEPTING_CLASSES = frozenset({"SECURITY", "POLICY"})
+ACCEPTING_CLASSES = frozenset({FailureType.SECURITY, FailureType.POLICY})
 """Failure classes whose gate, if approved, accepts the finding rather than re-running the step."""
 
 
@@ -70,7 +74,7 @@ class GateProposal:
 
     seq: int
     """Its record in ``repair_attempts`` (the run's ``seq``)."""
-    fixer: str
+    fixer: Fixer
     diff: str
     base_commit: str
     """The commit it was made on and applies to."""
@@ -88,20 +92,20 @@ class GateView:
     gate_id: str
     run_id: str
     step: str
-    kind: str
-    action: str
-    """A :class:`GateAction`: what approving does."""
+    kind: GateKind
+    action: GateAction
+    """What approving does."""
     reason: str
     """Why the run stopped here (what failed, or that the step asks for approval)."""
-    opened_at: str
-    expires_at: str
-    on_expiry: str = Decision.REJECT.value
-    signal_type: str | None = None
+    opened_at: datetime
+    expires_at: datetime
+    on_expiry: Decision = Decision.REJECT
+    signal_type: FailureType | None = None
     evidence: list[str] = field(default_factory=list)
     deciders: list[str] = field(default_factory=lambda: list(DECIDER_ROLES))
-    status: str = GateStatus.PENDING.value
+    status: GateStatus = GateStatus.PENDING
     decided_by: str | None = None
-    decided_at: str | None = None
+    decided_at: datetime | None = None
     decision_reason: str | None = None
     proposal: GateProposal | None = None
 
@@ -138,7 +142,7 @@ def gate_id(run_id: str, number: int) -> str:
     return f"{run_id}-gate-{number}"
 
 
-def action_for(kind: GateKind, signal_type: str | None, proposal: GateProposal | None = None) -> GateAction:
+def action_for(kind: GateKind, signal_type: FailureType | None, proposal: GateProposal | None = None) -> GateAction:
     if kind is GateKind.STEP_APPROVAL:
         return GateAction.RUN_STEP
     if signal_type in ACCEPTING_CLASSES:
@@ -160,8 +164,8 @@ def check_decision(gates: list[GateView], decision: Decision, inp: DecisionInput
         known = ", ".join(g.gate_id for g in gates if g.pending) or "none"
         raise ValueError(f"unknown gate {inp.gate_id!r} (pending gates of this run: {known})")
     if not gate.pending:
-        raise ValueError(f"gate {gate.gate_id} was already decided: {gate.status} by {gate.decided_by}"
-                         f" at {gate.decided_at}")
+        at = gate.decided_at.isoformat() if gate.decided_at else None
+        raise ValueError(f"gate {gate.gate_id} was already decided: {gate.status} by {gate.decided_by} at {at}")
     if reason_required(decision, gate) and not inp.reason.strip():
         what = ("a rejection" if decision is Decision.REJECT else "accepting a security or policy finding"
                 if gate.action == GateAction.OVERRIDE else "applying a high-risk patch")
@@ -171,19 +175,19 @@ def check_decision(gates: list[GateView], decision: Decision, inp: DecisionInput
     return gate
 
 
-def decide(gate: GateView, decision: Decision, inp: DecisionInput, at: str) -> None:
+def decide(gate: GateView, decision: Decision, inp: DecisionInput, at: datetime) -> None:
     """Record a decision on a gate that :func:`check_decision` accepted."""
-    gate.status = GateStatus.APPROVED.value if decision is Decision.APPROVE else GateStatus.REJECTED.value
+    gate.status = GateStatus.APPROVED if decision is Decision.APPROVE else GateStatus.REJECTED
     gate.decided_by = inp.by.strip() or "unknown"
     gate.decided_at = at
     gate.decision_reason = inp.reason.strip() or None
 
 
-def expire(gate: GateView, at: str) -> None:
-    gate.status = GateStatus.EXPIRED.value
+def expire(gate: GateView, at: datetime) -> None:
+    gate.status = GateStatus.EXPIRED
     gate.decided_by = "expiry"
     gate.decided_at = at
-    gate.decision_reason = f"nobody decided before {gate.expires_at}; default action: {gate.on_expiry}"
+    gate.decision_reason = f"nobody decided before {gate.expires_at.isoformat()}; default action: {gate.on_expiry}"
 
 
 def audit_event(gate: GateView) -> str:

@@ -265,7 +265,7 @@ def classify_failure(
 
     def blocks() -> Iterable[bytes]:
         stream = _as_stream(logs)
-        yield from (iter(lambda: stream.read(1 << 20), b"") if hasattr(stream, "read") else stream)  # type: ignore[union-attr,arg-type]
+        yield from (iter(lambda: stream.read(1 << 20), b"") if hasattr(stream, "read") else stream)
         for artifact in artifacts:
             yield b"\n"
             if isinstance(artifact, Path):

@@ -85,7 +85,7 @@ class Prediction:
 class Model:
     classes: tuple[FailureType, ...]
     bias: tuple[float, ...]
-    weights: array
+    weights: array[int]
     """int8, ``len(classes) * BUCKETS``, class-major; real weight = value * scale."""
     scale: float
     temperature: float

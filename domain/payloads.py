@@ -1,17 +1,28 @@
-"""Inputs and results that cross Temporal: one dataclass each, JSON-encodable."""
+"""Inputs and results that cross Temporal: one dataclass each, JSON-encodable.
+
+Histories keep the JSON of every input and result, and a run in flight when a new version is
+deployed replays them. Temporal's converter ignores keys a dataclass does not have, so a smaller
+type whose field names are a subset of an older, bigger one still reads the older JSON: that is
+how :class:`RunContext`, :class:`LadderRules` and :class:`FailedStep` read the repair inputs that
+carried a whole ``BuildRunInput``, ``Plan`` and ``StepResult``. A field added later has a default.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from metabuilder.domain.approvals import GateProposal, GateView
-from metabuilder.domain.plans import Plan, Step
-from metabuilder.domain.policy import RetryPolicy, RetryState
+from metabuilder.domain.outcomes import EventOutcome, Fixer, RepairOutcome, Strategy
+from metabuilder.domain.plans import Plan, Queue, RepairOptions, Step
+from metabuilder.domain.policy import AttemptBudget, AutofixPolicy
 from metabuilder.domain.protected import ProtectedCheck
 from metabuilder.domain.repair import PlanDelta
 from metabuilder.domain.runs import RunStatus, StepStatus
+from metabuilder.domain.sandbox import Verdict
 from metabuilder.domain.signals import FailureSignal
+from metabuilder.domain.taxonomy import FailureType
 
 STEP_FAILED = "StepFailed"
 """``ApplicationError.type`` of a failed step of a run without auto-fix (and of older runs);
@@ -34,6 +45,16 @@ class WorkspaceRef:
     base_commit: str
     source: str = ""
     """Where the workspace came from (the user's checkout), for display only."""
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """The run an activity works for, and where its workspace lives: a branch every worker can reach."""
+
+    run_id: str
+    tenant: str
+    repo_url: str
+    branch: str
 
 
 @dataclass(frozen=True)
@@ -60,6 +81,12 @@ class BuildRunInput:
     ignored. An input flag, not ``workflow.patched``: a patch marker recorded right after a local
     activity that outlived its workflow task failed to replay (seen with temporalio 1.35)."""
 
+    def context(self) -> RunContext:
+        """What the run's steps and its repair children need of it (not the plan, nor its text)."""
+        return RunContext(run_id=self.run_id, workspace=self.workspace, tenant=self.tenant,
+                          task_queue_prefix=self.task_queue_prefix,
+                          heartbeat_timeout_seconds=self.heartbeat_timeout_seconds, autofix=self.autofix)
+
     def settings(self) -> dict[str, Any]:
         """The run's auto-fix settings as stored and shown (``enabled`` false without auto-fix)."""
         if self.autofix is None:
@@ -74,25 +101,41 @@ class BuildRunInput:
 class AutofixConfig:
     """A run's effective auto-fix settings, resolved when it was submitted."""
 
-    policy: RetryPolicy
+    policy: AutofixPolicy
     sources: dict[str, str] = field(default_factory=dict)
     """Setting -> the level it came from (platform, tenant, run)."""
 
 
 @dataclass(frozen=True)
-class StepInput:
+class RunContext:
+    """A run as its steps and its repair children see it: who it is, where its workspace lives,
+    where its steps are scheduled, and its auto-fix policy. The field names are
+    :class:`BuildRunInput`'s, so the whole input that older repair children got reads as one."""
+
     run_id: str
-    tenant: str
+    workspace: WorkspaceRef
+    tenant: str = "default"
+    task_queue_prefix: str = "metabuilder"
+    heartbeat_timeout_seconds: float = 10.0
+    autofix: AutofixConfig | None = None
+
+    @property
+    def ref(self) -> RunRef:
+        return RunRef(run_id=self.run_id, tenant=self.tenant, repo_url=self.workspace.repo_url,
+                      branch=self.workspace.branch)
+
+
+@dataclass(frozen=True)
+class StepInput:
+    run: RunRef
     step_index: int
     step: Step
-    repo_url: str
-    branch: str
     commit: str
     """Commit the step starts from; the workflow carries it from step to step."""
     attempt_base: int = 0
     """Executions of this step earlier in the run: Temporal's attempt n is the step's attempt base+n."""
-    policy: RetryPolicy | None = None
-    """With auto-fix: how a classified failure is retried."""
+    policy: AutofixPolicy | None = None
+    """With auto-fix: how a classified failure is retried (the retry rung, inside the activity)."""
     retry_budget: int = 0
     """Retries this execution may spend (the run's remaining budget for the step)."""
 
@@ -102,7 +145,7 @@ class RetryRecord:
     """One failed attempt that was retried by Temporal, as the step activity recorded it."""
 
     attempt: int
-    signal_type: str
+    signal_type: FailureType
     confidence: float
     fingerprint: str
     backoff_seconds: float
@@ -134,14 +177,14 @@ class StepView:
     """A step as the ``status`` query shows it."""
 
     name: str
-    queue: str
+    queue: Queue
     status: StepStatus = StepStatus.PENDING
     exit_code: int | None = None
     duration_seconds: float | None = None
     commit: str | None = None
     attempt: int = 0
     log_tail: str = ""
-    signal_type: str | None = None
+    signal_type: FailureType | None = None
     flaky: bool = False
     skipped: bool = False
 
@@ -151,12 +194,11 @@ class AutofixEvent:
     """One entry of a run's auto-fix timeline (a row of ``auto_fix_runs``)."""
 
     seq: int
-    at: str
+    at: datetime
     step: str
-    strategy: str
-    """``classify``, ``retry``, ``flake_check``, ``patch``, ``replan``, ``rollback`` or ``escalate``."""
-    outcome: str
-    signal_type: str | None = None
+    strategy: Strategy
+    outcome: EventOutcome
+    signal_type: FailureType | None = None
     confidence: float | None = None
     attempt: int = 0
     backoff_seconds: float | None = None
@@ -183,7 +225,8 @@ class RunView:
     failed_step: str | None = None
     error: str | None = None
     timeline: list[AutofixEvent] = field(default_factory=list)
-    retry_state: RetryState | None = None
+    retry_state: AttemptBudget | None = None
+    """The run's attempt budgets and spending (None without auto-fix)."""
     plan_deltas: list[PlanDelta] = field(default_factory=list)
     gates: list[GateView] = field(default_factory=list)
     """Approval gates opened so far, pending or decided."""
@@ -218,7 +261,7 @@ class AutofixRecord:
     run_id: str
     tenant: str
     events: list[AutofixEvent] = field(default_factory=list)
-    retry_state: RetryState | None = None
+    retry_state: AttemptBudget | None = None
     delta: PlanDelta | None = None
     delta_seq: int = 0
     plan_before: Plan | None = None
@@ -229,7 +272,7 @@ class AutofixRecord:
 class PatchProposal:
     """A patch a fixer proposes, as a unified diff against the commit it was made on."""
 
-    fixer: str
+    fixer: Fixer
     diff: str
     summary: str = ""
     model: str | None = None
@@ -242,13 +285,11 @@ class PatchProposal:
 
 @dataclass(frozen=True)
 class FixInput:
-    run_id: str
+    run: RunRef
     step_index: int
     step: Step
-    repo_url: str
-    branch: str
     commit: str
-    fixer: str
+    fixer: Fixer
     command: str | None = None
     signal: FailureSignal | None = None
     log_tail: str = ""
@@ -258,17 +299,14 @@ class FixInput:
 
 @dataclass(frozen=True)
 class ApplyInput:
-    run_id: str
-    tenant: str
+    run: RunRef
     step_index: int
     step_name: str
-    repo_url: str
-    branch: str
     commit: str
     proposal: PatchProposal
     write_scope: list[str]
     seq: int
-    signal_type: str
+    signal_type: FailureType
     protected_checks: list[ProtectedCheck] = field(default_factory=list)
     """The plan's own protected checks (the bundled ones are the worker's)."""
     propose_only: bool = False
@@ -284,15 +322,13 @@ class ApplyResult:
     """The new commit on the run branch, or the input commit when not applied."""
     problems: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
-    verdict: str = ""
-    """A :class:`domain.sandbox.Verdict` (empty in results recorded before verdicts existed)."""
+    verdict: Verdict | None = None
+    """None in results recorded before verdicts existed (the key is missing there)."""
 
 
 @dataclass(frozen=True)
 class RollbackInput:
-    run_id: str
-    repo_url: str
-    branch: str
+    run: RunRef
     last_good_commit: str
     commands: list[Step]
     """Rollback commands of completed steps, in the order they run (reverse of the plan)."""
@@ -306,35 +342,62 @@ class RollbackResult:
 
 
 @dataclass(frozen=True)
-class RepairInput:
-    """What a ``RepairWorkflow`` child gets: the failure, the run's state and what it may spend."""
+class LadderRules:
+    """What the repair ladder needs of the plan: where patches may write, the checks they may not
+    weaken, and what a re-plan may add. The field names are :class:`Plan`'s."""
 
-    run: BuildRunInput
+    write_scope: list[str] = field(default_factory=list)
+    protected_checks: list[ProtectedCheck] = field(default_factory=list)
+    repair: RepairOptions = field(default_factory=RepairOptions)
+
+    @classmethod
+    def of(cls, plan: Plan) -> LadderRules:
+        return cls(write_scope=list(plan.write_scope), protected_checks=list(plan.protected_checks),
+                   repair=plan.repair)
+
+
+@dataclass(frozen=True)
+class FailedStep:
+    """What the ladder reads of the failed execution (the field names are :class:`StepResult`'s)."""
+
+    signal: FailureSignal
+    log_tail: str = ""
+
+
+@dataclass(frozen=True)
+class RepairInput:
+    """What a ``RepairWorkflow`` child gets: the failure, the run's budget and what the ladder needs."""
+
+    run: RunContext
     step_index: int
     step: Step
-    plan: Plan
     commit: str
     """The commit the failed step started from: the last good commit."""
-    signal: FailureSignal
-    failed: StepResult
-    retry_state: RetryState
+    failed: FailedStep
+    plan: LadderRules
+    retry_state: AttemptBudget
     attempt_base: int
     seq: int
     """Next timeline sequence number."""
     applied_deltas: list[str] = field(default_factory=list)
     rollback_steps: list[Step] = field(default_factory=list)
 
+    @property
+    def signal(self) -> FailureSignal:
+        return self.failed.signal
+
 
 @dataclass(frozen=True)
 class RepairResult:
-    outcome: str
-    """``fixed``, ``flaky``, ``replan``, ``rolled_back`` or ``escalated``."""
-    retry_state: RetryState
+    outcome: RepairOutcome
+    retry_state: AttemptBudget
     attempt_base: int
     seq: int
     events: list[AutofixEvent] = field(default_factory=list)
     result: StepResult | None = None
+    """For ``fixed`` and ``flaky``: the execution that passed."""
     delta: PlanDelta | None = None
+    """For ``replan``: the change the parent makes to its plan."""
     reason: str = ""
     proposal: GateProposal | None = None
     """For ``escalated``: a patch the person may apply by approving the gate."""
@@ -346,3 +409,19 @@ class GateRecord:
 
     tenant: str
     gate: GateView
+
+
+FIRST_SHAPE_RUN_KEYS = ("run_id", "tenant", "repo_url", "branch")
+"""What activity inputs of the first shape carried at their top level instead of one ``run``."""
+
+
+def nest_run_ref(data: dict[str, Any], *, tenant: str = "default") -> dict[str, Any]:
+    """An activity input of the first shape (``run_id``, ``tenant``, ``repo_url``, ``branch`` at the
+    top; ``FixInput`` and ``RollbackInput`` had no tenant) in today's, with one ``run``. For an
+    activity scheduled by the previous version and retried on this one."""
+    if "run" in data or not {"run_id", "repo_url", "branch"} <= data.keys():
+        raise TypeError(f"not an activity input of the first shape (keys: {', '.join(sorted(data))})")
+    rest = {k: v for k, v in data.items() if k not in FIRST_SHAPE_RUN_KEYS}
+    run = {"run_id": data["run_id"], "tenant": data.get("tenant", tenant), "repo_url": data["repo_url"],
+           "branch": data["branch"]}
+    return {"run": run, **rest}

@@ -33,8 +33,9 @@ class PolicyError(ValueError):
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """Seed 001's ``RetryPolicy``, with the attempt budgets and optional jitter."""
+class AutofixPolicy:
+    """Seed 001's ``RetryPolicy`` (named apart from Temporal's ``RetryPolicy``, which the workflows
+    build from it): per-class retries and backoff, the attempt budgets and optional jitter."""
 
     max_retries: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_MAX_RETRIES))
     backoff_multiplier: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_BACKOFF_MULTIPLIER))
@@ -66,8 +67,9 @@ class RetryPolicy:
 
 
 @dataclass
-class RetryState:
-    """The seeds' retry state of a run, kept by its workflow and stored in ``retry_states``."""
+class AttemptBudget:
+    """The seeds' ``RetryState`` of a run: its attempt budgets and what it spent of them. Kept by
+    its workflow (as ``retry_state`` in payloads) and stored in ``retry_states``."""
 
     max_total_attempts: int
     max_per_step_attempts: int
@@ -78,7 +80,7 @@ class RetryState:
     last_backoff_seconds: float | None = None
 
     @classmethod
-    def for_policy(cls, policy: RetryPolicy) -> RetryState:
+    def for_policy(cls, policy: AutofixPolicy) -> AttemptBudget:
         return cls(max_total_attempts=policy.max_total_attempts, max_per_step_attempts=policy.max_per_step_attempts)
 
     def remaining(self, step: str) -> int:
@@ -91,6 +93,13 @@ class RetryState:
         beyond the first was a retry and spends budget."""
         self.attempt_counter += temporal_attempts
         self.charge(step, temporal_attempts - 1)
+
+    def spend(self, step: str) -> bool:
+        """Charge one attempt if the budget allows it; whether it did."""
+        if not self.remaining(step):
+            return False
+        self.charge(step)
+        return True
 
     def charge(self, step: str, attempts: int = 1) -> None:
         """Spend ``attempts``; never beyond the budget (callers check :meth:`remaining` first)."""
@@ -180,8 +189,8 @@ class EffectiveSettings:
     sources: dict[str, str]
     """Setting -> ``platform``, ``tenant`` or ``run``."""
 
-    def policy(self) -> RetryPolicy:
-        return RetryPolicy(max_delay_seconds=self.settings.backoff_cap_seconds,
+    def policy(self) -> AutofixPolicy:
+        return AutofixPolicy(max_delay_seconds=self.settings.backoff_cap_seconds,
                            max_total_attempts=self.settings.max_total_attempts,
                            max_per_step_attempts=self.settings.max_per_step_attempts)
 

@@ -10,15 +10,21 @@ UNKNOWN failure is only proposed: the person sees it at the gate, and approving 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from metabuilder.domain.approvals import GateProposal
+from metabuilder.domain.outcomes import Fixer
 from metabuilder.domain.plans import Plan, RepairOptions, Step
+from metabuilder.domain.policy import AttemptBudget
 from metabuilder.domain.signals import FailureSignal
 from metabuilder.domain.taxonomy import FailureType
 
 
 class Rung(StrEnum):
+    """A rung of the ladder (each is also a :class:`domain.outcomes.Strategy` of the timeline)."""
+
     RETRY = "retry"
     FLAKE_CHECK = "flake_check"
     """An unchanged re-run of a failed test: a pass means flaky, not fixed."""
@@ -58,12 +64,6 @@ def allows(failure_type: FailureType, rung: Rung) -> bool:
     return rung in LADDER[failure_type]
 
 
-class Fixer(StrEnum):
-    FIX_COMMAND = "fix_command"
-    ALEMBIC_MERGE_HEADS = "alembic_merge_heads"
-    LLM = "llm"
-
-
 ALEMBIC_MERGE_COMMAND = "alembic merge heads -m 'metabuilder: merge heads'"
 
 
@@ -71,6 +71,38 @@ ALEMBIC_MERGE_COMMAND = "alembic merge heads -m 'metabuilder: merge heads'"
 class FixerChoice:
     fixer: Fixer
     command: str | None = None
+
+
+def may_patch(signal: FailureSignal, step: str, budget: AttemptBudget) -> bool:
+    """Whether the next patch may be tried: one that is only proposed at a gate costs nothing, one
+    the ladder applies needs an attempt left (charged when it is applied)."""
+    return signal.type in PROPOSE_AT_GATE or budget.remaining(step) > 0
+
+
+def same_failure(before: FailureSignal, after: FailureSignal) -> bool:
+    """The same failure (same fingerprint). After a patch, this means the patches do not reach it,
+    so the ladder stops patching the step."""
+    return after.fingerprint == before.fingerprint
+
+
+def can_roll_back(failure_type: FailureType, rollback_steps: Sequence[Step], last_good: str, head: str) -> bool:
+    """The class allows a rollback and there is something to undo: completed steps with rollback
+    commands, or patches committed since the last good commit."""
+    return allows(failure_type, Rung.ROLLBACK) and (bool(rollback_steps) or head != last_good)
+
+
+def escalation_reason(signal: FailureSignal, step: str, proposal: GateProposal | None) -> str:
+    """Why the ladder hands the failure to a person, and what approving a proposed patch does."""
+    if signal.requires_approval:
+        reason = f"{signal.type} needs a person's decision"
+    elif signal.type is FailureType.UNKNOWN:
+        reason = f"{signal.type} in {step!r} after its retries needs a person's decision"
+    else:
+        reason = f"{signal.type} in {step!r} could not be repaired automatically"
+    if proposal is not None:
+        reason += (f"; a {'high-risk ' if proposal.high_risk else ''}patch ({proposal.fixer}) to "
+                   f"{', '.join(proposal.files)} is proposed: approving applies it and re-runs the step")
+    return reason
 
 
 def fixers_for(signal: FailureSignal, step: Step) -> list[FixerChoice]:

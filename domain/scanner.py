@@ -31,7 +31,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
-from metabuilder.domain.knowledge import EntryKind, KnowledgeBase, KnowledgeBaseError, Problem
+from metabuilder.domain.knowledge import EntryKind, KnowledgeBase, KnowledgeBaseError
+from metabuilder.domain.yaml_reader import Problem
 
 CHUNK_BYTES = 256 << 10
 """Bytes read at a time; a chunk ends at a line end."""
@@ -127,7 +128,7 @@ class HyperscanEngine:
     def serialize(self) -> tuple[bytes, bytes]:
         return self._hs.dumpb(self._db), self._hs.dumpb(self._once_db())
 
-    def _scratch(self, once: bool = False) -> object:
+    def _scratch(self, once: bool = False) -> Any:  # a hyperscan.Scratch (hyperscan is imported lazily)
         # Scratch spaces per thread: activities classify concurrently in a thread pool.
         name = "once" if once else "scratch"
         scratch = getattr(self._local, name, None)
@@ -140,7 +141,7 @@ class HyperscanEngine:
         def handler(index: int, _start: int, end: int, _flags: int, _ctx: object) -> None:
             on_match(index, end)
 
-        self._db.scan(chunk, match_event_handler=handler, scratch=self._scratch())  # type: ignore[attr-defined,arg-type]
+        self._db.scan(chunk, match_event_handler=handler, scratch=self._scratch())
 
     def present(self, chunk: bytes) -> set[int]:
         found: set[int] = set()
@@ -149,7 +150,7 @@ class HyperscanEngine:
             found.add(index)
 
         once = self._once_db()
-        once.scan(chunk, match_event_handler=handler, scratch=self._scratch(once=True))  # type: ignore[attr-defined,arg-type]
+        once.scan(chunk, match_event_handler=handler, scratch=self._scratch(once=True))
         return found
 
 
@@ -209,10 +210,10 @@ def line_chunks(source: BinaryIO | Iterable[bytes], chunk_bytes: int = CHUNK_BYT
     """Pieces of ``source`` that end at line ends (except the last), each about ``chunk_bytes``."""
     blocks: Iterable[bytes]
     if hasattr(source, "read"):
-        reader = source.read  # type: ignore[union-attr]
+        reader = source.read
         blocks = iter(lambda: reader(chunk_bytes), b"")
     else:
-        blocks = source  # type: ignore[assignment]
+        blocks = source
     pending = b""
     for block in blocks:
         if not block:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,9 +21,9 @@ def record_gate(session: Session, tenant: str, gate: GateView) -> bool:
             {"id": gate.gate_id, "run_id": gate.run_id, "tenant_id": tenant, "step_name": gate.step,
              "kind": gate.kind, "action": gate.action, "status": gate.status, "reason": gate.reason,
              "signal_type": gate.signal_type, "evidence": list(gate.evidence), "deciders": list(gate.deciders),
-             "on_expiry": gate.on_expiry, "opened_at": datetime.fromisoformat(gate.opened_at),
-             "expires_at": datetime.fromisoformat(gate.expires_at), "decided_by": gate.decided_by,
-             "decided_at": datetime.fromisoformat(gate.decided_at) if gate.decided_at else None,
+             "on_expiry": gate.on_expiry, "opened_at": gate.opened_at,
+             "expires_at": gate.expires_at, "decided_by": gate.decided_by,
+             "decided_at": gate.decided_at,
              "decision_reason": gate.decision_reason,
              "proposal": asdict(gate.proposal) if gate.proposal else None},
             keys=["id"], update=["status", "decided_by", "decided_at", "decision_reason"])

@@ -147,7 +147,7 @@ def gate_line(gate: GateView) -> str:
         return (f"  ⏸ approval gate {gate.gate_id}: {gate.reason}\n"
                 f"      approve -> {gate.action}; decide with `metabuilder approve {gate.gate_id}` or "
                 f"`metabuilder reject {gate.gate_id} --reason ...`\n"
-                f"      expires {gate.expires_at[:19]}Z, then: {gate.on_expiry}"
+                f"      expires {gate.expires_at:%Y-%m-%dT%H:%M:%S}Z, then: {gate.on_expiry}"
                 + ("\n      `metabuilder approvals list` shows the proposed patch" if gate.proposal else ""))
     return f"  ▶ gate {gate.gate_id} {gate.status} by {gate.decided_by}" + (
         f": {gate.decision_reason}" if gate.decision_reason else "")
@@ -174,7 +174,7 @@ def print_summary(view: RunView, *, repo: str, ui_link: str | None, out: TextIO 
     if view.timeline:
         print("  auto-fix timeline:", file=out)
         for event in view.timeline:
-            print(f"    {event.at[11:19]} " + event_line(event).strip(), file=out)
+            print(f"    {event.at:%H:%M:%S} " + event_line(event).strip(), file=out)
     if view.retry_state is not None:
         state = view.retry_state
         print(f"  attempts:    {state.total_attempts} of {state.max_total_attempts} auto-fix attempts used "

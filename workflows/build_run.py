@@ -13,17 +13,17 @@ import asyncio
 from dataclasses import dataclass
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError, CancelledError, ChildWorkflowError
+from temporalio.exceptions import ApplicationError, CancelledError, ChildWorkflowError, is_cancelled_exception
 
-from metabuilder.domain.approvals import (
-    GateAction,
-    GateKind,
-)
+from metabuilder.domain.approvals import GateAction, GateKind
+from metabuilder.domain.outcomes import EventOutcome, RepairOutcome
 from metabuilder.domain.payloads import (
     RUN_FAILED,
     AutofixEvent,
     AutofixRecord,
     BuildRunInput,
+    FailedStep,
+    LadderRules,
     RepairInput,
     RepairResult,
     RunRecord,
@@ -32,11 +32,20 @@ from metabuilder.domain.payloads import (
     StepView,
 )
 from metabuilder.domain.plans import Step
-from metabuilder.domain.policy import RetryState
+from metabuilder.domain.policy import AttemptBudget
 from metabuilder.domain.repair import DeltaKind, PlanDelta, apply_delta
 from metabuilder.domain.runs import RunStatus, StepStatus, workflow_id
+from metabuilder.domain.signals import FailureSignal
 from metabuilder.workflows import search_attributes as sa
-from metabuilder.workflows.execution import RECORD_TIMEOUT, Execution, StepCancelled, classified_event, execute_step, retry_events
+from metabuilder.workflows.execution import (
+    RECORD_TIMEOUT,
+    Execution,
+    StepCancelled,
+    classified_event,
+    execute_step,
+    failure_message,
+    retry_events,
+)
 from metabuilder.workflows.gates import ApprovalGates
 from metabuilder.workflows.repair import RepairWorkflow
 
@@ -59,13 +68,14 @@ class BuildRunWorkflow(ApprovalGates):
     def __init__(self, inp: BuildRunInput) -> None:
         self._view = RunView(
             run_id=inp.run_id, plan_name=inp.plan.name, tenant=inp.tenant, status=RunStatus.PENDING,
-            steps=[StepView(name=s.name, queue=s.queue.value) for s in inp.plan.steps],
+            steps=[StepView(name=s.name, queue=s.queue) for s in inp.plan.steps],
             base_commit=inp.workspace.base_commit, head_commit=inp.workspace.base_commit,
             branch=inp.workspace.branch,
         )
+        self._run = inp.context()
         self._plan = inp.plan
         self._slots = [_Slot(i, s) for i, s in enumerate(inp.plan.steps)]
-        self._view.retry_state = RetryState.for_policy(inp.autofix.policy) if inp.autofix else None
+        self._view.retry_state = AttemptBudget.for_policy(inp.autofix.policy) if inp.autofix else None
         self._seq = 0
         self._repairs = 0
 
@@ -103,13 +113,13 @@ class BuildRunWorkflow(ApprovalGates):
         return self._view
 
     @property
-    def _state(self) -> RetryState | None:
+    def _state(self) -> AttemptBudget | None:
         """The run's retry budgets and spending (None without auto-fix)."""
         return self._view.retry_state
 
     async def _execute(self, inp: BuildRunInput, slot: _Slot) -> Execution:
         budget = self._state.remaining(slot.step.name) if self._state else 0
-        ex = await execute_step(inp, slot.index, slot.step, self._view.head_commit,
+        ex = await execute_step(self._run, slot.index, slot.step, self._view.head_commit,
                                 attempt_base=slot.attempts, budget=budget)
         if self._state is None:
             return ex
@@ -119,7 +129,7 @@ class BuildRunWorkflow(ApprovalGates):
         if ex.result.retries:
             self._state.last_backoff_seconds = ex.result.retries[-1].backoff_seconds
         if not ex.ok and ex.result.signal is not None:
-            events.append(classified_event(slot.step.name, ex.result, self._seq + len(events), "failed"))
+            events.append(classified_event(slot.step.name, ex.result, self._seq + len(events), EventOutcome.FAILED))
         await self._record(inp, events)
         return ex
 
@@ -127,58 +137,69 @@ class BuildRunWorkflow(ApprovalGates):
         """Hand a failed step to a ``RepairWorkflow`` child; return the position to go on from."""
         slot, view = self._slots[pos], self._view.steps[pos]
         assert self._state is not None and ex.result.signal is not None
-        view.status, view.signal_type = StepStatus.FAILED, ex.result.signal.type.value
+        view.status, view.signal_type = StepStatus.FAILED, ex.result.signal.type
         view.exit_code, view.log_tail, view.attempt = ex.result.exit_code, ex.result.log_tail, ex.result.attempt
-        self._repairs += 1
-        rollback = [s.step for s, v in zip(self._slots[:pos], self._view.steps[:pos], strict=True)
-                    if v.status is StepStatus.SUCCEEDED and s.step.rollback_command]
-        try:
-            result: RepairResult = await workflow.execute_child_workflow(
-                RepairWorkflow.run,
-                RepairInput(run=inp, step_index=slot.index, step=slot.step, plan=self._plan,
-                            commit=self._view.head_commit, signal=ex.result.signal, failed=ex.result,
-                            retry_state=self._state, attempt_base=slot.attempts, seq=self._seq,
-                            applied_deltas=[f"{d.kind}:{d.step}" for d in self._view.plan_deltas],
-                            rollback_steps=list(reversed(rollback))),
-                id=f"{workflow_id(inp.run_id)}-repair-{self._repairs}",
-            )
-        except (asyncio.CancelledError, CancelledError) as err:
-            raise StepCancelled() from err
-        except ChildWorkflowError as err:
-            if isinstance(err.cause, CancelledError):
-                raise StepCancelled() from err
-            # A repair that breaks must not lose the run: a person takes over.
-            cause = err.cause.message if err.cause else err.message
-            result = RepairResult(outcome="escalated", retry_state=self._state, attempt_base=slot.attempts,
-                                  seq=self._seq, reason=f"the repair of {slot.step.name!r} failed: {cause}")
+        result = await self._climb_ladder(inp, pos, FailedStep(signal=ex.result.signal, log_tail=ex.result.log_tail))
         self._view.retry_state = result.retry_state
         self._view.timeline.extend(result.events)
         self._seq = result.seq
         slot.attempts = result.attempt_base
-        if result.outcome in ("fixed", "flaky") and result.result is not None:
-            self._succeeded(view, result.result)
-            view.flaky = result.outcome == "flaky"
-            return pos + 1
-        if result.outcome == "replan" and result.delta is not None:
-            return await self._replan(inp, pos, result.delta)
-        if result.outcome == "escalated" and inp.approval_gates:
-            last = result.events[-1] if result.events else None
-            signal_type = last.signal_type if last else ex.result.signal.type.value
-            evidence = last.evidence if last else [e.text for e in ex.result.signal.evidence[:3]]
-            gate = await self._gate(inp, GateKind.ESCALATION, slot.step.name, result.reason,
-                                    signal_type=signal_type, evidence=evidence, proposal=result.proposal)
-            if gate.action == GateAction.OVERRIDE:
-                view.status = StepStatus.OVERRIDDEN
+        match result.outcome:
+            case RepairOutcome.FIXED | RepairOutcome.FLAKY if result.result is not None:
+                self._succeeded(view, result.result)
+                view.flaky = result.outcome is RepairOutcome.FLAKY
                 return pos + 1
-            if gate.action == GateAction.APPLY_PATCH:
-                self._view.head_commit = await self._apply_approved(inp, gate, slot.index, slot.step) \
-                    or self._view.head_commit
-            view.status = StepStatus.PENDING
-            return pos
+            case RepairOutcome.REPLAN if result.delta is not None:
+                return await self._replan(inp, pos, result.delta)
+            case RepairOutcome.ESCALATED if inp.approval_gates:
+                return await self._escalated(inp, pos, ex.result.signal, result)
         self._view.failed_step, self._view.error = slot.step.name, result.reason
-        status = RunStatus.ROLLED_BACK if result.outcome == "rolled_back" else RunStatus.ESCALATED
+        status = RunStatus.ROLLED_BACK if result.outcome is RepairOutcome.ROLLED_BACK else RunStatus.ESCALATED
         await self._set_status(inp, status)
         raise ApplicationError(result.reason, self._view, type=RUN_FAILED, non_retryable=True)
+
+    async def _climb_ladder(self, inp: BuildRunInput, pos: int, failed: FailedStep) -> RepairResult:
+        """Run the repair child for the step at ``pos``: only what its ladder needs goes with it."""
+        slot = self._slots[pos]
+        assert self._state is not None
+        self._repairs += 1
+        rollback = [s.step for s, v in zip(self._slots[:pos], self._view.steps[:pos], strict=True)
+                    if v.status is StepStatus.SUCCEEDED and s.step.rollback_command]
+        try:
+            return await workflow.execute_child_workflow(
+                RepairWorkflow.run,
+                RepairInput(run=self._run, step_index=slot.index, step=slot.step, commit=self._view.head_commit,
+                            failed=failed, plan=LadderRules.of(self._plan), retry_state=self._state,
+                            attempt_base=slot.attempts, seq=self._seq,
+                            applied_deltas=[f"{d.kind}:{d.step}" for d in self._view.plan_deltas],
+                            rollback_steps=list(reversed(rollback))),
+                id=f"{workflow_id(inp.run_id)}-repair-{self._repairs}",
+            )
+        except (asyncio.CancelledError, CancelledError, ChildWorkflowError) as err:
+            if is_cancelled_exception(err):
+                raise StepCancelled() from err
+            assert isinstance(err, ChildWorkflowError)
+            # A repair that breaks must not lose the run: a person takes over.
+            return RepairResult(outcome=RepairOutcome.ESCALATED, retry_state=self._state,
+                                attempt_base=slot.attempts, seq=self._seq,
+                                reason=f"the repair of {slot.step.name!r} failed: {failure_message(err)}")
+
+    async def _escalated(self, inp: BuildRunInput, pos: int, signal: FailureSignal, result: RepairResult) -> int:
+        """The ladder gave up: a person decides at a gate; return the position to go on from."""
+        slot, view = self._slots[pos], self._view.steps[pos]
+        last = result.events[-1] if result.events else None
+        signal_type = last.signal_type if last else signal.type
+        evidence = last.evidence if last else [e.text for e in signal.evidence[:3]]
+        gate = await self._gate(inp, GateKind.ESCALATION, slot.step.name, result.reason,
+                                signal_type=signal_type, evidence=evidence, proposal=result.proposal)
+        if gate.action is GateAction.OVERRIDE:
+            view.status = StepStatus.OVERRIDDEN
+            return pos + 1
+        if gate.action is GateAction.APPLY_PATCH:
+            self._view.head_commit = await self._apply_approved(inp, gate, slot.index, slot.step) \
+                or self._view.head_commit
+        view.status = StepStatus.PENDING
+        return pos
 
     async def _replan(self, inp: BuildRunInput, pos: int, delta: PlanDelta) -> int:
         before = self._plan
@@ -189,7 +210,7 @@ class BuildRunWorkflow(ApprovalGates):
         if delta.kind is DeltaKind.INSERT_STEP:
             assert delta.new_step is not None
             self._slots.insert(pos, _Slot(max(s.index for s in self._slots) + 1, delta.new_step))
-            self._view.steps.insert(pos, StepView(name=delta.new_step.name, queue=delta.new_step.queue.value))
+            self._view.steps.insert(pos, StepView(name=delta.new_step.name, queue=delta.new_step.queue))
             view.status = StepStatus.PENDING
         elif delta.kind is DeltaKind.USE_FALLBACK:
             slot.step = next(s for s in self._plan.steps if s.name == delta.step)
@@ -225,7 +246,7 @@ class BuildRunWorkflow(ApprovalGates):
         if ex.result.commit:  # the activity's own report (else the step could not be run at all)
             view.exit_code, view.duration_seconds = ex.result.exit_code, ex.result.duration_seconds
             view.attempt, view.log_tail = ex.result.attempt, ex.result.log_tail
-            view.signal_type = ex.result.signal.type.value if ex.result.signal else None
+            view.signal_type = ex.result.signal.type if ex.result.signal else None
         self._view.failed_step = view.name
         self._view.error = ex.reason
         await self._set_status(inp, RunStatus.FAILED)

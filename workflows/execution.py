@@ -1,8 +1,11 @@
 """Running one step from workflow code: shared by ``BuildRunWorkflow`` and ``RepairWorkflow``.
 
-The step activity classifies a failure itself and tells Temporal whether and when to retry it
-(``ApplicationError`` typed by class, ``next_retry_delay`` per class); the workflow only sets how
-many Temporal attempts the execution may use, from the run's remaining budget.
+**The retry rung of the repair ladder lives in the step activity**, not here: ``run_step``
+classifies a failed command's log and raises ``ApplicationError(type=<failure class>,
+next_retry_delay=<the class's backoff>)``, retryable while the class and the run's budget allow
+(``non_retryable`` otherwise). Temporal's own activity retries are then the retries. The workflow
+only sets how many Temporal attempts the execution may use, from the run's remaining budget, and
+reads what was retried from the result (:func:`retry_events`).
 """
 
 from __future__ import annotations
@@ -14,18 +17,27 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.converter import value_to_type
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    FailureError,
+    TimeoutError,
+    is_cancelled_exception,
+)
 
+from metabuilder.domain.outcomes import EventOutcome, Strategy
 from metabuilder.domain.payloads import (
     STEP_CANNOT_START,
     STEP_FAILED,
     STEP_OUTCOME_UNKNOWN,
     AutofixEvent,
-    BuildRunInput,
+    RunContext,
     StepInput,
     StepResult,
 )
 from metabuilder.domain.plans import Step
+from metabuilder.domain.policy import AutofixPolicy
 from metabuilder.domain.runs import task_queue
 from metabuilder.domain.taxonomy import FailureType
 
@@ -67,22 +79,25 @@ def activity_id(index: int, step: Step, attempt_base: int) -> str:
     return base if attempt_base == 0 else f"{base}-a{attempt_base + 1}"
 
 
-def retry_policy(run: BuildRunInput, budget: int) -> RetryPolicy:
-    if run.autofix is None:
+def step_retry_policy(policy: AutofixPolicy | None, budget: int) -> RetryPolicy:
+    """Temporal's retry policy for one execution of a step: without auto-fix, retries for a lost
+    worker only; with it, room for ``budget`` per-class retries (the activity decides each one
+    from ``policy``) plus the allowance for lost workers."""
+    if policy is None:
         return STEP_INFRA_RETRY
     return RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                        maximum_interval=timedelta(seconds=30), maximum_attempts=1 + budget + INFRA_ALLOWANCE,
                        non_retryable_error_types=[STEP_FAILED])
 
 
-async def execute_step(run: BuildRunInput, index: int, step: Step, commit: str, *,
+async def execute_step(run: RunContext, index: int, step: Step, commit: str, *,
                        attempt_base: int = 0, budget: int = 0) -> Execution:
-    """Run ``step`` at ``commit`` with up to ``budget`` per-class retries; never raises for a red
-    step (``Execution.ok`` is False), raises ``StepCancelled`` when cancelled."""
+    """Run ``step`` at ``commit`` with up to ``budget`` per-class retries (the retry rung, inside
+    the activity); never raises for a red step (``Execution.ok`` is False), raises
+    ``StepCancelled`` when cancelled."""
     policy = run.autofix.policy if run.autofix else None
-    inp = StepInput(run_id=run.run_id, tenant=run.tenant, step_index=index, step=step,
-                    repo_url=run.workspace.repo_url, branch=run.workspace.branch, commit=commit,
-                    attempt_base=attempt_base, policy=policy, retry_budget=budget if policy else 0)
+    inp = StepInput(run=run.ref, step_index=index, step=step, commit=commit, attempt_base=attempt_base,
+                    policy=policy, retry_budget=budget if policy else 0)
     try:
         result = await workflow.execute_activity(
             "run_step", inp, result_type=StepResult,
@@ -90,14 +105,13 @@ async def execute_step(run: BuildRunInput, index: int, step: Step, commit: str, 
             task_queue=task_queue(run.task_queue_prefix, step.queue.value),
             start_to_close_timeout=timedelta(seconds=step.timeout_seconds) + CHECKOUT_MARGIN,
             heartbeat_timeout=timedelta(seconds=run.heartbeat_timeout_seconds),
-            retry_policy=retry_policy(run, budget),
+            retry_policy=step_retry_policy(policy, budget),
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
-    except (asyncio.CancelledError, CancelledError) as err:
-        raise StepCancelled() from err
-    except ActivityError as err:
-        if isinstance(err.cause, CancelledError):
+    except (asyncio.CancelledError, CancelledError, ActivityError) as err:
+        if is_cancelled_exception(err):
             raise StepCancelled() from err
+        assert isinstance(err, ActivityError)
         return _failed(step, err)
     return Execution(ok=True, result=result)
 
@@ -110,19 +124,25 @@ def _failed(step: Step, err: ActivityError) -> Execution:
     if isinstance(cause, ApplicationError) and cause.type in (STEP_CANNOT_START, STEP_OUTCOME_UNKNOWN):
         reason = cause.message  # names the step already
     elif isinstance(cause, TimeoutError):
-        reason = f"step {step.name!r} did not finish: {cause.type.name.lower().replace('_', '-')} timeout"
+        kind = cause.type.name.lower().replace("_", "-") if cause.type else "unknown"
+        reason = f"step {step.name!r} did not finish: {kind} timeout"
     else:
-        reason = f"step {step.name!r} could not be run: {cause.message if cause else err.message}"
+        reason = f"step {step.name!r} could not be run: {failure_message(err)}"
     return Execution(ok=False, result=StepResult(exit_code=-1, duration_seconds=0.0, commit=""), reason=reason)
+
+
+def failure_message(err: FailureError) -> str:
+    """The message of the failure that caused ``err`` (an activity's or a child's), else its own."""
+    return err.cause.message if isinstance(err.cause, FailureError) else err.message
 
 
 def retry_events(step: str, result: StepResult, next_seq: int) -> list[AutofixEvent]:
     """Timeline entries for the Temporal retries inside one execution (read from its result)."""
-    now = workflow.now().isoformat()
-    events = []
+    now = workflow.now()
+    events: list[AutofixEvent] = []
     for record in result.retries:
         events.append(AutofixEvent(
-            seq=next_seq + len(events), at=now, step=step, strategy="retry", outcome="retried",
+            seq=next_seq + len(events), at=now, step=step, strategy=Strategy.RETRY, outcome=EventOutcome.RETRIED,
             signal_type=record.signal_type, confidence=record.confidence, attempt=record.attempt,
             backoff_seconds=record.backoff_seconds, fingerprint=record.fingerprint,
             evidence=[record.evidence] if record.evidence else [],
@@ -132,11 +152,12 @@ def retry_events(step: str, result: StepResult, next_seq: int) -> list[AutofixEv
     return events
 
 
-def classified_event(step: str, result: StepResult, seq: int, outcome: str, detail: str = "") -> AutofixEvent:
+def classified_event(step: str, result: StepResult, seq: int, outcome: EventOutcome,
+                     detail: str = "") -> AutofixEvent:
     signal = result.signal
     return AutofixEvent(
-        seq=seq, at=workflow.now().isoformat(), step=step, strategy="classify", outcome=outcome,
-        signal_type=signal.type.value if signal else None, confidence=signal.confidence if signal else None,
+        seq=seq, at=workflow.now(), step=step, strategy=Strategy.CLASSIFY, outcome=outcome,
+        signal_type=signal.type if signal else None, confidence=signal.confidence if signal else None,
         attempt=result.attempt, fingerprint=signal.fingerprint if signal else None,
         evidence=[f"{e.line}: {e.text}" if e.line else e.text for e in signal.evidence] if signal else [],
         detail=detail or (signal.reason if signal else ""), commit=result.commit or None,

@@ -27,6 +27,7 @@ from metabuilder.domain.approvals import (
     expire,
     gate_id,
 )
+from metabuilder.domain.outcomes import EventOutcome, Strategy
 from metabuilder.domain.payloads import (
     RUN_FAILED,
     ApplyInput,
@@ -35,10 +36,12 @@ from metabuilder.domain.payloads import (
     BuildRunInput,
     GateRecord,
     PatchProposal,
+    RunContext,
     RunView,
 )
 from metabuilder.domain.plans import Plan, Step
 from metabuilder.domain.runs import RunStatus, StepStatus, task_queue
+from metabuilder.domain.taxonomy import FailureType
 from metabuilder.workflows.execution import RECORD_TIMEOUT, REPAIR_ACTIVITY_TIMEOUT, StepCancelled
 from metabuilder.workflows.repair import ACTIVITY_RETRY
 
@@ -47,6 +50,7 @@ class ApprovalGates:
     """Mixed into ``BuildRunWorkflow``, which provides the run's view, plan and status writer."""
 
     _view: RunView
+    _run: RunContext
     _plan: Plan
     _set_status: Callable[[BuildRunInput, RunStatus], Awaitable[None]]
     _record: Callable[[BuildRunInput, list[AutofixEvent]], Awaitable[None]]
@@ -84,7 +88,7 @@ class ApprovalGates:
 
     def _decide(self, decision: Decision, inp: DecisionInput) -> GateView:
         gate = check_decision(self._view.gates, decision, inp)
-        decide(gate, decision, inp, workflow.now().isoformat())
+        decide(gate, decision, inp, workflow.now())
         return gate
 
     def _decide_signalled(self, decision: Decision, inp: DecisionInput) -> None:
@@ -94,17 +98,17 @@ class ApprovalGates:
             workflow.logger.warning("ignored %s signal: %s", decision.value, err)
 
     async def _gate(self, inp: BuildRunInput, kind: GateKind, step: str, reason: str, *,
-                    signal_type: str | None = None, evidence: list[str] | None = None,
+                    signal_type: FailureType | None = None, evidence: list[str] | None = None,
                     proposal: GateProposal | None = None) -> GateView:
         """Open a gate, pause the run until it is decided or expires, and return it approved;
         a rejected gate fails the run with the decider's reason."""
         now, options = workflow.now(), self._plan.approvals
         action = action_for(kind, signal_type, proposal)
         gate = GateView(
-            gate_id=gate_id(inp.run_id, len(self._view.gates) + 1), run_id=inp.run_id, step=step, kind=kind.value,
-            action=action.value, reason=reason, opened_at=now.isoformat(),
-            expires_at=(now + timedelta(seconds=options.timeout_seconds)).isoformat(),
-            on_expiry=options.on_expiry.value, signal_type=signal_type, evidence=list(evidence or []),
+            gate_id=gate_id(inp.run_id, len(self._view.gates) + 1), run_id=inp.run_id, step=step, kind=kind,
+            action=action, reason=reason, opened_at=now,
+            expires_at=now + timedelta(seconds=options.timeout_seconds),
+            on_expiry=options.on_expiry, signal_type=signal_type, evidence=list(evidence or []),
             proposal=proposal if action is GateAction.APPLY_PATCH else None)
         self._view.gates.append(gate)
         await self._record_gate(inp, gate)
@@ -113,10 +117,9 @@ class ApprovalGates:
             await workflow.wait_condition(lambda: not gate.pending,
                                           timeout=timedelta(seconds=options.timeout_seconds))
         except TimeoutError:
-            expire(gate, workflow.now().isoformat())
+            expire(gate, workflow.now())
         except asyncio.CancelledError as err:
-            gate.status, gate.decided_by, gate.decided_at = (GateStatus.CANCELLED.value, "cancellation",
-                                                             workflow.now().isoformat())
+            gate.status, gate.decided_by, gate.decided_at = GateStatus.CANCELLED, "cancellation", workflow.now()
             await self._record_gate(inp, gate)
             raise StepCancelled() from err
         await self._record_gate(inp, gate)
@@ -139,20 +142,19 @@ class ApprovalGates:
         if gate.status != GateStatus.APPROVED:
             # An expiry that approves is nobody's decision: a patch is never applied unseen.
             await self._record(inp, [AutofixEvent(
-                seq=self._seq, at=workflow.now().isoformat(), step=step.name, strategy="patch",
-                outcome="not_applied", signal_type=gate.signal_type,
+                seq=self._seq, at=workflow.now(), step=step.name, strategy=Strategy.PATCH,
+                outcome=EventOutcome.NOT_APPLIED, signal_type=gate.signal_type,
                 detail=f"{proposal.fixer} patch of gate {gate.gate_id} not applied: the gate expired unseen; "
                        "the step re-runs as it was")])
             return None
         result = await workflow.execute_activity(
             "apply_patch", ApplyInput(
-                run_id=inp.run_id, tenant=inp.tenant, step_index=index, step_name=step.name,
-                repo_url=inp.workspace.repo_url, branch=inp.workspace.branch, commit=proposal.base_commit,
+                run=self._run.ref, step_index=index, step_name=step.name, commit=proposal.base_commit,
                 proposal=PatchProposal(fixer=proposal.fixer, diff=proposal.diff),
-                write_scope=list(self._plan.write_scope),
-                seq=proposal.seq, signal_type=gate.signal_type or "UNKNOWN",
+                write_scope=list(self._plan.write_scope), seq=proposal.seq,
+                signal_type=gate.signal_type or FailureType.UNKNOWN,
                 protected_checks=list(self._plan.protected_checks), approved_by=gate.decided_by or "unknown"),
-            result_type=ApplyResult, task_queue=task_queue(inp.task_queue_prefix, step.queue.value),
+            result_type=ApplyResult, task_queue=task_queue(inp.task_queue_prefix, step.queue),
             start_to_close_timeout=REPAIR_ACTIVITY_TIMEOUT, retry_policy=ACTIVITY_RETRY)
         state = self._view.retry_state
         if result.applied and state is not None:
@@ -161,8 +163,9 @@ class ApprovalGates:
                   f"{gate.decided_by}" if result.applied else
                   f"{proposal.fixer} patch of gate {gate.gate_id} not applied: {'; '.join(result.problems)}")
         await self._record(inp, [AutofixEvent(
-            seq=self._seq, at=workflow.now().isoformat(), step=step.name, strategy="patch",
-            outcome="applied" if result.applied else "rejected", signal_type=gate.signal_type, detail=detail,
+            seq=self._seq, at=workflow.now(), step=step.name, strategy=Strategy.PATCH,
+            outcome=EventOutcome.APPLIED if result.applied else EventOutcome.REJECTED, signal_type=gate.signal_type,
+            detail=detail,
             commit=result.commit if result.applied else None,
             audit="autofix.patch_applied" if result.applied else None)])
         return result.commit if result.applied else None

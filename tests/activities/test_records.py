@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -43,13 +44,14 @@ def sample(name: str, **labels: str) -> float:
 
 async def test_each_fact_is_counted_once_however_often_it_is_written(records: RecordActivities) -> None:
     env = ActivityEnvironment()
-    retry = AutofixEvent(seq=0, at="2026-11-21T00:00:00+00:00", step="fetch", strategy="retry", outcome="retried",
-                         signal_type="TRANSIENT", attempt=1, backoff_seconds=7.0, audit="autofix.retry")
+    retry = AutofixEvent(seq=0, at=datetime(2026, 11, 21, tzinfo=UTC), step="fetch", strategy="retry",
+                         outcome="retried", signal_type="TRANSIENT", attempt=1, backoff_seconds=7.0,
+                         audit="autofix.retry")
     replan = replace(retry, seq=1, strategy="replan", outcome="replanned", backoff_seconds=None,
                      audit="autofix.replanned")
     gate = GateView(gate_id="run-metrics-gate-1", run_id="run-metrics", step="fetch", kind=GateKind.ESCALATION,
-                    action="rerun", reason="stuck", opened_at="2026-11-21T00:00:00+00:00",
-                    expires_at="2026-11-22T00:00:00+00:00", signal_type="UNKNOWN")
+                    action="rerun", reason="stuck", opened_at=datetime(2026, 11, 21, tzinfo=UTC),
+                    expires_at=datetime(2026, 11, 22, tzinfo=UTC), signal_type="UNKNOWN")
     decided = replace(gate, status=GateStatus.REJECTED.value, decided_by="ann", decision_reason="no")
     counted = {
         "retried": lambda: sample("autofix_attempts_total", signal_type="TRANSIENT", strategy="retry",

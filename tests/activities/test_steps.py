@@ -13,7 +13,7 @@ from temporalio.testing import ActivityEnvironment
 
 from metabuilder.activities.git import GitError, WorkspaceCache, publish, snapshot
 from metabuilder.activities.steps import StepActivities, StepSettings
-from metabuilder.domain.payloads import RunRecord, StepInput
+from metabuilder.domain.payloads import RunRecord, RunRef, StepInput
 from metabuilder.domain.plans import Step, parse_plan
 from metabuilder.domain.runs import AttemptStatus, RunStatus
 from metabuilder.migrations import upgrade
@@ -44,8 +44,8 @@ async def step_input(steps: StepActivities, user_repo: Path, tmp_path: Path, com
             run_id="r1", tenant="t", status=RunStatus.RUNNING, plan=parse_plan(PLAN), plan_source="",
             workflow_id="build-run-r1", repo_url=shared, branch="metabuilder/runs/r1",
             base_commit=commit, head_commit=commit))
-    return StepInput(run_id="r1", tenant="t", step_index=0, step=Step(name="s", command=command), repo_url=shared,
-                     branch="metabuilder/runs/r1", commit=commit)
+    return StepInput(run=RunRef(run_id="r1", tenant="t", repo_url=shared, branch="metabuilder/runs/r1"), step_index=0,
+                     step=Step(name="s", command=command), commit=commit)
 
 
 def rows(steps: StepActivities) -> list[tuple[int, str]]:
@@ -83,7 +83,7 @@ async def test_a_retry_adopts_the_recorded_result_of_an_attempt_whose_worker_die
     assert side.read_text() == "once\n"
     assert (second.commit, second.attempt, second.changed_files) == (first.commit, 1, ["made.txt"])
     assert rows(steps) == [(1, "succeeded"), (2, "adopted")]
-    assert git(Path(inp.repo_url), "rev-parse", "metabuilder/runs/r1") == first.commit
+    assert git(Path(inp.run.repo_url), "rev-parse", "metabuilder/runs/r1") == first.commit
 
 
 async def test_an_attempt_lost_while_its_command_ran_is_lost_and_the_step_runs_again(

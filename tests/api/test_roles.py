@@ -95,7 +95,7 @@ def seed(sessions: sessionmaker[Session], tenant: str) -> dict[str, str]:
             head_commit="a" * 40))
         approvals.record_gate(session, tenant, GateView(
             gate_id=f"{run_id}-gate-1", run_id=run_id, step="build", kind="escalation", action="rerun",
-            reason="seeded", opened_at=now.isoformat(), expires_at=(now + timedelta(hours=1)).isoformat()))
+            reason="seeded", opened_at=now, expires_at=now + timedelta(hours=1)))
         plan_id = repository.ensure_plan(session, tenant, "matrix", PLAN, {})
     return {"run": run_id, "gate": f"{run_id}-gate-1", "tenant": tenant, "plan": plan_id}
 

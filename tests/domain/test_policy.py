@@ -6,9 +6,9 @@ import pytest
 
 from metabuilder.domain.policy import (
     ENVIRONMENT_DEFAULTS,
+    AttemptBudget,
+    AutofixPolicy,
     PolicyError,
-    RetryPolicy,
-    RetryState,
     effective_settings,
     platform_settings,
 )
@@ -16,7 +16,7 @@ from metabuilder.domain.taxonomy import FailureType
 
 
 def test_seed_table_is_the_default() -> None:
-    policy = RetryPolicy()
+    policy = AutofixPolicy()
     assert {t: policy.retries_for(t) for t in FailureType} == {
         FailureType.TRANSIENT: 3, FailureType.INFRA: 2, FailureType.TEST_ASSERT: 0, FailureType.LINT: 0,
         FailureType.TYPECHECK: 0, FailureType.SECURITY: 0, FailureType.POLICY: 0, FailureType.RUNTIME: 1,
@@ -32,26 +32,26 @@ def test_seed_table_is_the_default() -> None:
     (FailureType.UNKNOWN, [1, 1.5, 2.25]),
 ])
 def test_per_class_backoff_is_capped(failure_type: FailureType, delays: list[float]) -> None:
-    policy = RetryPolicy()
+    policy = AutofixPolicy()
     assert [policy.delay(failure_type, n) for n in range(1, len(delays) + 1)] == delays
 
 
 def test_retry_after_is_honoured_for_rate_limits_even_above_the_cap() -> None:
-    policy = RetryPolicy()
+    policy = AutofixPolicy()
     assert policy.delay(FailureType.RATE_LIMIT, 1, retry_after=90) == 90
     assert policy.delay(FailureType.RATE_LIMIT, 3, retry_after=0.5) == 4  # never shorter than the backoff
     assert policy.delay(FailureType.TRANSIENT, 1, retry_after=90) == 1  # only rate limits carry Retry-After
 
 
 def test_jitter_stays_within_its_ratio_and_the_cap() -> None:
-    policy = RetryPolicy(jitter_ratio=0.2)
+    policy = AutofixPolicy(jitter_ratio=0.2)
     assert policy.delay(FailureType.TRANSIENT, 3, random_unit=0.0) == pytest.approx(3.2)
     assert policy.delay(FailureType.TRANSIENT, 3, random_unit=0.999) == pytest.approx(4.8, abs=0.01)
     assert policy.delay(FailureType.TRANSIENT, 10, random_unit=0.999) == 60
 
 
 def test_budget_is_the_smaller_of_step_and_run_and_never_overspent() -> None:
-    state = RetryState(max_total_attempts=4, max_per_step_attempts=3)
+    state = AttemptBudget(max_total_attempts=4, max_per_step_attempts=3)
     state.charge("a", 5)
     assert state.per_step_attempts == {"a": 3} and state.remaining("a") == 0 and state.remaining("b") == 1
     state.charge("b", 2)

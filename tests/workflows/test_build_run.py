@@ -16,11 +16,11 @@ from metabuilder.domain.runs import RunStatus, StepStatus, workflow_id
 from metabuilder.service.runs import RunExistsError, SubmitOptions, Submitted, submit
 from metabuilder.store import repository
 from metabuilder.store.db import transaction
-from tests.conftest import git
 from metabuilder.worker.devserver import temporal_cli
 from metabuilder.worker.settings import Settings
 from metabuilder.workflows import search_attributes as sa
 from metabuilder.workflows.build_run import BuildRunWorkflow
+from tests.conftest import git
 
 HISTORIES = Path(__file__).parent.parent / "histories"
 
@@ -44,11 +44,17 @@ async def wait_for_step(client: Client, run_id: str, index: int, status: StepSta
             await asyncio.sleep(0.1)
 
 
+HISTORY_SHAPE = "v2"
+"""The payload shape histories are recorded with now, in their file names (``NAME.v2.json``);
+``NAME.json`` are of the first shape. A change of shape bumps it, so that the histories of every
+older shape stay and keep replaying (v2: one ``RunRef`` in activity inputs, the slim ``RepairInput``)."""
+
+
 def record_history(name: str, history_json: str) -> None:
     """With METABUILDER_RECORD_HISTORIES=1, keep this history for the replay tests."""
     if os.environ.get("METABUILDER_RECORD_HISTORIES") == "1":
         HISTORIES.mkdir(exist_ok=True)
-        (HISTORIES / f"{name}.json").write_text(history_json)
+        (HISTORIES / f"{name}.{HISTORY_SHAPE}.json").write_text(history_json)
 
 
 MULTI_STEP = """\
