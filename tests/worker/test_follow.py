@@ -11,8 +11,8 @@ from temporalio.client import Client
 
 from metabuilder.domain.runs import RunStatus
 from metabuilder.service.runs import SubmitOptions, submit
-from metabuilder.worker import follow as follow_module
-from metabuilder.worker.follow import follow
+from metabuilder.worker.cli import follow as follow_module
+from metabuilder.worker.cli.follow import follow
 from metabuilder.worker.settings import Settings
 
 SLOW = "name: slow\nsteps:\n  - name: wait\n    command: sleep 3 && echo done\n"

@@ -30,7 +30,7 @@ from metabuilder.activities.git import git
 from metabuilder.domain.payloads import RunView
 from metabuilder.domain.runs import RunStatus, StepStatus, web_ui_link
 from metabuilder.service.runs import SubmitOptions, resolve_autofix, submit
-from metabuilder.worker.follow import follow, print_summary
+from metabuilder.worker.cli.follow import follow, print_summary
 from metabuilder.worker.runtime import POOLS, build_workers, connect, prepare_database, running_workers
 from metabuilder.worker.settings import Settings, default_home
 

@@ -16,9 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from metabuilder.domain.policy import ENV_VARS
-from metabuilder.worker import admin_cmd, classify_cmd, completion, plan_cmd, temporal_cmd
-from metabuilder.worker.json_out import print_json
-from metabuilder.worker.version import VersionAction
+from metabuilder.worker.cli import admin as admin_cmd
+from metabuilder.worker.cli import classify as classify_cmd
+from metabuilder.worker.cli import completion
+from metabuilder.worker.cli import plans as plan_cmd
+from metabuilder.worker.cli import temporal as temporal_cmd
+from metabuilder.worker.cli.json_out import print_json
+from metabuilder.worker.cli.version import VersionAction
 
 if TYPE_CHECKING:
     from temporalio.client import Client
@@ -39,7 +43,7 @@ class CliError(Exception):
 
 async def _needs_local_workers(client: Client, settings: Settings) -> bool:
     from metabuilder.domain.runs import WORKFLOW_QUEUE, task_queue
-    from metabuilder.worker.follow import has_pollers
+    from metabuilder.worker.cli.follow import has_pollers
 
     queue = task_queue(settings.task_queue_prefix, WORKFLOW_QUEUE)
     return not await has_pollers(client, queue, workflow_queue=True)
@@ -49,7 +53,7 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from metabuilder.domain.plans import parse_plan, read_plan_file
     from metabuilder.domain.runs import RunStatus, web_ui_link
     from metabuilder.service.runs import SubmitOptions, resolve_autofix, submit
-    from metabuilder.worker.follow import follow, print_summary
+    from metabuilder.worker.cli.follow import follow, print_summary
     from metabuilder.worker.runtime import POOLS, build_workers, connect, prepare_database, running_workers
 
     plan_path = Path(args.plan)
@@ -284,7 +288,7 @@ async def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from metabuilder.worker.demo import run_demo
+    from metabuilder.worker.cli.demo import run_demo
 
     return await run_demo(settings)
 
@@ -454,7 +458,3 @@ def entry_point() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-if __name__ == "__main__":
-    entry_point()

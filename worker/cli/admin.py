@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from metabuilder.domain.access import Role
 from metabuilder.domain.approvals import Decision, GateStatus
-from metabuilder.worker.json_out import print_json
+from metabuilder.worker.cli.json_out import print_json
 
 if TYPE_CHECKING:
     from metabuilder.worker.settings import Settings
