@@ -35,7 +35,9 @@ from metabuilder.domain.approvals import Decision, GateStatus
 from metabuilder.domain.policy import ENV_VARS
 from metabuilder.service.approvals import decide_gate
 from metabuilder.service.errors import Conflict
-from metabuilder.store import approvals, repository
+from metabuilder.store import approvals
+from metabuilder.store import runs as run_rows
+from metabuilder.store import tenants as tenant_rows
 from metabuilder.store.db import transaction
 
 PREFIX = PORTAL_PREFIX
@@ -141,7 +143,7 @@ def home() -> Response:
 @router.get("/runs", response_class=HTMLResponse)
 def runs_page(request: Request, principal: User, session: SessionDep, config: ConfigDep,
               status: str | None = None) -> Response:
-    rows = repository.list_runs(session, tenant=principal.tenant, status=status or None, limit=100)
+    rows = run_rows.list_runs(session, tenant=principal.tenant, status=status or None, limit=100)
     pending = approvals.list_gates(session, tenant=principal.tenant, status=GateStatus.PENDING.value)
     return page(request, "runs.html", principal, runs=[run_routes.run_out(r, config) for r in rows],
                 status=status or "", pending=len(pending))
@@ -220,7 +222,7 @@ def change_settings(request: Request, principal: User, session: SessionDep,
                             f"{principal.role}")
     path = PREFIX + "/settings/builder/autofix"
     if action == "reset":
-        repository.set_tenant_autofix(session, principal.tenant, {})
+        tenant_rows.set_tenant_autofix(session, principal.tenant, {})
         return back(path, "reset to the platform defaults")
     fields = {"autofix_enabled": autofix_enabled, "max_total_attempts": max_total_attempts,
               "max_per_step_attempts": max_per_step_attempts, "backoff_cap_seconds": backoff_cap_seconds}
@@ -228,7 +230,7 @@ def change_settings(request: Request, principal: User, session: SessionDep,
         body = SettingsIn.model_validate({k: v.strip() for k, v in fields.items() if v.strip()})
     except ValidationError as err:  # answered like an API body: 422 naming each field
         raise RequestValidationError(err.errors()) from None
-    repository.set_tenant_autofix(session, principal.tenant, overrides_of(body))
+    tenant_rows.set_tenant_autofix(session, principal.tenant, overrides_of(body))
     return back(path, "saved")
 
 

@@ -35,7 +35,10 @@ from metabuilder.domain.runs import (
     workflow_id,
 )
 from metabuilder.service.errors import BadRequest, Conflict, NotFound
-from metabuilder.store import repository
+from metabuilder.store import plans as plan_rows
+from metabuilder.store import runs as run_rows
+from metabuilder.store import steps as step_rows
+from metabuilder.store import tenants as tenant_rows
 from metabuilder.store.db import transaction
 from metabuilder.workflows import search_attributes as sa
 from metabuilder.workflows.build_run import BuildRunWorkflow
@@ -63,7 +66,7 @@ def resolve_autofix(platform: AutofixSettings, sessions: sessionmaker[Session], 
                     run_overrides: Mapping[str, object] | None = None) -> EffectiveSettings:
     """A run's auto-fix settings: platform (environment), then the tenant's (DB), then the run's."""
     with transaction(sessions) as session:
-        tenant_overrides = repository.tenant_autofix(session, tenant)
+        tenant_overrides = tenant_rows.tenant_autofix(session, tenant)
     return effective_settings(platform, tenant_overrides, run_overrides)
 
 
@@ -130,13 +133,13 @@ async def prepare_retry(sessions: sessionmaker[Session], run_id: str, opts: Subm
     did not succeed, on a new branch at the run's last good commit, with the run's settings (and
     any set for its retries since)."""
     with transaction(sessions) as session:
-        run = repository.get_run(session, run_id)
+        run = run_rows.get_run(session, run_id)
         if run is None or (tenant is not None and run.tenant_id != tenant):
             raise NotFound(f"unknown run id {run_id!r}")
         if run.status not in RETRYABLE:
             raise Conflict(f"run {run_id} is {run.status}; only a {', '.join(sorted(RETRYABLE))} run can be retried")
-        plan = parse_plan(repository.run_plan_source(session, run), source=f"run {run_id}")
-        done = {s.name for s in repository.run_steps(session, run_id) if s.status == StepStatus.SUCCEEDED}
+        plan = parse_plan(plan_rows.run_plan_source(session, run), source=f"run {run_id}")
+        done = {s.name for s in step_rows.run_steps(session, run_id) if s.status == StepStatus.SUCCEEDED}
         overrides = {k: v for k, v in run.settings.items() if run.settings.get("sources", {}).get(k) == "run"}
         overrides.update(run.next_overrides)
         head, tenant_id, iteration = run.head_commit, run.tenant_id, run.iteration

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from metabuilder.domain.knowledge import EntryKind, KnowledgeBase, PatternEntry, bundled_knowledge_base
 from metabuilder.domain.taxonomy import FailureType
 from metabuilder.store.models import Correction, TenantPattern, utcnow
-from metabuilder.store.repository import ensure_tenant
+from metabuilder.store.tenants import ensure_tenant
 
 
 def _entry(row: TenantPattern) -> PatternEntry:

@@ -21,7 +21,8 @@ from metabuilder.domain.knowledge import propose_pattern as propose
 from metabuilder.domain.scanner import make_engine
 from metabuilder.domain.taxonomy import FailureType
 from metabuilder.service.errors import Conflict, NotFound
-from metabuilder.store import knowledge, repository
+from metabuilder.store import knowledge
+from metabuilder.store import steps as step_rows
 
 router = APIRouter(tags=["classifier knowledge"])
 READ = responses(401, 403, 404, 422)
@@ -164,7 +165,7 @@ def correct(run_id: str, body: CorrectionIn, principal: Operator, session: Sessi
     """Say what a failed step's failure really was. It is kept as a labelled example (its failure
     window and exit code), with a pattern proposed from it."""
     run = own_run(session, run_id, principal)
-    attempts = [s for s in repository.run_steps(session, run.id) if s.name == body.step]
+    attempts = [s for s in step_rows.run_steps(session, run.id) if s.name == body.step]
     failed = [s for s in attempts if s.exit_code not in (None, 0)]
     if not failed:
         raise Conflict(f"step {body.step!r} of run {run_id!r} has no failed attempt to correct")

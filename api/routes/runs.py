@@ -33,7 +33,11 @@ from metabuilder.domain.policy import EffectiveSettings
 from metabuilder.domain.runs import RunStatus, workflow_id
 from metabuilder.service import runs as service
 from metabuilder.service.errors import Conflict, NotFound
-from metabuilder.store import approvals, repository
+from metabuilder.store import approvals
+from metabuilder.store import autofix as autofix_rows
+from metabuilder.store import plans as plan_rows
+from metabuilder.store import runs as run_rows
+from metabuilder.store import steps as step_rows
 from metabuilder.store.db import transaction
 
 router = APIRouter(tags=["runs"])
@@ -64,7 +68,7 @@ async def start_run(body: RunIn, principal: Operator, config: ConfigDep, tempora
         text, source = body.plan_yaml or "", "plan_yaml"
         if body.plan_id is not None:
             with transaction(config.sessions) as session:
-                plan = repository.get_plan(session, body.plan_id)
+                plan = plan_rows.get_plan(session, body.plan_id)
                 if plan is None or plan.tenant_id != principal.tenant:
                     raise NotFound(f"unknown plan id {body.plan_id!r}")
                 text, source = plan.source, f"plan {plan.id}"
@@ -85,7 +89,7 @@ def list_runs(principal: Viewer, session: SessionDep, config: ConfigDep,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
               offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> list[RunOut]:
     """The tenant's runs, newest first, optionally in one status or of one plan name."""
-    rows = repository.list_runs(session, tenant=principal.tenant, status=status.value if status else None,
+    rows = run_rows.list_runs(session, tenant=principal.tenant, status=status.value if status else None,
                                 plan=plan, limit=limit, offset=offset)
     return [run_out(r, config) for r in rows]
 
@@ -95,7 +99,7 @@ def get_run(run_id: str, principal: Viewer, session: SessionDep, config: ConfigD
     """A run with every step attempt and its approval gates."""
     run = own_run(session, run_id, principal)
     return RunDetailOut(**run_out(run, config).model_dump(),
-                        steps=[step_out(s) for s in repository.run_steps(session, run_id)],
+                        steps=[step_out(s) for s in step_rows.run_steps(session, run_id)],
                         gates=[gate_out(g) for g in approvals.list_gates(session, tenant=principal.tenant,
                                                                         run_id=run_id)])
 
@@ -139,19 +143,19 @@ async def retry_run(run_id: str, principal: Operator, config: ConfigDep, tempora
 def autofix_history(run_id: str, principal: Viewer, session: SessionDep) -> AutofixOut:
     """The run's auto-fix history: retry state, every attempt with its signal, strategy, outcome and backoff."""
     run = own_run(session, run_id, principal)
-    state = repository.retry_state(session, run_id)
+    state = autofix_rows.retry_state(session, run_id)
     return AutofixOut(
         run_id=run_id, status=run.status,
         retry_state=RetryStateOut.model_validate(state, from_attributes=True) if state else None,
         timeline=[TimelineEntry(seq=e.seq, step=e.step_name, signal_type=e.signal_type, confidence=e.confidence,
                                 strategy=e.strategy, outcome=e.outcome, attempt=e.attempt, backoff=e.backoff,
                                 detail=e.detail, commit=e.commit, evidence=list(e.evidence), created_at=e.created_at)
-                  for e in repository.autofix_timeline(session, run_id)],
+                  for e in autofix_rows.autofix_timeline(session, run_id)],
         repair_attempts=[RepairAttemptOut(
             seq=a.seq, step=a.step_name, signal_type=a.signal_type, fixer=a.fixer, outcome=a.outcome,
             reason=a.reason, files=list(a.files), diff=a.diff, commit_before=a.commit_before,
             commit_after=a.commit_after, model=a.model, tokens_in=a.tokens_in, tokens_out=a.tokens_out,
-            cost_usd=a.cost_usd) for a in repository.repair_attempts(session, run_id)])
+            cost_usd=a.cost_usd) for a in autofix_rows.repair_attempts(session, run_id)])
 
 
 @router.get(V2 + "/runs/{run_id}/escalation", responses=READ)
@@ -173,7 +177,7 @@ def plan_deltas(run_id: str, principal: Viewer, session: SessionDep) -> list[Pla
                          reason=d.delta_data.get("reason", ""), command=d.delta_data.get("command"),
                          new_step=d.delta_data.get("new_step"), triggered_by=d.triggered_by,
                          original_plan_id=d.original_plan_id, new_plan_id=d.new_plan_id, created_at=d.created_at)
-            for d in repository.plan_deltas(session, run_id)]
+            for d in autofix_rows.plan_deltas(session, run_id)]
 
 
 @router.get(V2 + "/runs/{run_id}/logs", responses=READ)
@@ -181,4 +185,4 @@ def plan_deltas(run_id: str, principal: Viewer, session: SessionDep) -> list[Pla
 def logs(run_id: str, principal: Viewer, session: SessionDep) -> LogsOut:
     """Every step attempt of the run with the tail of its log."""
     own_run(session, run_id, principal)
-    return LogsOut(run_id=run_id, steps=[step_out(s, lines=None) for s in repository.run_steps(session, run_id)])
+    return LogsOut(run_id=run_id, steps=[step_out(s, lines=None) for s in step_rows.run_steps(session, run_id)])

@@ -13,7 +13,7 @@ from metabuilder.api.settings_body import api_names, overrides_of, values_of
 from metabuilder.domain.access import Principal
 from metabuilder.domain.policy import effective_settings, parse_overrides
 from metabuilder.service.errors import NotFound
-from metabuilder.store import repository
+from metabuilder.store import tenants as tenant_rows
 from metabuilder.store.models import BuildRun
 
 router = APIRouter(tags=["settings"])
@@ -27,7 +27,7 @@ def _tenant(tenant_id: str, principal: Principal) -> str:
 
 
 def _tenant_out(session: SessionDep, config: ConfigDep, tenant_id: str) -> TenantSettingsOut:
-    overrides = repository.tenant_autofix(session, tenant_id)
+    overrides = tenant_rows.tenant_autofix(session, tenant_id)
     effective = effective_settings(config.platform, overrides)
     return TenantSettingsOut(tenant=tenant_id, effective=values_of(effective.settings),
                              sources=api_names(effective.sources), overrides=api_names(overrides))
@@ -45,7 +45,7 @@ def tenant_settings(tenant_id: str, principal: Viewer, session: SessionDep, conf
 def replace_tenant_settings(tenant_id: str, body: SettingsIn, principal: Admin, session: SessionDep,
                             config: ConfigDep) -> TenantSettingsOut:
     """Replace the tenant's overrides (``{}`` resets the tenant to the platform defaults)."""
-    repository.set_tenant_autofix(session, _tenant(tenant_id, principal), overrides_of(body))
+    tenant_rows.set_tenant_autofix(session, _tenant(tenant_id, principal), overrides_of(body))
     return _tenant_out(session, config, tenant_id)
 
 
@@ -54,8 +54,8 @@ def replace_tenant_settings(tenant_id: str, body: SettingsIn, principal: Admin, 
 def update_tenant_settings(tenant_id: str, body: SettingsIn, principal: Admin, session: SessionDep,
                            config: ConfigDep) -> TenantSettingsOut:
     """Change some of the tenant's overrides, keeping the others (``{"autofix_enabled": false}``)."""
-    current = repository.tenant_autofix(session, _tenant(tenant_id, principal))
-    repository.set_tenant_autofix(session, tenant_id, {**current, **overrides_of(body)})
+    current = tenant_rows.tenant_autofix(session, _tenant(tenant_id, principal))
+    tenant_rows.set_tenant_autofix(session, tenant_id, {**current, **overrides_of(body)})
     return _tenant_out(session, config, tenant_id)
 
 

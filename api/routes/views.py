@@ -10,7 +10,7 @@ from metabuilder.domain.access import Principal
 from metabuilder.domain.plans import parse_plan
 from metabuilder.domain.runs import web_ui_link
 from metabuilder.service.errors import NotFound
-from metabuilder.store import repository
+from metabuilder.store import runs as run_rows
 from metabuilder.store.models import ApprovalGate, BuildRun, BuildStep, ScaffoldPlan
 from metabuilder.store.views import gate_fields, run_fields, step_fields
 
@@ -19,7 +19,7 @@ LOG_TAIL_LINES = 40
 
 def own_run(session: Session, run_id: str, principal: Principal) -> BuildRun:
     """The caller's tenant's run; another tenant's run is as unknown as a missing one."""
-    run = repository.get_run(session, run_id)
+    run = run_rows.get_run(session, run_id)
     if run is None or run.tenant_id != principal.tenant:
         raise NotFound(f"unknown run id {run_id!r}")
     return run

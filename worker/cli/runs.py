@@ -89,16 +89,16 @@ def _key_values(pairs: list[str] | None) -> dict[str, object]:
 def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
     """Show (and change) a tenant's auto-fix settings, with where each value comes from."""
     from metabuilder.domain.policy import effective_settings, parse_overrides
-    from metabuilder.store import repository
+    from metabuilder.store import tenants as tenant_rows
     from metabuilder.store.db import transaction
     from metabuilder.worker.runtime import prepare_database
 
     sessions = prepare_database(settings)
     with transaction(sessions) as session:
-        current = repository.tenant_autofix(session, args.tenant)
+        current = tenant_rows.tenant_autofix(session, args.tenant)
         if args.reset or args.set:
             changed = {} if args.reset else {**current, **parse_overrides(_key_values(args.set), "--set")}
-            repository.set_tenant_autofix(session, args.tenant, changed)
+            tenant_rows.set_tenant_autofix(session, args.tenant, changed)
             current = changed
     effective = effective_settings(settings.autofix, current)
     if args.json:
@@ -116,14 +116,15 @@ def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from metabuilder.domain.runs import web_ui_link
-    from metabuilder.store import repository
+    from metabuilder.store import runs as run_rows
+    from metabuilder.store import steps as step_rows
     from metabuilder.store.db import transaction
     from metabuilder.worker.runtime import prepare_database
 
     sessions = prepare_database(settings)
     with transaction(sessions) as session:
-        run = repository.get_run(session, args.run_id)
-        steps = repository.run_steps(session, args.run_id) if run else []
+        run = run_rows.get_run(session, args.run_id)
+        steps = step_rows.run_steps(session, args.run_id) if run else []
         if run is None:
             raise CliError(f"unknown run id {args.run_id!r} (no such run in {settings.database_url})")
         if args.json:
