@@ -73,3 +73,9 @@ def list_corrections(session: Session, tenant: str, limit: int = 500) -> list[Co
 def get_correction(session: Session, tenant: str, correction_id: str) -> Correction | None:
     row = session.get(Correction, correction_id)
     return row if row is not None and row.tenant_id == tenant else None
+
+
+def accept_correction(session: Session, correction: Correction) -> None:
+    """Mark a correction accepted: its proposed pattern is one of the tenant's patterns now."""
+    correction.status = "accepted"
+    session.flush()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, defer, joinedload
 
@@ -67,3 +69,9 @@ def run_counts(session: Session) -> dict[str, int]:
     """How many runs are in each status now (all tenants)."""
     return {status: n for status, n in session.execute(
         select(BuildRun.status, func.count()).group_by(BuildRun.status))}
+
+
+def set_next_overrides(session: Session, run: BuildRun, overrides: dict[str, Any]) -> None:
+    """Replace the run-level overrides that the run's retries start with (the run keeps its own)."""
+    run.next_overrides = overrides
+    session.flush()

@@ -12,7 +12,7 @@ from metabuilder.api.routes import V3
 from metabuilder.api.routes.views import plan_out
 from metabuilder.api.schemas import PlanIn, PlanOut, WhoAmI
 from metabuilder.domain.plans import parse_plan, plan_to_dict
-from metabuilder.service.errors import NotFound
+from metabuilder.service.tenancy import own_plan
 from metabuilder.store import plans as plan_rows
 
 router = APIRouter(tags=["plans"])
@@ -38,10 +38,7 @@ def list_plans(principal: Viewer, session: SessionDep, limit: Annotated[int, Que
 @router.get(V3 + "/plans/{plan_id}", responses=responses(401, 403, 404, 422))
 def get_plan(plan_id: str, principal: Viewer, session: SessionDep) -> PlanOut:
     """One plan with its steps and its text."""
-    plan = plan_rows.get_plan(session, plan_id)
-    if plan is None or plan.tenant_id != principal.tenant:
-        raise NotFound(f"unknown plan id {plan_id!r}")
-    return plan_out(plan)
+    return plan_out(own_plan(session, plan_id, principal.tenant))
 
 
 @router.get(V3 + "/me", responses=responses(401))

@@ -19,8 +19,7 @@ SLOW = "name: slow\nsteps:\n  - name: wait\n    command: sleep 3 && echo done\n"
 
 
 async def _start(client: Client, settings: Settings, repo: Path):  # type: ignore[no-untyped-def]
-    opts = SubmitOptions(shared_repo=settings.shared_repo, task_queue_prefix=settings.task_queue_prefix,
-                         heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds)
+    opts = SubmitOptions.of(settings)
     return await submit(client, SLOW, "plan.yaml", repo, opts)
 
 

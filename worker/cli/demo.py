@@ -92,8 +92,7 @@ async def run_demo(settings: Settings) -> int:
     workspace = await make_workspace(settings.home)
     user_head = (await git("rev-parse", "HEAD", cwd=workspace)).strip()
     autofix = resolve_autofix(settings.autofix, sessions, "default", {"enabled": True})
-    opts = SubmitOptions(shared_repo=settings.shared_repo, task_queue_prefix=settings.task_queue_prefix,
-                         heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds, autofix=autofix)
+    opts = SubmitOptions.of(settings, autofix=autofix)
     views: list[RunView] = []
     with flaky_services() as url:
         async with running_workers(build_workers(client, settings, sessions, POOLS)):

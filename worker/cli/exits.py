@@ -1,14 +1,32 @@
 """Exit statuses, and the one table that maps an error to its status.
 
-0 success; 1 the run failed or was cancelled; 2 bad input (plan, workspace, settings, arguments);
-3 Temporal or the database could not be reached.
+0 success; 1 the run failed or was cancelled; 2 bad input (plan, workspace, settings, arguments,
+an unknown id, a state that does not allow it); 3 Temporal or the database could not be reached.
 """
 
 from __future__ import annotations
 
-import sys
+from metabuilder.service.errors import ErrorKind, kind_of
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 0, 1, 2, 3
+
+EXITS: dict[ErrorKind, int] = {
+    ErrorKind.BAD_INPUT: EXIT_BAD_INPUT,
+    ErrorKind.NOT_FOUND: EXIT_BAD_INPUT,
+    ErrorKind.CONFLICT: EXIT_BAD_INPUT,
+    ErrorKind.UNAVAILABLE: EXIT_UNAVAILABLE,
+}
+"""What each kind of refusal is to a shell, as ``api/errors.py``'s ``STATUS`` says it in HTTP."""
+
+PROCESS_ERRORS: tuple[tuple[str, str, ErrorKind], ...] = (
+    ("metabuilder.activities.git", "NotAGitRepository", ErrorKind.BAD_INPUT),
+    ("metabuilder.worker.devserver", "DevServerError", ErrorKind.UNAVAILABLE),
+    ("metabuilder.activities.git", "GitError", ErrorKind.UNAVAILABLE),
+    ("temporalio.service", "RPCError", ErrorKind.UNAVAILABLE),
+)
+"""What the CLI meets beyond the service layer's errors (``service.errors.KINDS``): the user's
+git checkout, the embedded dev server, a Temporal call made directly. By module and class name,
+like ``KINDS``: a module never imported cannot have raised."""
 
 
 class CliError(Exception):
@@ -17,27 +35,14 @@ class CliError(Exception):
         self.code = code
 
 
-# Error type -> exit status, by module and class name: a module that was never imported cannot
-# have raised, so the table is checked without importing anything.
-_ERROR_EXITS: list[tuple[str, tuple[str, ...], int]] = [
-    ("metabuilder.domain.plans", ("PlanError",), EXIT_BAD_INPUT),
-    ("metabuilder.activities.git", ("NotAGitRepository",), EXIT_BAD_INPUT),
-    ("metabuilder.service.runs", ("RunExistsError",), EXIT_BAD_INPUT),
-    ("metabuilder.service.errors", ("NotFound",), EXIT_BAD_INPUT),
-    ("metabuilder.worker.devserver", ("DevServerError",), EXIT_UNAVAILABLE),
-    ("metabuilder.activities.git", ("GitError",), EXIT_UNAVAILABLE),
-    ("temporalio.service", ("RPCError",), EXIT_UNAVAILABLE),
-    ("metabuilder.service.errors", ("Unavailable",), EXIT_UNAVAILABLE),
-]
-
-
 def known_exit(err: BaseException) -> int | None:
+    """The exit status for ``err``; None for an error nothing expects (a bug: the caller logs it)."""
     if isinstance(err, CliError):
         return err.code
-    for module_name, names, code in _ERROR_EXITS:
-        module = sys.modules.get(module_name)
-        if module is not None and isinstance(err, tuple(getattr(module, n) for n in names)):
-            return code
+    kind = kind_of(err) or kind_of(err, PROCESS_ERRORS)
+    if kind is not None:
+        return EXITS[kind]
     if isinstance(err, (ValueError, OSError)):
         return getattr(err, "code", EXIT_BAD_INPUT)
     return None
+

@@ -46,9 +46,7 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if args.autofix is not None:
         overrides["enabled"] = args.autofix
     effective = resolve_autofix(settings.autofix, sessions, args.tenant, overrides)
-    opts = SubmitOptions(shared_repo=settings.shared_repo, task_queue_prefix=settings.task_queue_prefix,
-                         tenant=args.tenant, heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds,
-                         autofix=effective)
+    opts = SubmitOptions.of(settings, tenant=args.tenant, autofix=effective)
     submitted = await submit(client, plan_text, str(plan_path), Path(args.workspace), opts, run_id=args.run_id)
     link = web_ui_link(settings.ui_url, settings.temporal_namespace, submitted.run_id)
     story = sys.stderr if args.detach else sys.stdout  # detached, stdout carries the run id alone
@@ -88,19 +86,19 @@ def _key_values(pairs: list[str] | None) -> dict[str, object]:
 
 def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
     """Show (and change) a tenant's auto-fix settings, with where each value comes from."""
-    from metabuilder.domain.policy import effective_settings, parse_overrides
-    from metabuilder.store import tenants as tenant_rows
+    from metabuilder.service.settings import change_tenant_settings, tenant_settings
     from metabuilder.store.db import transaction
     from metabuilder.worker.runtime import prepare_database
 
     sessions = prepare_database(settings)
     with transaction(sessions) as session:
-        current = tenant_rows.tenant_autofix(session, args.tenant)
         if args.reset or args.set:
-            changed = {} if args.reset else {**current, **parse_overrides(_key_values(args.set), "--set")}
-            tenant_rows.set_tenant_autofix(session, args.tenant, changed)
-            current = changed
-    effective = effective_settings(settings.autofix, current)
+            changes = {} if args.reset else _key_values(args.set)
+            current = change_tenant_settings(session, settings.autofix, args.tenant, changes, merge=not args.reset,
+                                             where="--set", tenant=None)
+        else:
+            current = tenant_settings(session, settings.autofix, args.tenant, tenant=None)
+    effective = current.effective
     if args.json:
         print_json({"tenant": args.tenant, "environment": settings.environment.value,
                     "settings": {key: getattr(effective.settings, key) for key in ENV_VARS},
@@ -116,30 +114,31 @@ def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from metabuilder.domain.runs import web_ui_link
-    from metabuilder.store import runs as run_rows
-    from metabuilder.store import steps as step_rows
+    from metabuilder.service.errors import NotFound
+    from metabuilder.service.runs import run_detail
     from metabuilder.store.db import transaction
     from metabuilder.worker.runtime import prepare_database
 
     sessions = prepare_database(settings)
     with transaction(sessions) as session:
-        run = run_rows.get_run(session, args.run_id)
-        steps = step_rows.run_steps(session, args.run_id) if run else []
-        if run is None:
-            raise CliError(f"unknown run id {args.run_id!r} (no such run in {settings.database_url})")
+        try:
+            detail = run_detail(session, args.run_id, tenant=None)
+        except NotFound as err:
+            raise CliError(f"{err} (no such run in {settings.database_url})") from None
+        run = detail.run
         if args.json:
             from metabuilder.store.views import run_fields, step_fields
 
             print_json({**run_fields(run), "web_ui_url": web_ui_link(settings.ui_url, settings.temporal_namespace,
                                                                       run.id),
-                        "steps": [step_fields(step) for step in steps]})
+                        "steps": [step_fields(step) for step in detail.steps]})
             return EXIT_OK
         print(f"run {run.id}: {run.status}  tenant {run.tenant_id}  workflow {run.workflow_id}")
         print(f"  workspace: branch {run.branch} of {run.repo_url}")
         print(f"  base {run.base_commit[:12]}  head {run.head_commit[:12]}")
         if run.failed_step:
             print(f"  failed step: {run.failed_step}: {run.error}")
-        for step in steps:
+        for step in detail.steps:
             code = "" if step.exit_code is None else f" exit {step.exit_code}"
             took = "" if step.duration_seconds is None else f" {step.duration_seconds:.2f}s"
             print(f"  [{step.step_index}] {step.name:<16} attempt {step.attempt} {step.status}{code}{took}"
@@ -151,19 +150,11 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
-    from temporalio.service import RPCError, RPCStatusCode
+    from metabuilder.service.runs import cancel
+    from metabuilder.worker.runtime import connect, prepare_database
 
-    from metabuilder.domain.runs import workflow_id
-    from metabuilder.worker.runtime import connect
-
-    client = await connect(settings, start_embedded=False)
-    handle = client.get_workflow_handle(workflow_id(args.run_id))
-    try:
-        await handle.cancel()
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise CliError(f"unknown run id {args.run_id!r} (no workflow {workflow_id(args.run_id)})") from None
-        raise
+    await cancel(lambda: connect(settings, start_embedded=False), prepare_database(settings), args.run_id,
+                 tenant=None)
     print(f"cancellation requested for run {args.run_id}")
     return EXIT_OK
 
