@@ -63,7 +63,8 @@ def install(app: FastAPI) -> None:
         headers: Any = getattr(err, "headers", None)
         return respond(request, err.status_code, str(err.detail), headers)
 
-    for kind in (ApiError, *error_types()):
+    handled: list[type[Exception]] = [ApiError, *error_types()]
+    for kind in handled:
         app.add_exception_handler(kind, api_error)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(HTTPException, http_error)
