@@ -10,9 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from metabuilder.domain.plans import PlanError
-from metabuilder.domain.policy import PolicyError
-from metabuilder.service.errors import BadRequest, Conflict, NotFound, Unavailable
+from metabuilder.service.errors import ErrorKind, error_types, kind_of
 
 
 class FieldError(BaseModel):
@@ -38,15 +36,18 @@ class ApiError(Exception):
 
 PORTAL_PREFIX = "/portal"
 
-STATUS = {NotFound: 404, Conflict: 409, Unavailable: 503, BadRequest: 422, PlanError: 422, PolicyError: 422}
+STATUS: dict[ErrorKind, int] = {ErrorKind.NOT_FOUND: 404, ErrorKind.CONFLICT: 409, ErrorKind.UNAVAILABLE: 503,
+                                ErrorKind.BAD_INPUT: 422}
+"""What each kind of refusal (``service.errors.KINDS``) is in HTTP; the CLI's ``EXITS`` says it to a shell."""
 
 
 def install(app: FastAPI) -> None:
     async def api_error(request: Request, err: Exception) -> Response:
         if isinstance(err, ApiError):
             return respond(request, err.status, err.detail, err.headers, err.body)
-        status = next(code for kind, code in STATUS.items() if isinstance(err, kind))
-        return respond(request, status, str(err))
+        kind = kind_of(err)
+        assert kind is not None  # installed for the types of KINDS only
+        return respond(request, STATUS[kind], str(err))
 
     async def invalid(request: Request, err: Exception) -> Response:
         assert isinstance(err, RequestValidationError)
@@ -62,7 +63,8 @@ def install(app: FastAPI) -> None:
         headers: Any = getattr(err, "headers", None)
         return respond(request, err.status_code, str(err.detail), headers)
 
-    for kind in (ApiError, *STATUS):
+    handled: list[type[Exception]] = [ApiError, *error_types()]
+    for kind in handled:
         app.add_exception_handler(kind, api_error)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(HTTPException, http_error)

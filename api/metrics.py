@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metabuilder.domain.runs import RunStatus
-from metabuilder.store import repository
+from metabuilder.store import autofix as autofix_rows
+from metabuilder.store import runs as run_rows
 from metabuilder.store.db import transaction
 from metabuilder.store.models import utcnow
 from metabuilder.telemetry.metrics import AUTOFIX_SUCCESS_RATIO, HTTP_REQUEST_SECONDS
@@ -45,8 +46,8 @@ class ProjectionCollector(Collector):
         runs, ratio, up = self._families()
         try:
             with transaction(self.sessions) as session:
-                counts = repository.run_counts(session)
-                outcomes = repository.autofix_outcomes(session, utcnow() - self.window)
+                counts = run_rows.run_counts(session)
+                outcomes = autofix_rows.autofix_outcomes(session, utcnow() - self.window)
         except Exception:  # a scrape must answer; the DB being down is itself the reading
             up.add_metric([], 0)
             yield up

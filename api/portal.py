@@ -35,7 +35,9 @@ from metabuilder.domain.approvals import Decision, GateStatus
 from metabuilder.domain.policy import ENV_VARS
 from metabuilder.service.approvals import decide_gate
 from metabuilder.service.errors import Conflict
-from metabuilder.store import approvals, repository
+from metabuilder.service.settings import change_tenant_settings
+from metabuilder.store import approvals
+from metabuilder.store import runs as run_rows
 from metabuilder.store.db import transaction
 
 PREFIX = PORTAL_PREFIX
@@ -141,7 +143,7 @@ def home() -> Response:
 @router.get("/runs", response_class=HTMLResponse)
 def runs_page(request: Request, principal: User, session: SessionDep, config: ConfigDep,
               status: str | None = None) -> Response:
-    rows = repository.list_runs(session, tenant=principal.tenant, status=status or None, limit=100)
+    rows = run_rows.list_runs(session, tenant=principal.tenant, status=status or None, limit=100)
     pending = approvals.list_gates(session, tenant=principal.tenant, status=GateStatus.PENDING.value)
     return page(request, "runs.html", principal, runs=[run_routes.run_out(r, config) for r in rows],
                 status=status or "", pending=len(pending))
@@ -206,7 +208,7 @@ def settings_page(request: Request, principal: User, session: SessionDep, config
 
 
 @router.post("/settings/builder/autofix")
-def change_settings(request: Request, principal: User, session: SessionDep,
+def change_settings(request: Request, principal: User, session: SessionDep, config: ConfigDep,
                     csrf: Annotated[str, Form(max_length=64)] = "",
                     action: Annotated[str, Form(max_length=10)] = "save",
                     autofix_enabled: Annotated[str, Form(max_length=10)] = "",
@@ -220,7 +222,8 @@ def change_settings(request: Request, principal: User, session: SessionDep,
                             f"{principal.role}")
     path = PREFIX + "/settings/builder/autofix"
     if action == "reset":
-        repository.set_tenant_autofix(session, principal.tenant, {})
+        change_tenant_settings(session, config.platform, principal.tenant, {}, merge=False, where="form",
+                               tenant=principal.tenant)
         return back(path, "reset to the platform defaults")
     fields = {"autofix_enabled": autofix_enabled, "max_total_attempts": max_total_attempts,
               "max_per_step_attempts": max_per_step_attempts, "backoff_cap_seconds": backoff_cap_seconds}
@@ -228,7 +231,8 @@ def change_settings(request: Request, principal: User, session: SessionDep,
         body = SettingsIn.model_validate({k: v.strip() for k, v in fields.items() if v.strip()})
     except ValidationError as err:  # answered like an API body: 422 naming each field
         raise RequestValidationError(err.errors()) from None
-    repository.set_tenant_autofix(session, principal.tenant, overrides_of(body))
+    change_tenant_settings(session, config.platform, principal.tenant, overrides_of(body), merge=False, where="form",
+                           tenant=principal.tenant)
     return back(path, "saved")
 
 

@@ -71,7 +71,7 @@ async def main(args: argparse.Namespace) -> None:
             (repo / "f.txt").write_text("x\n")
             await git("add", "-A", cwd=repo)
             await git("-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "init", cwd=repo)
-            opts = SubmitOptions(shared_repo=settings.shared_repo, task_queue_prefix=settings.task_queue_prefix)
+            opts = SubmitOptions.of(settings)
             bare_queue = f"bare-{uuid.uuid4().hex[:8]}"
 
             async def bare_run(steps: int) -> WorkflowHandle:

@@ -63,7 +63,8 @@ class Fault:
 class Soak:
     def __init__(self, home: Path, runs: int, seed: int) -> None:
         self.home, self.runs, self.rng = home, runs, random.Random(seed)
-        self.settings = Settings.from_env({"META_BUILDER_HOME": str(home)})
+        self.prefix = f"soak-{seed}"
+        self.settings = Settings.from_env({"META_BUILDER_HOME": str(home), "META_BUILDER_TASK_QUEUE_PREFIX": self.prefix})
         self.effects = home / "effects"
         self.logs = home / "logs"
         port = int(os.environ.get("META_BUILDER_DEV_SERVER_PORT") or free_port())
@@ -71,7 +72,6 @@ class Soak:
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self.faults: list[Fault] = []
         self.run_ids: list[str] = []
-        self.prefix = f"soak-{seed}"
         upgrade(self.settings.database_url)
         self.sessions = session_factory(make_engine(self.settings.database_url))
 
@@ -130,8 +130,7 @@ class Soak:
         return "\n".join(lines) + "\n"
 
     async def submit_all(self, client: Client, repo: Path) -> Client:
-        opts = SubmitOptions(shared_repo=self.settings.shared_repo, task_queue_prefix=self.prefix,
-                             heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT, search_attributes=True)
+        opts = SubmitOptions.of(self.settings, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT)
         chaos = {self.runs // 4: ("kill", "a"), self.runs // 2: ("server", ""), (3 * self.runs) // 4: ("kill", "b")}
         for n in range(self.runs):
             run = await submit(client, self.plan(), "soak.yaml", repo, opts)

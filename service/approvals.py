@@ -12,8 +12,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from metabuilder.domain.approvals import Decision, DecisionInput, GateView
 from metabuilder.domain.runs import workflow_id
-from metabuilder.service.errors import Conflict, NotFound, Unavailable
-from metabuilder.store import approvals
+from metabuilder.service.errors import Conflict, Unavailable
+from metabuilder.service.tenancy import own_gate
 from metabuilder.store.db import transaction
 
 UPDATE_TIMEOUT = timedelta(seconds=15)
@@ -23,10 +23,7 @@ UPDATE_TIMEOUT = timedelta(seconds=15)
 def gate_run(sessions: sessionmaker[Session], gate_id: str, tenant: str | None = None) -> str:
     """The run id of a gate; ``NotFound`` if there is no such gate (of ``tenant``, when given)."""
     with transaction(sessions) as session:
-        gate = approvals.get_gate(session, gate_id)
-        if gate is None or (tenant is not None and gate.tenant_id != tenant):
-            raise NotFound(f"unknown gate {gate_id!r}")
-        return gate.run_id
+        return own_gate(session, gate_id, tenant).run_id
 
 
 async def decide_gate(connect: Callable[[], Awaitable[Client]], sessions: sessionmaker[Session],

@@ -1,11 +1,13 @@
-"""Submit a plan as a build run, and read a run's state."""
+"""Submit a plan as a build run, retry one, read one back, cancel one."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 import yaml
 from sqlalchemy.orm import Session, sessionmaker
@@ -35,8 +37,13 @@ from metabuilder.domain.runs import (
     workflow_id,
 )
 from metabuilder.service.errors import BadRequest, Conflict, NotFound
-from metabuilder.store import repository
+from metabuilder.service.tenancy import own_run
+from metabuilder.store import approvals
+from metabuilder.store import plans as plan_rows
+from metabuilder.store import steps as step_rows
+from metabuilder.store import tenants as tenant_rows
 from metabuilder.store.db import transaction
+from metabuilder.store.models import ApprovalGate, BuildRun, BuildStep
 from metabuilder.workflows import search_attributes as sa
 from metabuilder.workflows.build_run import BuildRunWorkflow
 
@@ -45,6 +52,19 @@ RETRYABLE = frozenset({RunStatus.FAILED, RunStatus.ESCALATED, RunStatus.ROLLED_B
 
 class RunExistsError(Conflict):
     """A run with that id was started before; run ids are never reused."""
+
+
+class Deployment(Protocol):
+    """Where runs go: what the worker's ``Settings`` and the API's ``ApiConfig`` both carry."""
+
+    @property
+    def shared_repo(self) -> str: ...
+
+    @property
+    def task_queue_prefix(self) -> str: ...
+
+    @property
+    def heartbeat_timeout_seconds(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -58,12 +78,22 @@ class SubmitOptions:
     search_attributes: bool = True
     """Index runs by status, tenant and plan; off for a server without them (Temporal's test server)."""
 
+    @classmethod
+    def of(cls, deployment: Deployment, *, tenant: str = "default", autofix: EffectiveSettings | None = None,
+           search_attributes: bool = True, heartbeat_timeout_seconds: float | None = None) -> SubmitOptions:
+        """The options of runs submitted to ``deployment`` (its shared repository, task queues and
+        heartbeat timeout, unless ``heartbeat_timeout_seconds`` says otherwise)."""
+        heartbeat = (deployment.heartbeat_timeout_seconds if heartbeat_timeout_seconds is None
+                     else heartbeat_timeout_seconds)
+        return cls(shared_repo=deployment.shared_repo, task_queue_prefix=deployment.task_queue_prefix, tenant=tenant,
+                   heartbeat_timeout_seconds=heartbeat, autofix=autofix, search_attributes=search_attributes)
+
 
 def resolve_autofix(platform: AutofixSettings, sessions: sessionmaker[Session], tenant: str,
                     run_overrides: Mapping[str, object] | None = None) -> EffectiveSettings:
     """A run's auto-fix settings: platform (environment), then the tenant's (DB), then the run's."""
     with transaction(sessions) as session:
-        tenant_overrides = repository.tenant_autofix(session, tenant)
+        tenant_overrides = tenant_rows.tenant_autofix(session, tenant)
     return effective_settings(platform, tenant_overrides, run_overrides)
 
 
@@ -130,13 +160,11 @@ async def prepare_retry(sessions: sessionmaker[Session], run_id: str, opts: Subm
     did not succeed, on a new branch at the run's last good commit, with the run's settings (and
     any set for its retries since)."""
     with transaction(sessions) as session:
-        run = repository.get_run(session, run_id)
-        if run is None or (tenant is not None and run.tenant_id != tenant):
-            raise NotFound(f"unknown run id {run_id!r}")
+        run = own_run(session, run_id, tenant)
         if run.status not in RETRYABLE:
             raise Conflict(f"run {run_id} is {run.status}; only a {', '.join(sorted(RETRYABLE))} run can be retried")
-        plan = parse_plan(repository.run_plan_source(session, run), source=f"run {run_id}")
-        done = {s.name for s in repository.run_steps(session, run_id) if s.status == StepStatus.SUCCEEDED}
+        plan = parse_plan(plan_rows.run_plan_source(session, run), source=f"run {run_id}")
+        done = {s.name for s in step_rows.run_steps(session, run_id) if s.status == StepStatus.SUCCEEDED}
         overrides = {k: v for k, v in run.settings.items() if run.settings.get("sources", {}).get(k) == "run"}
         overrides.update(run.next_overrides)
         head, tenant_id, iteration = run.head_commit, run.tenant_id, run.iteration
@@ -203,3 +231,64 @@ async def _start(client: Client, inp: BuildRunInput) -> Submitted:
     except WorkflowAlreadyStartedError:
         raise RunExistsError(f"run {run_id} exists already; run ids are never reused") from None
     return Submitted(run_id=run_id, plan=plan, workspace=inp.workspace, handle=handle, iteration=inp.iteration)
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    """A run from the DB projection, with every step attempt and its approval gates."""
+
+    run: BuildRun
+    steps: list[BuildStep]
+    """Every attempt of every step, by step, then attempt."""
+    gates: list[ApprovalGate]
+
+
+def run_detail(session: Session, run_id: str, tenant: str | None) -> RunDetail:
+    """The run ``run_id`` of ``tenant`` (``NotFound`` otherwise) with its attempts and gates."""
+    run = own_run(session, run_id, tenant)
+    return RunDetail(run, step_rows.run_steps(session, run_id),
+                     approvals.list_gates(session, tenant=run.tenant_id, run_id=run_id))
+
+
+@dataclass(frozen=True)
+class CancelRequested:
+    run_id: str
+    status: RunStatus
+    """The run's status when it was asked to stop (``pending`` when the projection had no row yet)."""
+    iteration: int
+
+
+async def cancel(connect: Callable[[], Awaitable[Client]], sessions: sessionmaker[Session], run_id: str,
+                 *, tenant: str | None) -> CancelRequested:
+    """Ask a run's workflow to stop: the running step is cancelled and the run ends ``cancelled``.
+
+    ``NotFound`` for an unknown run (or one of another tenant), ``Conflict`` for a finished run or
+    one without a running workflow. Without a tenant (the CLI), a run the projection does not show
+    yet (its workflow has not been picked up by a worker) is cancelled through Temporal all the
+    same. ``connect`` is called only once the run is known to the projection, or may be.
+    """
+
+    def load() -> tuple[RunStatus, int] | None:
+        with transaction(sessions) as session:
+            try:
+                run = own_run(session, run_id, tenant)
+            except NotFound:
+                if tenant is not None:
+                    raise
+                return None
+            return RunStatus(run.status), run.iteration
+
+    found = await asyncio.to_thread(load)
+    if found is not None and found[0].is_final:
+        raise Conflict(f"run {run_id} has finished ({found[0]}); there is nothing to cancel")
+    client = await connect()
+    try:
+        await client.get_workflow_handle(workflow_id(run_id)).cancel()
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        if found is None:
+            raise NotFound(f"unknown run id {run_id!r} (no workflow {workflow_id(run_id)})") from None
+        raise Conflict(f"run {run_id} has no running workflow") from None
+    status, iteration = found or (RunStatus.PENDING, 1)
+    return CancelRequested(run_id, status, iteration)

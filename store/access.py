@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 
 from metabuilder.domain.access import Principal, Role, check_tenant_id
 from metabuilder.store.models import ApiToken, Tenant, User, utcnow
-from metabuilder.store.repository import ensure_tenant, upsert
+from metabuilder.store.rows import upsert
+from metabuilder.store.tenants import ensure_tenant
 
 TOKEN_PREFIX = "mb_"
 LAST_USED_RESOLUTION = timedelta(minutes=1)

@@ -9,7 +9,8 @@ from sqlalchemy.orm import Session
 
 from metabuilder.domain.approvals import GateStatus, GateView, audit_event
 from metabuilder.store.models import ApprovalGate, AuditEvent, utcnow
-from metabuilder.store.repository import ensure_tenant, stable_id, upsert
+from metabuilder.store.rows import stable_id, upsert
+from metabuilder.store.tenants import ensure_tenant
 
 
 def record_gate(session: Session, tenant: str, gate: GateView) -> bool:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from metabuilder.domain.knowledge import EntryKind, KnowledgeBase, PatternEntry, bundled_knowledge_base
 from metabuilder.domain.taxonomy import FailureType
 from metabuilder.store.models import Correction, TenantPattern, utcnow
-from metabuilder.store.repository import ensure_tenant
+from metabuilder.store.tenants import ensure_tenant
 
 
 def _entry(row: TenantPattern) -> PatternEntry:
@@ -73,3 +73,9 @@ def list_corrections(session: Session, tenant: str, limit: int = 500) -> list[Co
 def get_correction(session: Session, tenant: str, correction_id: str) -> Correction | None:
     row = session.get(Correction, correction_id)
     return row if row is not None and row.tenant_id == tenant else None
+
+
+def accept_correction(session: Session, correction: Correction) -> None:
+    """Mark a correction accepted: its proposed pattern is one of the tenant's patterns now."""
+    correction.status = "accepted"
+    session.flush()

@@ -15,7 +15,7 @@ from metabuilder.api.schemas import DecisionIn, GateOut
 from metabuilder.domain.access import Principal
 from metabuilder.domain.approvals import Decision, GateStatus
 from metabuilder.service.approvals import decide_gate
-from metabuilder.service.errors import NotFound
+from metabuilder.service.tenancy import own_gate
 from metabuilder.store import approvals
 
 router = APIRouter(tags=["approvals"])
@@ -35,10 +35,7 @@ def list_approvals(principal: Viewer, session: SessionDep, status: GateStatus | 
 @router.get(V3 + "/approvals/{gate_id}", responses=responses(401, 403, 404, 422))
 def get_approval(gate_id: str, principal: Viewer, session: SessionDep) -> GateOut:
     """One gate: what failed, the evidence, the proposed action, and the decision once there is one."""
-    gate = approvals.get_gate(session, gate_id)
-    if gate is None or gate.tenant_id != principal.tenant:
-        raise NotFound(f"unknown gate {gate_id!r}")
-    return gate_out(gate)
+    return gate_out(own_gate(session, gate_id, principal.tenant))
 
 
 async def _decide(gate_id: str, decision: Decision, body: DecisionIn, principal: Principal, config: ConfigDep,

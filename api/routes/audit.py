@@ -9,9 +9,9 @@ from fastapi import APIRouter, Query
 from metabuilder.api.deps import Admin, SessionDep
 from metabuilder.api.errors import responses
 from metabuilder.api.routes import V3
-from metabuilder.api.routes.views import own_run
 from metabuilder.api.schemas import AuditEventOut
-from metabuilder.store import repository
+from metabuilder.service.tenancy import own_run
+from metabuilder.store import audit as audit_rows
 
 router = APIRouter(tags=["audit"])
 
@@ -27,8 +27,8 @@ def audit_log(principal: Admin, session: SessionDep, run_id: str | None = None,
     """The caller's tenant's audit events, oldest first; of one run and one event or family if asked
     (admin or owner: the log names who decided what)."""
     if run_id is not None:
-        own_run(session, run_id, principal)
-    rows = repository.audit_events(session, tenant=principal.tenant, run_id=run_id, event=event,
+        own_run(session, run_id, principal.tenant)
+    rows = audit_rows.audit_events(session, tenant=principal.tenant, run_id=run_id, event=event,
                                    limit=limit, offset=offset)
     return [AuditEventOut(id=a.id, event=a.event, actor=a.actor, run_id=a.run_id, data=dict(a.data),
                           created_at=a.created_at) for a in rows]

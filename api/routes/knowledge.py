@@ -13,15 +13,15 @@ from pydantic import BaseModel, Field
 from metabuilder.api.deps import Admin, Operator, SessionDep, Viewer
 from metabuilder.api.errors import ApiError, ErrorOut, FieldError, responses
 from metabuilder.api.routes import V3
-from metabuilder.api.routes.views import own_run
-from metabuilder.domain.access import Principal
 from metabuilder.domain.classifier import failure_window
 from metabuilder.domain.knowledge import KnowledgeBaseError, PatternEntry, bundled_knowledge_base, entries_to_yaml, parse_entries
 from metabuilder.domain.knowledge import propose_pattern as propose
 from metabuilder.domain.scanner import make_engine
 from metabuilder.domain.taxonomy import FailureType
+from metabuilder.service.tenancy import own_run, own_tenant
 from metabuilder.service.errors import Conflict, NotFound
-from metabuilder.store import knowledge, repository
+from metabuilder.store import knowledge
+from metabuilder.store import steps as step_rows
 
 router = APIRouter(tags=["classifier knowledge"])
 READ = responses(401, 403, 404, 422)
@@ -70,12 +70,6 @@ class CorrectionOut(BaseModel):
     log_window: list[str]
 
 
-def _tenant(tenant_id: str, principal: Principal) -> str:
-    if tenant_id != principal.tenant:
-        raise NotFound(f"unknown tenant {tenant_id!r}")
-    return tenant_id
-
-
 def _out(entry: PatternEntry) -> PatternOut:
     return PatternOut(id=entry.id, failure_type=entry.failure_type.value if entry.failure_type else None,
                       pattern=entry.pattern, weight=entry.weight, description=entry.description, kind=entry.kind.value)
@@ -120,14 +114,14 @@ def _validated(text: str, tenant_entries: list[PatternEntry]) -> list[PatternEnt
 @router.get(V3 + "/tenants/{tenant_id}/patterns", responses=READ)
 def list_patterns(tenant_id: str, principal: Viewer, session: SessionDep) -> PatternsOut:
     """The tenant's own knowledge-base entries, used with the bundled ones in its runs."""
-    return _patterns_out(session, _tenant(tenant_id, principal))
+    return _patterns_out(session, own_tenant(tenant_id, principal.tenant))
 
 
 @router.post(V3 + "/tenants/{tenant_id}/patterns", responses=WRITE)
 def add_patterns(tenant_id: str, body: PatternsIn, principal: Admin, session: SessionDep) -> PatternsOut:
     """Add entries (YAML); an entry with an id the tenant already has replaces it. A bad entry is
     refused with every problem and its line."""
-    tenant = _tenant(tenant_id, principal)
+    tenant = own_tenant(tenant_id, principal.tenant)
     entries = _validated(body.yaml, knowledge.tenant_entries(session, tenant))
     knowledge.put_entries(session, tenant, entries, by=principal.user)
     return _patterns_out(session, tenant)
@@ -137,7 +131,7 @@ def add_patterns(tenant_id: str, body: PatternsIn, principal: Admin, session: Se
 def replace_pattern(tenant_id: str, entry_id: str, body: PatternsIn, principal: Admin,
                     session: SessionDep) -> PatternOut:
     """Replace (or create) one entry; the YAML holds that one entry."""
-    tenant = _tenant(tenant_id, principal)
+    tenant = own_tenant(tenant_id, principal.tenant)
     entries = _validated(body.yaml, knowledge.tenant_entries(session, tenant))
     if len(entries) != 1 or entries[0].id != entry_id:
         raise _invalid([(None, "", f"expected exactly one entry, with id {entry_id!r}")])
@@ -147,7 +141,7 @@ def replace_pattern(tenant_id: str, entry_id: str, body: PatternsIn, principal: 
 
 @router.delete(V3 + "/tenants/{tenant_id}/patterns/{entry_id}", responses=READ)
 def delete_pattern(tenant_id: str, entry_id: str, principal: Admin, session: SessionDep) -> PatternsOut:
-    tenant = _tenant(tenant_id, principal)
+    tenant = own_tenant(tenant_id, principal.tenant)
     if not knowledge.delete_entry(session, tenant, entry_id):
         raise NotFound(f"tenant {tenant!r} has no pattern {entry_id!r}")
     return _patterns_out(session, tenant)
@@ -163,8 +157,8 @@ def _correction_out(row: knowledge.Correction) -> CorrectionOut:
 def correct(run_id: str, body: CorrectionIn, principal: Operator, session: SessionDep) -> CorrectionOut:
     """Say what a failed step's failure really was. It is kept as a labelled example (its failure
     window and exit code), with a pattern proposed from it."""
-    run = own_run(session, run_id, principal)
-    attempts = [s for s in repository.run_steps(session, run.id) if s.name == body.step]
+    run = own_run(session, run_id, principal.tenant)
+    attempts = [s for s in step_rows.run_steps(session, run.id) if s.name == body.step]
     failed = [s for s in attempts if s.exit_code not in (None, 0)]
     if not failed:
         raise Conflict(f"step {body.step!r} of run {run_id!r} has no failed attempt to correct")
@@ -189,13 +183,14 @@ def correct(run_id: str, body: CorrectionIn, principal: Operator, session: Sessi
 @router.get(V3 + "/tenants/{tenant_id}/corrections", responses=READ)
 def list_corrections(tenant_id: str, principal: Viewer, session: SessionDep) -> list[CorrectionOut]:
     """The tenant's corrections, newest first (at most 500)."""
-    return [_correction_out(r) for r in knowledge.list_corrections(session, _tenant(tenant_id, principal))]
+    rows = knowledge.list_corrections(session, own_tenant(tenant_id, principal.tenant))
+    return [_correction_out(r) for r in rows]
 
 
 @router.post(V3 + "/tenants/{tenant_id}/corrections/{correction_id}/accept", responses=WRITE)
 def accept_correction(tenant_id: str, correction_id: str, principal: Admin, session: SessionDep) -> PatternOut:
     """Make the correction's proposed pattern one of the tenant's patterns."""
-    tenant = _tenant(tenant_id, principal)
+    tenant = own_tenant(tenant_id, principal.tenant)
     row = knowledge.get_correction(session, tenant, correction_id)
     if row is None:
         raise NotFound(f"unknown correction {correction_id!r}")
@@ -204,5 +199,5 @@ def accept_correction(tenant_id: str, correction_id: str, principal: Admin, sess
                        + ("a pattern" if row.proposed_pattern else "no proposed pattern"))
     entries = _validated(row.proposed_pattern, knowledge.tenant_entries(session, tenant))
     knowledge.put_entries(session, tenant, entries, by=principal.user)
-    row.status = "accepted"
+    knowledge.accept_correction(session, row)
     return _out(entries[0])

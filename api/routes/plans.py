@@ -12,8 +12,8 @@ from metabuilder.api.routes import V3
 from metabuilder.api.routes.views import plan_out
 from metabuilder.api.schemas import PlanIn, PlanOut, WhoAmI
 from metabuilder.domain.plans import parse_plan, plan_to_dict
-from metabuilder.service.errors import NotFound
-from metabuilder.store import repository
+from metabuilder.service.tenancy import own_plan
+from metabuilder.store import plans as plan_rows
 
 router = APIRouter(tags=["plans"])
 
@@ -22,8 +22,8 @@ router = APIRouter(tags=["plans"])
 def create_plan(body: PlanIn, principal: Operator, session: SessionDep) -> PlanOut:
     """Validate and store a plan; the same text stored twice is one plan."""
     plan = parse_plan(body.yaml, source="plan")
-    plan_id = repository.ensure_plan(session, principal.tenant, plan.name, body.yaml, plan_to_dict(plan))
-    stored = repository.get_plan(session, plan_id)
+    plan_id = plan_rows.ensure_plan(session, principal.tenant, plan.name, body.yaml, plan_to_dict(plan))
+    stored = plan_rows.get_plan(session, plan_id)
     assert stored is not None
     return plan_out(stored)
 
@@ -32,16 +32,13 @@ def create_plan(body: PlanIn, principal: Operator, session: SessionDep) -> PlanO
 def list_plans(principal: Viewer, session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50,
                offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> list[PlanOut]:
     """The tenant's plans, newest first."""
-    return [plan_out(p) for p in repository.list_plans(session, principal.tenant, limit=limit, offset=offset)]
+    return [plan_out(p) for p in plan_rows.list_plans(session, principal.tenant, limit=limit, offset=offset)]
 
 
 @router.get(V3 + "/plans/{plan_id}", responses=responses(401, 403, 404, 422))
 def get_plan(plan_id: str, principal: Viewer, session: SessionDep) -> PlanOut:
     """One plan with its steps and its text."""
-    plan = repository.get_plan(session, plan_id)
-    if plan is None or plan.tenant_id != principal.tenant:
-        raise NotFound(f"unknown plan id {plan_id!r}")
-    return plan_out(plan)
+    return plan_out(own_plan(session, plan_id, principal.tenant))
 
 
 @router.get(V3 + "/me", responses=responses(401))

@@ -7,12 +7,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
-from temporalio.service import RPCError, RPCStatusCode
 
 from metabuilder.api.deps import ConfigDep, Operator, SessionDep, TemporalDep, Viewer
 from metabuilder.api.errors import ApiError, responses
 from metabuilder.api.routes import V2, V3
-from metabuilder.api.routes.views import gate_out, own_run, run_out, step_out
+from metabuilder.api.routes.views import gate_out, run_out, step_out
 from metabuilder.api.schemas import (
     AutofixOut,
     GateOut,
@@ -32,8 +31,11 @@ from metabuilder.domain.plans import parse_plan
 from metabuilder.domain.policy import EffectiveSettings
 from metabuilder.domain.runs import RunStatus, workflow_id
 from metabuilder.service import runs as service
-from metabuilder.service.errors import Conflict, NotFound
-from metabuilder.store import approvals, repository
+from metabuilder.service.tenancy import own_plan, own_run
+from metabuilder.store import approvals
+from metabuilder.store import autofix as autofix_rows
+from metabuilder.store import runs as run_rows
+from metabuilder.store import steps as step_rows
 from metabuilder.store.db import transaction
 
 router = APIRouter(tags=["runs"])
@@ -64,17 +66,14 @@ async def start_run(body: RunIn, principal: Operator, config: ConfigDep, tempora
         text, source = body.plan_yaml or "", "plan_yaml"
         if body.plan_id is not None:
             with transaction(config.sessions) as session:
-                plan = repository.get_plan(session, body.plan_id)
-                if plan is None or plan.tenant_id != principal.tenant:
-                    raise NotFound(f"unknown plan id {body.plan_id!r}")
+                plan = own_plan(session, body.plan_id, principal.tenant)
                 text, source = plan.source, f"plan {plan.id}"
         parse_plan(text, source=source)  # a bad plan is a 422 even when Temporal is down
         return text, source, service.resolve_autofix(config.platform, config.sessions, principal.tenant, overrides)
 
     text, source, effective = await run_in_threadpool(load)
-    opts = service.SubmitOptions(shared_repo=config.shared_repo, task_queue_prefix=config.task_queue_prefix,
-                                 tenant=principal.tenant, heartbeat_timeout_seconds=config.heartbeat_timeout_seconds,
-                                 autofix=effective, search_attributes=config.search_attributes)
+    opts = service.SubmitOptions.of(config, tenant=principal.tenant, autofix=effective,
+                                    search_attributes=config.search_attributes)
     submitted = await service.submit(await temporal.client(), text, source, workspace, opts)
     return RunAccepted(run_id=submitted.run_id, workflow_id=workflow_id(submitted.run_id), status=RunStatus.PENDING)
 
@@ -85,7 +84,7 @@ def list_runs(principal: Viewer, session: SessionDep, config: ConfigDep,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
               offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> list[RunOut]:
     """The tenant's runs, newest first, optionally in one status or of one plan name."""
-    rows = repository.list_runs(session, tenant=principal.tenant, status=status.value if status else None,
+    rows = run_rows.list_runs(session, tenant=principal.tenant, status=status.value if status else None,
                                 plan=plan, limit=limit, offset=offset)
     return [run_out(r, config) for r in rows]
 
@@ -93,41 +92,23 @@ def list_runs(principal: Viewer, session: SessionDep, config: ConfigDep,
 @router.get(V3 + "/runs/{run_id}", responses=READ)
 def get_run(run_id: str, principal: Viewer, session: SessionDep, config: ConfigDep) -> RunDetailOut:
     """A run with every step attempt and its approval gates."""
-    run = own_run(session, run_id, principal)
-    return RunDetailOut(**run_out(run, config).model_dump(),
-                        steps=[step_out(s) for s in repository.run_steps(session, run_id)],
-                        gates=[gate_out(g) for g in approvals.list_gates(session, tenant=principal.tenant,
-                                                                        run_id=run_id)])
+    detail = service.run_detail(session, run_id, principal.tenant)
+    return RunDetailOut(**run_out(detail.run, config).model_dump(), steps=[step_out(s) for s in detail.steps],
+                        gates=[gate_out(g) for g in detail.gates])
 
 
 @router.post(V3 + "/runs/{run_id}/cancel", status_code=202, responses=ACT)
 async def cancel_run(run_id: str, principal: Operator, config: ConfigDep, temporal: TemporalDep) -> RunAccepted:
     """Ask a run to stop: the running step is cancelled and the run ends ``cancelled``."""
-
-    def load() -> tuple[RunStatus, int]:
-        with transaction(config.sessions) as session:
-            run = own_run(session, run_id, principal)
-            return RunStatus(run.status), run.iteration
-
-    status, iteration = await run_in_threadpool(load)
-    if status.is_final:
-        raise Conflict(f"run {run_id} has finished ({status}); there is nothing to cancel")
-    try:
-        await (await temporal.client()).get_workflow_handle(workflow_id(run_id)).cancel()
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise Conflict(f"run {run_id} has no running workflow") from None
-        raise
-    return RunAccepted(run_id=run_id, workflow_id=workflow_id(run_id), status=status, iteration=iteration)
+    asked = await service.cancel(temporal.client, config.sessions, run_id, tenant=principal.tenant)
+    return RunAccepted(run_id=run_id, workflow_id=workflow_id(run_id), status=asked.status, iteration=asked.iteration)
 
 
 @router.post(V2 + "/runs/{run_id}/retry", status_code=202, responses=ACT)
 @router.post(V3 + "/runs/{run_id}/retry", status_code=202, responses=ACT)
 async def retry_run(run_id: str, principal: Operator, config: ConfigDep, temporal: TemporalDep) -> RunAccepted:
     """Start the next iteration of a failed run: the steps that did not succeed, from its last good commit."""
-    opts = service.SubmitOptions(shared_repo=config.shared_repo, task_queue_prefix=config.task_queue_prefix,
-                                 heartbeat_timeout_seconds=config.heartbeat_timeout_seconds,
-                                 search_attributes=config.search_attributes)
+    opts = service.SubmitOptions.of(config, search_attributes=config.search_attributes)
     inp = await service.prepare_retry(config.sessions, run_id, opts, config.platform, tenant=principal.tenant)
     submitted = await service.start(await temporal.client(), inp)
     return RunAccepted(run_id=submitted.run_id, workflow_id=workflow_id(submitted.run_id), status=RunStatus.PENDING,
@@ -138,20 +119,20 @@ async def retry_run(run_id: str, principal: Operator, config: ConfigDep, tempora
 @router.get(V3 + "/runs/{run_id}/autofix", responses=READ)
 def autofix_history(run_id: str, principal: Viewer, session: SessionDep) -> AutofixOut:
     """The run's auto-fix history: retry state, every attempt with its signal, strategy, outcome and backoff."""
-    run = own_run(session, run_id, principal)
-    state = repository.retry_state(session, run_id)
+    run = own_run(session, run_id, principal.tenant)
+    state = autofix_rows.retry_state(session, run_id)
     return AutofixOut(
         run_id=run_id, status=run.status,
         retry_state=RetryStateOut.model_validate(state, from_attributes=True) if state else None,
         timeline=[TimelineEntry(seq=e.seq, step=e.step_name, signal_type=e.signal_type, confidence=e.confidence,
                                 strategy=e.strategy, outcome=e.outcome, attempt=e.attempt, backoff=e.backoff,
                                 detail=e.detail, commit=e.commit, evidence=list(e.evidence), created_at=e.created_at)
-                  for e in repository.autofix_timeline(session, run_id)],
+                  for e in autofix_rows.autofix_timeline(session, run_id)],
         repair_attempts=[RepairAttemptOut(
             seq=a.seq, step=a.step_name, signal_type=a.signal_type, fixer=a.fixer, outcome=a.outcome,
             reason=a.reason, files=list(a.files), diff=a.diff, commit_before=a.commit_before,
             commit_after=a.commit_after, model=a.model, tokens_in=a.tokens_in, tokens_out=a.tokens_out,
-            cost_usd=a.cost_usd) for a in repository.repair_attempts(session, run_id)])
+            cost_usd=a.cost_usd) for a in autofix_rows.repair_attempts(session, run_id)])
 
 
 @router.get(V2 + "/runs/{run_id}/escalation", responses=READ)
@@ -159,7 +140,7 @@ def autofix_history(run_id: str, principal: Viewer, session: SessionDep) -> Auto
 def escalations(run_id: str, principal: Viewer, session: SessionDep,
                 status: GateStatus | None = None) -> list[GateOut]:
     """The run's approval gates (escalations and steps awaiting approval), pending or decided."""
-    own_run(session, run_id, principal)
+    own_run(session, run_id, principal.tenant)
     return [gate_out(g) for g in approvals.list_gates(session, tenant=principal.tenant, run_id=run_id,
                                                       status=status.value if status else None)]
 
@@ -168,17 +149,17 @@ def escalations(run_id: str, principal: Viewer, session: SessionDep,
 @router.get(V3 + "/runs/{run_id}/plan-deltas", responses=READ)
 def plan_deltas(run_id: str, principal: Viewer, session: SessionDep) -> list[PlanDeltaOut]:
     """The run's re-plans: what changed in the plan, why, and the plans before and after."""
-    own_run(session, run_id, principal)
+    own_run(session, run_id, principal.tenant)
     return [PlanDeltaOut(id=d.id, kind=d.delta_data["kind"], step=d.delta_data["step"],
                          reason=d.delta_data.get("reason", ""), command=d.delta_data.get("command"),
                          new_step=d.delta_data.get("new_step"), triggered_by=d.triggered_by,
                          original_plan_id=d.original_plan_id, new_plan_id=d.new_plan_id, created_at=d.created_at)
-            for d in repository.plan_deltas(session, run_id)]
+            for d in autofix_rows.plan_deltas(session, run_id)]
 
 
 @router.get(V2 + "/runs/{run_id}/logs", responses=READ)
 @router.get(V3 + "/runs/{run_id}/logs", responses=READ)
 def logs(run_id: str, principal: Viewer, session: SessionDep) -> LogsOut:
     """Every step attempt of the run with the tail of its log."""
-    own_run(session, run_id, principal)
-    return LogsOut(run_id=run_id, steps=[step_out(s, lines=None) for s in repository.run_steps(session, run_id)])
+    own_run(session, run_id, principal.tenant)
+    return LogsOut(run_id=run_id, steps=[step_out(s, lines=None) for s in step_rows.run_steps(session, run_id)])

@@ -1,28 +1,15 @@
-"""Row -> response body conversions, and the tenant check every lookup goes through."""
+"""Row -> response body conversions."""
 
 from __future__ import annotations
 
-from sqlalchemy.orm import Session
-
 from metabuilder.api.config import ApiConfig
 from metabuilder.api.schemas import GateOut, PlanOut, PlanStepOut, RunOut, StepAttemptOut
-from metabuilder.domain.access import Principal
 from metabuilder.domain.plans import parse_plan
 from metabuilder.domain.runs import web_ui_link
-from metabuilder.service.errors import NotFound
-from metabuilder.store import repository
 from metabuilder.store.models import ApprovalGate, BuildRun, BuildStep, ScaffoldPlan
 from metabuilder.store.views import gate_fields, run_fields, step_fields
 
 LOG_TAIL_LINES = 40
-
-
-def own_run(session: Session, run_id: str, principal: Principal) -> BuildRun:
-    """The caller's tenant's run; another tenant's run is as unknown as a missing one."""
-    run = repository.get_run(session, run_id)
-    if run is None or run.tenant_id != principal.tenant:
-        raise NotFound(f"unknown run id {run_id!r}")
-    return run
 
 
 def run_out(run: BuildRun, config: ApiConfig) -> RunOut:

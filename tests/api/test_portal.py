@@ -20,7 +20,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from tests.api.conftest import LiveApi, LiveWorker, make_tenant, wait_status
 from tests.autofix.test_retries import flaky_command
 from tests.conftest import git
-from metabuilder.worker.demo import EXAMPLE
+from metabuilder.worker.cli.demo import EXAMPLE
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",

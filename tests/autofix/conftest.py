@@ -46,10 +46,8 @@ async def ts_workers(ts_env: WorkflowEnvironment, settings: Settings, sessions) 
 
 async def start_autofix(client: Client, settings: Settings, repo: Path, plan_text: str,
                         autofix: AutofixSettings = AUTOFIX, **run: object) -> Submitted:
-    opts = SubmitOptions(shared_repo=settings.shared_repo, task_queue_prefix=settings.task_queue_prefix,
-                         heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds,
-                         autofix=effective_settings(autofix, None, run or None),
-                         search_attributes=False)  # the test server does not support custom ones
+    opts = SubmitOptions.of(settings, autofix=effective_settings(autofix, None, run or None),
+                            search_attributes=False)  # the test server does not support custom ones
     return await submit(client, plan_text, "plan.yaml", repo, opts, run_id=f"af-{uuid.uuid4().hex[:12]}")
 
 

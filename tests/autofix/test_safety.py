@@ -27,7 +27,7 @@ from tests.autofix.test_gates import pending_gate
 from tests.autofix.test_ladder import keep_histories, strategies
 from tests.conftest import git
 from tests.fakes.openai_server import FakeOpenAI, fake_openai
-from metabuilder.worker.admin_cmd import cmd_approvals
+from metabuilder.worker.cli.approvals import cmd_approvals
 from metabuilder.worker.runtime import POOLS, build_workers, running_workers
 from metabuilder.worker.settings import Settings
 

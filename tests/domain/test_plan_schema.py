@@ -99,7 +99,7 @@ def test_invalid_plans_fail_both(name: str) -> None:
     assert list(VALIDATOR.iter_errors(yaml.safe_load(text))), name
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "worker" / "examples").rglob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "worker" / "cli" / "examples").rglob("*.yaml")), ids=lambda p: p.name)
 def test_the_bundled_example_plans_pass_both(path: Path) -> None:
     text = path.read_text()
     assert _parser_accepts(text)

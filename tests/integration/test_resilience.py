@@ -32,8 +32,7 @@ async def test_sigkilled_worker_step_is_rerun_by_another_worker(
              f"  - name: after\n    command: test -f prep.txt && test -f long.txt\n")
     procs.append(start_worker(settings, dev_server.address, tmp_path / "worker-a.log"))
     run = await submit(client, f"name: resilient\nsteps:\n{steps}", "plan.yaml", user_repo,
-                       SubmitOptions(shared_repo=settings.shared_repo, task_queue_prefix=settings.task_queue_prefix,
-                                     heartbeat_timeout_seconds=3))
+                       SubmitOptions.of(settings, heartbeat_timeout_seconds=3))
     await wait_for_file(marker)
     procs[0].send_signal(signal.SIGKILL)
     procs[0].wait()
@@ -62,8 +61,7 @@ async def test_run_completes_across_a_server_restart(
                  f"  - name: second\n    command: sleep 1; test -f one.txt\n")
         procs.append(start_worker(settings, server.address, tmp_path / "worker.log"))
         run = await submit(client, f"name: restart\nsteps:\n{steps}", "plan.yaml", user_repo,
-                           SubmitOptions(shared_repo=settings.shared_repo,
-                                         task_queue_prefix=settings.task_queue_prefix))
+                           SubmitOptions.of(settings, heartbeat_timeout_seconds=10))
         await wait_for_file(marker)
         await wait_for_step(client, run.run_id, 0, StepStatus.RUNNING)
         server.stop()

@@ -42,8 +42,7 @@ async def submit_with_worker(settings: Settings, dev_server: DevServer, client: 
     procs.append(start_worker(settings, dev_server.address, tmp_path / "worker-a.log"))
     steps = steps.replace("WORKER_A", str(procs[0].pid))
     return await submit(client, f"name: once\nsteps:\n{steps}", "plan.yaml", user_repo,
-                        SubmitOptions(shared_repo=settings.shared_repo, task_queue_prefix=settings.task_queue_prefix,
-                                      heartbeat_timeout_seconds=3))
+                        SubmitOptions.of(settings, heartbeat_timeout_seconds=3))
 
 
 def kill_a_start_b(settings: Settings, dev_server: DevServer, tmp_path: Path,

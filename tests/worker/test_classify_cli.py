@@ -103,7 +103,7 @@ def test_the_compiled_knowledge_base_is_cached_by_content(tmp_path):
 @pytest.mark.parametrize("argv", [["--help"], ["classify", str(OWN / "mypy" / "fail.log")]])
 def test_help_and_classify_import_no_server_side_libraries(argv):
     probe = ("import sys, contextlib, io\n"
-             "from worker.cli import main\n"
+             "from metabuilder.worker.cli import main\n"
              "with contextlib.redirect_stdout(io.StringIO()):\n"
              "    try:\n"
              f"        main({argv!r})\n"

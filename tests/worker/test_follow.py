@@ -11,16 +11,15 @@ from temporalio.client import Client
 
 from metabuilder.domain.runs import RunStatus
 from metabuilder.service.runs import SubmitOptions, submit
-from metabuilder.worker import follow as follow_module
-from metabuilder.worker.follow import follow
+from metabuilder.worker.cli import follow as follow_module
+from metabuilder.worker.cli.follow import follow
 from metabuilder.worker.settings import Settings
 
 SLOW = "name: slow\nsteps:\n  - name: wait\n    command: sleep 3 && echo done\n"
 
 
 async def _start(client: Client, settings: Settings, repo: Path):  # type: ignore[no-untyped-def]
-    opts = SubmitOptions(shared_repo=settings.shared_repo, task_queue_prefix=settings.task_queue_prefix,
-                         heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds)
+    opts = SubmitOptions.of(settings)
     return await submit(client, SLOW, "plan.yaml", repo, opts)
 
 

@@ -28,8 +28,7 @@ async def test_a_traced_run_has_spans_for_its_start_workflow_and_steps(
 
     traced = replace(settings, tracing=TracingMode.CONSOLE)
     client = await connect(traced)
-    opts = SubmitOptions(shared_repo=traced.shared_repo, task_queue_prefix=traced.task_queue_prefix,
-                         heartbeat_timeout_seconds=traced.heartbeat_timeout_seconds)
+    opts = SubmitOptions.of(traced)
     async with running_workers(build_workers(client, traced, sessions, POOLS)):
         submitted = await submit(client, "name: traced\nsteps:\n  - name: hello\n    command: echo hi\n",
                                  "plan.yaml", user_repo, opts)

@@ -26,8 +26,7 @@ HISTORIES = Path(__file__).parent.parent / "histories"
 
 
 def opts(settings: Settings) -> SubmitOptions:
-    return SubmitOptions(shared_repo=settings.shared_repo, task_queue_prefix=settings.task_queue_prefix,
-                         heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds)
+    return SubmitOptions.of(settings)
 
 
 async def start(client: Client, settings: Settings, repo: Path, steps: str, **kw: str) -> Submitted:

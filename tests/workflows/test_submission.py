@@ -22,7 +22,7 @@ def run_branches(settings: Settings) -> list[str]:
 
 
 def opts(settings: Settings) -> SubmitOptions:
-    return SubmitOptions(shared_repo=settings.shared_repo, task_queue_prefix=settings.task_queue_prefix)
+    return SubmitOptions.of(settings, heartbeat_timeout_seconds=10)
 
 
 PLAN = "name: p\nsteps:\n  - {name: a, command: 'true'}\n"

@@ -30,7 +30,7 @@ from metabuilder.activities.git import git
 from metabuilder.domain.payloads import RunView
 from metabuilder.domain.runs import RunStatus, StepStatus, web_ui_link
 from metabuilder.service.runs import SubmitOptions, resolve_autofix, submit
-from metabuilder.worker.follow import follow, print_summary
+from metabuilder.worker.cli.follow import follow, print_summary
 from metabuilder.worker.runtime import POOLS, build_workers, connect, prepare_database, running_workers
 from metabuilder.worker.settings import Settings, default_home
 
@@ -92,8 +92,7 @@ async def run_demo(settings: Settings) -> int:
     workspace = await make_workspace(settings.home)
     user_head = (await git("rev-parse", "HEAD", cwd=workspace)).strip()
     autofix = resolve_autofix(settings.autofix, sessions, "default", {"enabled": True})
-    opts = SubmitOptions(shared_repo=settings.shared_repo, task_queue_prefix=settings.task_queue_prefix,
-                         heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds, autofix=autofix)
+    opts = SubmitOptions.of(settings, autofix=autofix)
     views: list[RunView] = []
     with flaky_services() as url:
         async with running_workers(build_workers(client, settings, sessions, POOLS)):
