@@ -34,6 +34,8 @@ STEP_CANNOT_START = "StepCannotStart"
 STEP_OUTCOME_UNKNOWN = "StepOutcomeUnknown"
 """``ApplicationError.type`` of an ``idempotent: false`` step not run again after an attempt whose
 end is unknown."""
+BREAKER_OPEN = "BreakerOpen"
+"""A step held by an open circuit breaker on something it needs; details: :class:`BreakerWait`."""
 
 
 @dataclass(frozen=True)
@@ -230,6 +232,8 @@ class RunView:
     plan_deltas: list[PlanDelta] = field(default_factory=list)
     gates: list[GateView] = field(default_factory=list)
     """Approval gates opened so far, pending or decided."""
+    waiting_on: str | None = None
+    """While the status is ``waiting_on_breaker``: the breaker (``tenant/CLASS/dependency``)."""
 
 
 @dataclass(frozen=True)
@@ -425,3 +429,19 @@ def nest_run_ref(data: dict[str, Any], *, tenant: str = "default") -> dict[str, 
     run = {"run_id": data["run_id"], "tenant": data.get("tenant", tenant), "repo_url": data["repo_url"],
            "branch": data["branch"]}
     return {"run": run, **rest}
+
+
+@dataclass(frozen=True)
+class BreakerWait:
+    """What ``run_step`` reports when a circuit breaker holds the step (``BREAKER_OPEN`` details)."""
+
+    breaker: str
+    """``tenant/CLASS/dependency``."""
+    until: float
+    """When to try again (epoch seconds): the breaker's next probe, or the next look while another run probes."""
+    max_wait_seconds: float
+    """How long the breaker's policy lets a run wait before a person decides."""
+    attempt: int
+    """The last attempt number this execution of the step used (0: it was held before its first)."""
+    result: StepResult | None = None
+    """The failed attempt's result, when the failure itself opened (or met) the breaker."""

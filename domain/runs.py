@@ -21,10 +21,13 @@ class RunStatus(StrEnum):
     """Auto-fix gave up and handed the failure to a person (runs from before approval gates)."""
     PAUSED_AWAITING_APPROVAL = "paused_awaiting_approval"
     """Waiting at an approval gate for a person's decision (or the gate's expiry)."""
+    WAITING_ON_BREAKER = "waiting_on_breaker"
+    """A step waits for a circuit breaker on something it needs to close (``RunView.waiting_on``)."""
 
     @property
     def is_final(self) -> bool:
-        return self not in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED_AWAITING_APPROVAL)
+        return self not in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED_AWAITING_APPROVAL,
+                            RunStatus.WAITING_ON_BREAKER)
 
 
 class StepStatus(StrEnum):

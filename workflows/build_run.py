@@ -21,6 +21,7 @@ from metabuilder.domain.payloads import (
     RUN_FAILED,
     AutofixEvent,
     AutofixRecord,
+    BreakerWait,
     BuildRunInput,
     FailedStep,
     LadderRules,
@@ -96,6 +97,9 @@ class BuildRunWorkflow(ApprovalGates):
                     self._succeeded(view, ex.result)
                     pos += 1
                     continue
+                if ex.held_by is not None:
+                    pos = await self._held(inp, pos, ex)
+                    continue
                 if inp.autofix is None or ex.result.signal is None:
                     await self._step_failed(inp, view, ex)
                     raise ApplicationError(self._view.error or "step failed", self._view,
@@ -120,10 +124,11 @@ class BuildRunWorkflow(ApprovalGates):
     async def _execute(self, inp: BuildRunInput, slot: _Slot) -> Execution:
         budget = self._state.remaining(slot.step.name) if self._state else 0
         ex = await execute_step(self._run, slot.index, slot.step, self._view.head_commit,
-                                attempt_base=slot.attempts, budget=budget)
+                                attempt_base=slot.attempts, budget=budget,
+                                on_wait=lambda wait: self._waiting(inp, wait))
+        slot.attempts += ex.attempts
         if self._state is None:
             return ex
-        slot.attempts += ex.result.temporal_attempts
         self._state.record_execution(slot.step.name, ex.result.temporal_attempts)
         events = retry_events(slot.step.name, ex.result, self._seq)
         if ex.result.retries:
@@ -132,6 +137,27 @@ class BuildRunWorkflow(ApprovalGates):
             events.append(classified_event(slot.step.name, ex.result, self._seq + len(events), EventOutcome.FAILED))
         await self._record(inp, events)
         return ex
+
+    async def _waiting(self, inp: BuildRunInput, wait: BreakerWait | None) -> None:
+        """A step waits on a circuit breaker (``wait``), or goes on (None): the status says so."""
+        self._view.waiting_on = wait.breaker if wait else None
+        status = RunStatus.WAITING_ON_BREAKER if wait else RunStatus.RUNNING
+        if self._view.status is not status:
+            await self._set_status(inp, status)
+
+    async def _held(self, inp: BuildRunInput, pos: int, ex: Execution) -> int:
+        """A step waited on a breaker past the maximum: a person decides (or, without gates, the
+        run fails); return the position to go on from."""
+        slot, view = self._slots[pos], self._view.steps[pos]
+        if not inp.approval_gates:
+            await self._step_failed(inp, view, ex)
+            raise ApplicationError(ex.reason, self._view, type=RUN_FAILED, non_retryable=True)
+        gate = await self._gate(inp, GateKind.ESCALATION, slot.step.name, ex.reason)
+        if gate.action is GateAction.OVERRIDE:
+            view.status = StepStatus.OVERRIDDEN
+            return pos + 1
+        view.status = StepStatus.PENDING  # approved: wait again, or run when the breaker lets it
+        return pos
 
     async def _repair(self, inp: BuildRunInput, pos: int, ex: Execution) -> int:
         """Hand a failed step to a ``RepairWorkflow`` child; return the position to go on from."""

@@ -11,6 +11,7 @@ reads what was retried from the result (:func:`retry_events`).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -28,10 +29,12 @@ from temporalio.exceptions import (
 
 from metabuilder.domain.outcomes import EventOutcome, Strategy
 from metabuilder.domain.payloads import (
+    BREAKER_OPEN,
     STEP_CANNOT_START,
     STEP_FAILED,
     STEP_OUTCOME_UNKNOWN,
     AutofixEvent,
+    BreakerWait,
     RunContext,
     StepInput,
     StepResult,
@@ -72,6 +75,19 @@ class Execution:
     ok: bool
     result: StepResult
     reason: str = ""
+    attempts_used: int | None = None
+    """Attempt numbers used, those before waits on a circuit breaker included (None: the result's
+    Temporal attempts). Only the last execution's attempts spend the retry budget."""
+    held_by: BreakerWait | None = None
+    """Set when the step gave up waiting on a circuit breaker (past the policy's maximum)."""
+
+    @property
+    def attempts(self) -> int:
+        return self.attempts_used if self.attempts_used is not None else self.result.temporal_attempts
+
+
+WaitHook = Callable[[BreakerWait | None], Awaitable[None]]
+"""Told when a step starts waiting on a breaker (the wait), and when it goes on (None)."""
 
 
 def activity_id(index: int, step: Step, attempt_base: int) -> str:
@@ -91,10 +107,42 @@ def step_retry_policy(policy: AutofixPolicy | None, budget: int) -> RetryPolicy:
 
 
 async def execute_step(run: RunContext, index: int, step: Step, commit: str, *,
-                       attempt_base: int = 0, budget: int = 0) -> Execution:
+                       attempt_base: int = 0, budget: int = 0, on_wait: WaitHook | None = None) -> Execution:
     """Run ``step`` at ``commit`` with up to ``budget`` per-class retries (the retry rung, inside
     the activity); never raises for a red step (``Execution.ok`` is False), raises
-    ``StepCancelled`` when cancelled."""
+    ``StepCancelled`` when cancelled.
+
+    A step held by an open circuit breaker (``BREAKER_OPEN``) waits here on a durable timer,
+    spending no retry, and runs again when the breaker may let it; past the breaker's maximum
+    wait it ends not ok with ``held_by`` set, for a person to decide."""
+    first_base, waiting_since = attempt_base, None
+    while True:
+        ex = await _execute_once(run, index, step, commit, attempt_base=attempt_base, budget=budget)
+        if ex.held_by is None:
+            if waiting_since is not None and on_wait is not None:
+                await on_wait(None)
+            ex.attempts_used = attempt_base - first_base + ex.result.temporal_attempts
+            return ex
+        wait = ex.held_by
+        now = workflow.now().timestamp()
+        waiting_since = waiting_since if waiting_since is not None else now
+        attempt_base = max(attempt_base, wait.attempt)
+        if wait.until - waiting_since > wait.max_wait_seconds:
+            reason = (f"step {step.name!r} waited {now - waiting_since:.0f}s on circuit breaker {wait.breaker}, "
+                      f"which stays open past the {wait.max_wait_seconds:g}s a run may wait")
+            result = wait.result or StepResult(exit_code=-1, duration_seconds=0.0, commit="")
+            return Execution(ok=False, result=result, reason=reason, attempts_used=attempt_base - first_base,
+                             held_by=wait)
+        if on_wait is not None:
+            await on_wait(wait)
+        try:
+            await workflow.sleep(max(wait.until - now, 0.1))
+        except asyncio.CancelledError as err:
+            raise StepCancelled() from err
+
+
+async def _execute_once(run: RunContext, index: int, step: Step, commit: str, *,
+                        attempt_base: int, budget: int) -> Execution:
     policy = run.autofix.policy if run.autofix else None
     inp = StepInput(run=run.ref, step_index=index, step=step, commit=commit, attempt_base=attempt_base,
                     policy=policy, retry_budget=budget if policy else 0)
@@ -118,6 +166,10 @@ async def execute_step(run: RunContext, index: int, step: Step, commit: str, *,
 
 def _failed(step: Step, err: ActivityError) -> Execution:
     cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.type == BREAKER_OPEN and cause.details:
+        wait = value_to_type(BreakerWait, cause.details[0])
+        return Execution(ok=False, result=wait.result or StepResult(exit_code=-1, duration_seconds=0.0, commit=""),
+                         reason=cause.message, held_by=wait)
     if isinstance(cause, ApplicationError) and cause.type in STEP_FAILURE_TYPES and cause.details:
         result = value_to_type(StepResult, cause.details[0])
         return Execution(ok=False, result=result, reason=cause.message)

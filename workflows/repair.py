@@ -275,7 +275,7 @@ class RepairWorkflow:
         step = self.inp.step
         ex = await execute_step(self.inp.run, self.inp.step_index, step, self.commit,
                                 attempt_base=self.attempt_base, budget=self.budget.remaining(step.name))
-        self.attempt_base += ex.result.temporal_attempts
+        self.attempt_base += ex.attempts
         self.budget.record_execution(step.name, ex.result.temporal_attempts)
         return ex
 
