@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from metabuilder.activities.git import BOT_CONFIG
+from metabuilder.adapters.git import BOT_CONFIG
 
 _WRAPPER = """\
 bash -c "$1"

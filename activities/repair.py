@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from metabuilder.activities.git import GitError
-from metabuilder.activities.llm import LlmError, LlmSettings, propose
+from metabuilder.adapters.git import GitError
+from metabuilder.adapters.llm import LlmError, LlmSettings, propose
 from metabuilder.activities.steps import StepActivities
 from metabuilder.domain.payloads import ApplyInput, ApplyResult, FixInput, PatchProposal, RollbackInput, RollbackResult
 from metabuilder.domain.protected import default_checks

@@ -21,8 +21,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from metabuilder.activities.completion import Completion, Recorded, read_recorded, result_path
-from metabuilder.activities.git import GitError, WorkspaceCache
-from metabuilder.activities.llm import LlmSettings
+from metabuilder.adapters.git import GitError, WorkspaceCache
+from metabuilder.adapters.llm import LlmSettings
 from metabuilder.activities.llm_classifier import LlmClassifier
 from metabuilder.domain.classifier import classify, failure_window
 from metabuilder.domain.knowledge import KnowledgeBase

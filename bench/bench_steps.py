@@ -29,7 +29,7 @@ from temporalio.api.enums.v1 import EventType  # noqa: E402
 from temporalio.client import WorkflowHandle  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
-from metabuilder.activities.git import git  # noqa: E402
+from metabuilder.adapters.git import git  # noqa: E402
 from bench.bare_workflow import BareSteps, bare_step  # noqa: E402
 from metabuilder.service.runs import SubmitOptions, submit  # noqa: E402
 from metabuilder.worker.devserver import DevServer, free_port  # noqa: E402

@@ -377,11 +377,11 @@ def _log():  # type: ignore[no-untyped-def]
 # have raised, so the table is checked without importing anything.
 _ERROR_EXITS: list[tuple[str, tuple[str, ...], int]] = [
     ("metabuilder.domain.plans", ("PlanError",), EXIT_BAD_INPUT),
-    ("metabuilder.activities.git", ("NotAGitRepository",), EXIT_BAD_INPUT),
+    ("metabuilder.adapters.git", ("NotAGitRepository",), EXIT_BAD_INPUT),
     ("metabuilder.service.runs", ("RunExistsError",), EXIT_BAD_INPUT),
     ("metabuilder.service.errors", ("NotFound",), EXIT_BAD_INPUT),
     ("metabuilder.worker.devserver", ("DevServerError",), EXIT_UNAVAILABLE),
-    ("metabuilder.activities.git", ("GitError",), EXIT_UNAVAILABLE),
+    ("metabuilder.adapters.git", ("GitError",), EXIT_UNAVAILABLE),
     ("temporalio.service", ("RPCError",), EXIT_UNAVAILABLE),
     ("metabuilder.service.errors", ("Unavailable",), EXIT_UNAVAILABLE),
 ]

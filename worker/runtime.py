@@ -21,7 +21,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from metabuilder.activities.git import WorkspaceCache
+from metabuilder.adapters.git import WorkspaceCache
 from metabuilder.activities.records import RecordActivities
 from metabuilder.activities.repair import RepairActivities
 from metabuilder.activities.steps import StepActivities, StepSettings

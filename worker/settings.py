@@ -10,7 +10,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
 
-from metabuilder.activities.llm import LlmSettings
+from metabuilder.adapters.llm import LlmSettings
 from metabuilder.domain.policy import AutofixSettings, PolicyError, platform_settings
 from metabuilder.telemetry.tracing import TracingMode
 from metabuilder.telemetry.tracing import missing_modules as tracing_missing_modules

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from metabuilder.activities.git import WorkspaceCache
-from metabuilder.activities.llm import LlmSettings
+from metabuilder.adapters.git import WorkspaceCache
+from metabuilder.adapters.llm import LlmSettings
 from metabuilder.activities.steps import StepActivities, StepSettings
 from metabuilder.domain.taxonomy import FailureType
 from metabuilder.migrations import upgrade

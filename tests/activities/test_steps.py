@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.testing import ActivityEnvironment
 
-from metabuilder.activities.git import GitError, WorkspaceCache, publish, snapshot
+from metabuilder.adapters.git import GitError, WorkspaceCache, publish, snapshot
 from metabuilder.activities.steps import StepActivities, StepSettings
 from metabuilder.domain.payloads import RunRecord, StepInput
 from metabuilder.domain.plans import Step, parse_plan

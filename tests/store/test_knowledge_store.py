@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from metabuilder.activities.git import WorkspaceCache
+from metabuilder.adapters.git import WorkspaceCache
 from metabuilder.activities.steps import StepActivities, StepSettings
 from metabuilder.domain.knowledge import PatternEntry
 from metabuilder.domain.taxonomy import FailureType
