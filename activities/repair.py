@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from metabuilder.adapters.git import GitError
 from metabuilder.adapters.llm import LlmError, LlmSettings, propose
-from metabuilder.activities.steps import StepActivities
+from metabuilder.activities.workspace import Workspace, write
 from metabuilder.domain.payloads import ApplyInput, ApplyResult, FixInput, PatchProposal, RollbackInput, RollbackResult
 from metabuilder.domain.protected import default_checks
 from metabuilder.domain.sandbox import Verdict, changed_path_findings, path_problem, review_patch
@@ -28,7 +29,11 @@ LLM_NOT_CONFIGURED = "no LLM endpoint is configured"
 
 @dataclass
 class RepairActivities:
-    steps: StepActivities
+    """The repair ladder's activities, given the worker's workspace (checkouts and command
+    runner), the DB session factory and the LLM endpoint (optional)."""
+
+    workspace: Workspace
+    sessions: sessionmaker[Session]
     llm: LlmSettings | None = None
 
     @activity.defn(name="propose_fix")
@@ -37,12 +42,12 @@ class RepairActivities:
         """Run a deterministic fixer (the step's fix command, ``alembic merge heads``) in the run's
         checkout at ``inp.commit`` and return what it changed as a diff; the checkout is left clean."""
         assert inp.command is not None
-        log_path = self.steps.log_path(inp.run_id, inp.step_index, inp.step.name, inp.label or "fix")
-        async with self.steps.checkout(inp.run_id, inp.repo_url, inp.branch, inp.commit) as (workdir, pgid):
-            code, timed_out, tail = await self.steps.execute(
+        log_path = self.workspace.log_path(inp.run_id, inp.step_index, inp.step.name, inp.label or "fix")
+        async with self.workspace.checkout(inp.run_id, inp.repo_url, inp.branch, inp.commit) as (workdir, pgid):
+            code, timed_out, tail = await self.workspace.execute(
                 inp.command, inp.step.timeout_seconds, workdir, log_path, pgid,
-                self.steps.step_env(inp.step.env, inp.run_id, inp.step.name, inp.commit, 0))
-            diff, files = await self.steps.workspaces.capture_diff(inp.run_id)
+                self.workspace.step_env(inp.step.env, inp.run_id, inp.step.name, inp.commit, 0))
+            diff, files = await self.workspace.git.capture_diff(inp.run_id)
         summary = f"`{inp.command}` exited {code}" + (" (timed out)" if timed_out else "")
         if code != 0 and not diff:
             summary += ": " + (tail.strip().splitlines() or [""])[-1][:200]
@@ -54,7 +59,7 @@ class RepairActivities:
         """Ask the configured LLM for a patch (an empty diff when none is configured)."""
         if self.llm is None:
             return PatchProposal(fixer="llm", diff="", summary=LLM_NOT_CONFIGURED)
-        async with self.steps.checkout(inp.run_id, inp.repo_url, inp.branch, inp.commit) as (workdir, _):
+        async with self.workspace.checkout(inp.run_id, inp.repo_url, inp.branch, inp.commit) as (workdir, _):
             try:
                 return await propose(self.llm, inp, workdir)
             except LlmError as err:
@@ -74,8 +79,8 @@ class RepairActivities:
         verdict, problems, files = review.verdict, list(review.problems), list(review.files)
         commit, applied = inp.commit, False
         if verdict is not Verdict.REFUSED:
-            async with self.steps.checkout(inp.run_id, inp.repo_url, inp.branch, inp.commit) as (_, _pgid):
-                ws = self.steps.workspaces
+            async with self.workspace.checkout(inp.run_id, inp.repo_url, inp.branch, inp.commit) as (_, _pgid):
+                ws = self.workspace.git
                 changed: list[str] = []
                 refusals: list[str] = []
                 try:
@@ -113,7 +118,7 @@ class RepairActivities:
             signal_type=inp.signal_type, fixer=p.fixer, outcome=outcome, reason=reason, diff=p.diff, files=files,
             commit_before=inp.commit, commit_after=commit if applied else None, model=p.model,
             tokens_in=p.tokens_in, tokens_out=p.tokens_out, cost_usd=p.cost_usd)
-        await self.steps.db(repository.record_repair_attempt, record)
+        await write(self.sessions, repository.record_repair_attempt, record)
         return ApplyResult(applied=applied, commit=commit, problems=problems, files=files, verdict=verdict.value)
 
     @staticmethod
@@ -127,16 +132,17 @@ class RepairActivities:
         """Reset the run branch to the last good commit, then run the completed steps' rollback
         commands (given in reverse plan order) in a checkout of it. Stops at the first that fails."""
         ran: list[str] = []
-        async with self.steps.checkout(inp.run_id, inp.repo_url, inp.branch, inp.last_good_commit) as (workdir, pgid):
-            await self.steps.workspaces.push(inp.run_id, inp.repo_url, inp.last_good_commit,
+        checkout = self.workspace.checkout(inp.run_id, inp.repo_url, inp.branch, inp.last_good_commit)
+        async with checkout as (workdir, pgid):
+            await self.workspace.git.push(inp.run_id, inp.repo_url, inp.last_good_commit,
                                              [f"refs/heads/{inp.branch}"])
             for index, step in enumerate(inp.commands):
                 assert step.rollback_command is not None
-                log_path = self.steps.log_path(inp.run_id, 999, "rollback", f"{index:02d}-{step.name}")
-                code, timed_out, tail = await self.steps.execute(
+                log_path = self.workspace.log_path(inp.run_id, 999, "rollback", f"{index:02d}-{step.name}")
+                code, timed_out, tail = await self.workspace.execute(
                     step.rollback_command, step.timeout_seconds, workdir, log_path, pgid,
-                    self.steps.step_env(step.env, inp.run_id, step.name, inp.last_good_commit, 0))
-                await self.steps.workspaces.discard(inp.run_id)
+                    self.workspace.step_env(step.env, inp.run_id, step.name, inp.last_good_commit, 0))
+                await self.workspace.git.discard(inp.run_id)
                 if code != 0:
                     last = (tail.strip().splitlines() or [""])[-1][:200]
                     return RollbackResult(ok=False, ran=ran, error=(

@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.testing import ActivityEnvironment
 
 from metabuilder.adapters.git import GitError, WorkspaceCache, publish, snapshot
-from metabuilder.activities.steps import StepActivities, StepSettings
+from metabuilder.activities.steps import StepActivities
+from metabuilder.activities.workspace import Workspace
 from metabuilder.domain.payloads import RunRecord, StepInput
 from metabuilder.domain.plans import Step, parse_plan
 from metabuilder.domain.runs import AttemptStatus, RunStatus
@@ -30,8 +31,7 @@ def steps(tmp_path: Path) -> Iterator[StepActivities]:
     upgrade(url)
     engine = make_engine(url)
     sessions: sessionmaker[Session] = session_factory(engine)
-    yield StepActivities(StepSettings(artifacts_dir=tmp_path / "artifacts"), WorkspaceCache(tmp_path / "cache"),
-                         sessions)
+    yield StepActivities(Workspace(tmp_path / "artifacts", WorkspaceCache(tmp_path / "cache")), sessions)
     engine.dispose()
 
 
@@ -93,7 +93,7 @@ async def test_an_attempt_lost_while_its_command_ran_is_lost_and_the_step_runs_a
         repository.step_started(s, repository.StepAttempt(
             run_id="r1", step_index=0, attempt=1, name="s", queue="cpu", command="echo again",
             commit_before=inp.commit, worker="gone:1"))
-    log = steps.log_path("r1", 0, "s", "attempt-1")
+    log = steps.workspace.log_path("r1", 0, "s", "attempt-1")
     log.parent.mkdir(parents=True)
     log.write_text("half way\n")
     assert (await attempt(2).run(steps.run_step, inp)).exit_code == 0
@@ -103,7 +103,7 @@ async def test_an_attempt_lost_while_its_command_ran_is_lost_and_the_step_runs_a
             repository.step_started(s, repository.StepAttempt(
                 run_id="r1", step_index=1, attempt=1, name="d", queue="cpu", command="echo deploy",
                 commit_before=inp.commit, worker="gone:1"))
-        log = steps.log_path("r1", 1, "d", "attempt-1")
+        log = steps.workspace.log_path("r1", 1, "d", "attempt-1")
         log.parent.mkdir(parents=True)
         log.write_text("deploying\n")
         await attempt(2).run(steps.run_step, replace(inp, step_index=1, step=Step(name="d", command="echo deploy",
