@@ -12,7 +12,7 @@ ALLOWED = {
     "store": {"domain", "store"},
     "telemetry": {"domain", "telemetry"},
     "workflows": {"domain", "workflows"},
-    "adapters": {"domain", "adapters"},
+    "adapters": {"domain", "telemetry", "adapters"},
     "activities": {"domain", "store", "telemetry", "adapters", "activities"},
     "service": {"domain", "store", "adapters", "activities", "workflows", "service"},
     "migrations": {"store", "migrations"},
