@@ -84,12 +84,13 @@ class Recorded:
 
 def read_recorded(path: Path) -> Recorded | None:
     """The result file at ``path``, or None when there is none (the command did not finish, or
-    was killed), it is not one the wrapper wrote, or it was cut short (no ``end`` line; a record
-    of the wrapper before it timed itself was renamed into place whole and has none)."""
+    was killed), it is not one the wrapper wrote, or it was cut short (no ``end`` line, e.g. a
+    full disk). None is the safe side: the attempt's end counts as unknown. (A record of the
+    wrapper before the ``end`` line, during an upgrade, counts so too.)"""
     try:
         lines = path.read_text().splitlines()
         fields = dict(line.split("=", 1) for line in lines if "=" in line)
-        if "times" in fields and "end" not in lines:
+        if "end" not in lines:
             return None
         recorded = Recorded(exit_code=int(fields["exit"]), commit=fields.get("commit", "").strip())
     except (OSError, KeyError, ValueError):

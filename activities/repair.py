@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from metabuilder.activities.workspace import Workspace, write
 from metabuilder.adapters.git import GitError
 from metabuilder.adapters.llm import LlmError, LlmSettings, propose
-from metabuilder.activities.workspace import Workspace, write
 from metabuilder.domain.payloads import ApplyInput, ApplyResult, FixInput, PatchProposal, RollbackInput, RollbackResult
 from metabuilder.domain.protected import default_checks
 from metabuilder.domain.sandbox import Verdict, changed_path_findings, path_problem, review_patch
