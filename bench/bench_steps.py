@@ -82,6 +82,16 @@ async def cycles(handle: WorkflowHandle) -> Cycle:
     return out
 
 
+async def one_commit_repo(repo: Path) -> Path:
+    """A user's repository with one committed file, for the runs to snapshot."""
+    repo.mkdir()
+    await git("init", "--quiet", cwd=repo)
+    (repo / "f.txt").write_text("x\n")
+    await git("add", "-A", cwd=repo)
+    await git("-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "init", cwd=repo)
+    return repo
+
+
 def plan(steps: int) -> str:
     return "name: bench\nsteps:\n" + "".join(f"  - {{name: s{i}, command: 'true'}}\n" for i in range(steps))
 
@@ -98,6 +108,7 @@ def log_to_file(settings: Settings, path: Path) -> None:
     root = logging.getLogger()
     handler.setFormatter(root.handlers[0].formatter)
     root.handlers[:] = [handler]
+    logging.captureWarnings(True)  # the SDK's UserWarnings too
     Runtime.set_default(Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(
         filter="WARN", forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core"))))))
 
@@ -115,12 +126,7 @@ async def main(args: argparse.Namespace) -> None:
             settings = replace(settings, temporal_address=server.address,
                                task_queue_prefix=f"b-{uuid.uuid4().hex[:8]}")
             sessions = prepare_database(settings)
-            repo = root / "repo"
-            repo.mkdir()
-            await git("init", "--quiet", cwd=repo)
-            (repo / "f.txt").write_text("x\n")
-            await git("add", "-A", cwd=repo)
-            await git("-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "init", cwd=repo)
+            repo = await one_commit_repo(root / "repo")
             results = await measure(client, settings, sessions, repo, args, shapes)
         finally:
             server.stop()
