@@ -26,6 +26,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_classifier.py
 	$(BIN)/python bench/bench_steps.py
+	$(BIN)/python bench/bench_failover.py
 
 # Not in CI: about 2 minutes of runs through worker SIGKILLs and a Temporal restart (scripts/soak.py).
 soak: $(STAMP)

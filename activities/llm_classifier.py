@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import httpx
 
-from metabuilder.activities.llm import LlmSettings
+from metabuilder.adapters.llm import LlmSettings
 from metabuilder.domain.llm_classify import build_messages, cache_key, read_answer
 from metabuilder.domain.signals import FailureSignal
 

@@ -10,15 +10,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from metabuilder.activities.git import GitError
-from metabuilder.activities.llm import LlmError, LlmSettings, propose
 from metabuilder.activities.shapes import FirstShape, current
-from metabuilder.activities.steps import StepActivities
+from metabuilder.activities.workspace import Workspace, write
+from metabuilder.adapters.git import GitError
+from metabuilder.adapters.llm import LlmError, LlmSettings, propose
 from metabuilder.domain.outcomes import Fixer
-from metabuilder.domain.payloads import ApplyInput, ApplyResult, FixInput, PatchProposal, RollbackInput, RollbackResult
+from metabuilder.domain.payloads import (
+    ApplyInput,
+    ApplyResult,
+    FixInput,
+    PatchProposal,
+    RollbackInput,
+    RollbackResult,
+    RunRef,
+)
 from metabuilder.domain.protected import default_checks
 from metabuilder.domain.sandbox import Verdict, changed_path_findings, path_problem, review_patch
 from metabuilder.domain.taxonomy import FailureType
@@ -30,8 +39,16 @@ LLM_NOT_CONFIGURED = "no LLM endpoint is configured"
 
 @dataclass
 class RepairActivities:
-    steps: StepActivities
+    """The repair ladder's activities, given the worker's workspace (checkouts and command
+    runner), the DB session factory and the LLM endpoint (optional)."""
+
+    workspace: Workspace
+    sessions: sessionmaker[Session]
     llm: LlmSettings | None = None
+
+    def _checkout(self, run: RunRef, commit: str):  # type: ignore[no-untyped-def]
+        """The run's checkout at ``commit``, held while the block runs: ``(workdir, pgid file)``."""
+        return self.workspace.checkout(run.run_id, run.repo_url, run.branch, commit)
 
     @activity.defn(name="propose_fix")
     @timed_async("propose_fix")
@@ -40,12 +57,12 @@ class RepairActivities:
         checkout at ``inp.commit`` and return what it changed as a diff; the checkout is left clean."""
         inp = current(FixInput, inp)
         assert inp.command is not None
-        log_path = self.steps.log_path(inp.run.run_id, inp.step_index, inp.step.name, inp.label or "fix")
-        async with self.steps.checkout(inp.run.run_id, inp.run.repo_url, inp.run.branch, inp.commit) as (workdir, pgid):
-            code, timed_out, tail = await self.steps.execute(
+        log_path = self.workspace.log_path(inp.run.run_id, inp.step_index, inp.step.name, inp.label or "fix")
+        async with self._checkout(inp.run, inp.commit) as (workdir, pgid):
+            code, timed_out, tail = await self.workspace.execute(
                 inp.command, inp.step.timeout_seconds, workdir, log_path, pgid,
-                self.steps.step_env(inp.step.env, inp.run.run_id, inp.step.name, inp.commit, 0))
-            diff, files = await self.steps.workspaces.capture_diff(inp.run.run_id)
+                self.workspace.step_env(inp.step.env, inp.run.run_id, inp.step.name, inp.commit, 0))
+            diff, files = await self.workspace.git.capture_diff(inp.run.run_id)
         summary = f"`{inp.command}` exited {code}" + (" (timed out)" if timed_out else "")
         if code != 0 and not diff:
             summary += ": " + (tail.strip().splitlines() or [""])[-1][:200]
@@ -58,7 +75,7 @@ class RepairActivities:
         inp = current(FixInput, inp)
         if self.llm is None:
             return PatchProposal(fixer=Fixer.LLM, diff="", summary=LLM_NOT_CONFIGURED)
-        async with self.steps.checkout(inp.run.run_id, inp.run.repo_url, inp.run.branch, inp.commit) as (workdir, _):
+        async with self._checkout(inp.run, inp.commit) as (workdir, _):
             try:
                 return await propose(self.llm, inp, workdir)
             except LlmError as err:
@@ -79,8 +96,8 @@ class RepairActivities:
         verdict, problems, files = review.verdict, list(review.problems), list(review.files)
         commit, applied = inp.commit, False
         if verdict is not Verdict.REFUSED:
-            async with self.steps.checkout(inp.run.run_id, inp.run.repo_url, inp.run.branch, inp.commit) as (_, _pgid):
-                ws = self.steps.workspaces
+            async with self._checkout(inp.run, inp.commit) as (_, _pgid):
+                ws = self.workspace.git
                 changed: list[str] = []
                 refusals: list[str] = []
                 try:
@@ -118,7 +135,7 @@ class RepairActivities:
             signal_type=inp.signal_type, fixer=p.fixer, outcome=outcome, reason=reason, diff=p.diff, files=files,
             commit_before=inp.commit, commit_after=commit if applied else None, model=p.model,
             tokens_in=p.tokens_in, tokens_out=p.tokens_out, cost_usd=p.cost_usd)
-        await self.steps.db(repository.record_repair_attempt, record)
+        await write(self.sessions, repository.record_repair_attempt, record)
         return ApplyResult(applied=applied, commit=commit, problems=problems, files=files, verdict=verdict)
 
     @staticmethod
@@ -133,17 +150,16 @@ class RepairActivities:
         commands (given in reverse plan order) in a checkout of it. Stops at the first that fails."""
         inp = current(RollbackInput, inp)
         ran: list[str] = []
-        run = inp.run
-        async with self.steps.checkout(run.run_id, run.repo_url, run.branch, inp.last_good_commit) as (workdir, pgid):
-            await self.steps.workspaces.push(inp.run.run_id, inp.run.repo_url, inp.last_good_commit,
+        async with self._checkout(inp.run, inp.last_good_commit) as (workdir, pgid):
+            await self.workspace.git.push(inp.run.run_id, inp.run.repo_url, inp.last_good_commit,
                                              [f"refs/heads/{inp.run.branch}"])
             for index, step in enumerate(inp.commands):
                 assert step.rollback_command is not None
-                log_path = self.steps.log_path(inp.run.run_id, 999, "rollback", f"{index:02d}-{step.name}")
-                code, timed_out, tail = await self.steps.execute(
+                log_path = self.workspace.log_path(inp.run.run_id, 999, "rollback", f"{index:02d}-{step.name}")
+                code, timed_out, tail = await self.workspace.execute(
                     step.rollback_command, step.timeout_seconds, workdir, log_path, pgid,
-                    self.steps.step_env(step.env, inp.run.run_id, step.name, inp.last_good_commit, 0))
-                await self.steps.workspaces.discard(inp.run.run_id)
+                    self.workspace.step_env(step.env, inp.run.run_id, step.name, inp.last_good_commit, 0))
+                await self.workspace.git.discard(inp.run.run_id)
                 if code != 0:
                     last = (tail.strip().splitlines() or [""])[-1][:200]
                     return RollbackResult(ok=False, ran=ran, error=(

@@ -3,32 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
 import os
 import random
-import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from metabuilder.activities.completion import Completion, Recorded, read_recorded, result_path
-from metabuilder.activities.git import GitError, WorkspaceCache
-from metabuilder.activities.llm import LlmSettings
 from metabuilder.activities.llm_classifier import LlmClassifier
 from metabuilder.activities.shapes import FirstShape, current
+from metabuilder.activities.workspace import Workspace, read_tail, write
+from metabuilder.adapters.git import GitError
+from metabuilder.adapters.llm import LlmSettings
 from metabuilder.domain.classifier import classify, failure_window
 from metabuilder.domain.knowledge import KnowledgeBase
 from metabuilder.domain.payloads import (
-    STEP_CANNOT_START,
     STEP_FAILED,
     STEP_OUTCOME_UNKNOWN,
     RetryRecord,
@@ -36,7 +31,6 @@ from metabuilder.domain.payloads import (
     StepResult,
 )
 from metabuilder.domain.runs import AttemptStatus, attempt_ref
-from metabuilder.domain.sandbox import step_environment
 from metabuilder.domain.signals import FailureSignal
 from metabuilder.domain.taxonomy import FailureType
 from metabuilder.store import repository
@@ -44,33 +38,20 @@ from metabuilder.store.db import transaction
 from metabuilder.store.knowledge import tenant_knowledge_base
 from metabuilder.telemetry import events
 from metabuilder.telemetry.metrics import timed
-
-TIMEOUT_EXIT_CODE = 124
-"""Exit code reported for a command killed at its timeout (as coreutils' ``timeout``)."""
-
-LOG_TAIL_LINES = 60
-LOG_TAIL_BYTES = 16_000
-KILL_GRACE_SECONDS = 5.0
-
-
-@dataclass(frozen=True)
-class StepSettings:
-    artifacts_dir: Path
-    heartbeat_interval_seconds: float = 1.0
-    llm_classifier: LlmSettings | None = None
-    """The endpoint to ask about failures the classifier leaves UNKNOWN (optional)."""
+from metabuilder.telemetry.spans import SPANS, span
 
 
 class StepActivities:
-    """Activities that run steps. Holds the worker's checkouts and DB session factory."""
+    """Activities that run steps, given the worker's workspace (checkouts and command runner)
+    and DB session factory, and optionally the endpoint to ask about failures the classifier
+    leaves UNKNOWN."""
 
-    def __init__(self, settings: StepSettings, workspaces: WorkspaceCache,
-                 sessions: sessionmaker[Session]) -> None:
-        self.settings = settings
-        self.workspaces = workspaces
+    def __init__(self, workspace: Workspace, sessions: sessionmaker[Session], *,
+                 llm_classifier: LlmSettings | None = None) -> None:
+        self.workspace = workspace
         self.sessions = sessions
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
-        self.llm_classifier = LlmClassifier(settings.llm_classifier) if settings.llm_classifier else None
+        self.llm_classifier = LlmClassifier(llm_classifier) if llm_classifier else None
 
     def _classify(self, log_path: Path, exit_code: int, step_name: str, tenant: str) -> FailureSignal:
         """With the bundled patterns and the tenant's own (``/tenants/{id}/patterns``), read per
@@ -108,45 +89,50 @@ class StepActivities:
             queue=inp.step.queue.value, command=inp.step.command, commit_before=inp.commit,
             worker=self.worker_name,
         )
-        # The "running" row is written while the checkout goes on; it is awaited before the
-        # command starts and before the final write, so the two never race.
-        started_row = asyncio.create_task(self.db(repository.step_started, attempt))
-        log_path = self.log_path(inp.run.run_id, inp.step_index, inp.step.name, f"attempt-{number}")
+        # The "running" row is written while the lock and the checkout go on; it is awaited before
+        # the command starts and before the final write, so the two never race. (A worker that
+        # dies before it lands leaves no row: the next attempt settles a missing row too.)
+        started_row = asyncio.create_task(write(self.sessions, repository.step_started, attempt))
+        log_path = self.workspace.log_path(inp.run.run_id, inp.step_index, inp.step.name, f"attempt-{number}")
         started = time.monotonic()
         try:
-            async with self.workspaces.lock(inp.run.run_id) as pgid_file:
+            async with self.workspace.git.lock(inp.run.run_id) as pgid_file:
                 try:
-                    earlier = await self._settle_earlier(inp, number)
+                    earlier = await self._settle_earlier(inp, number, attempt)
                     if earlier.adopt is not None:
                         await started_row
                         return await self._adopt(inp, attempt, earlier.adopt, started, info.attempt)
                     if earlier.uncertain and not inp.step.idempotent:
                         raise ApplicationError(_refusal(earlier.uncertain[-1]), type=STEP_OUTCOME_UNKNOWN,
                                                non_retryable=True)
-                    workdir = await self.workspaces.checkout(inp.run.repo_url, inp.run.run_id, inp.run.branch,
-                                                             inp.commit)
+                    with span("step.checkout"):
+                        workdir = await self.workspace.git.checkout(inp.run.repo_url, inp.run.run_id, inp.run.branch,
+                                                                    inp.commit)
                     # The row must exist before the command starts: if this worker dies while it
-                    # runs, the next attempt finds it running and settles it.
-                    await started_row
+                    # runs, the next attempt (or the run's end) finds it running and settles it.
+                    with span("step.await_running_row"):
+                        await started_row
                     completion = Completion(
                         result_path=result_path(log_path), repo_url=inp.run.repo_url,
                         message=f"metabuilder: {inp.step.name} (run {inp.run.run_id})", commit_before=inp.commit,
                         refs=(f"refs/heads/{inp.run.branch}", attempt_ref(inp.run.run_id, inp.step_index, number)))
-                    exit_code, timed_out, tail = await self.execute(
+                    exit_code, timed_out, tail = await self.workspace.execute(
                         inp.step.command, inp.step.timeout_seconds, workdir, log_path, pgid_file,
-                        self.step_env(inp.step.env, inp.run.run_id, inp.step.name, inp.commit, number), completion)
+                        Workspace.step_env(inp.step.env, inp.run.run_id, inp.step.name, inp.commit, number), completion)
                     commit, changed = inp.commit, []
                     if exit_code == 0:
-                        recorded = read_recorded(completion.result_path)
+                        with span("step.read_result"):
+                            recorded = read_recorded(completion.result_path)
                         if recorded is None or not recorded.adoptable:
                             raise GitError(f"step {inp.step.name!r} exited 0 but its changes could not be "
                                            f"committed and pushed to {inp.run.repo_url} (see {log_path})")
+                        _wrapper_spans(recorded)
                         commit = recorded.commit
-                        changed = await self.workspaces.committed(inp.run.run_id, inp.commit, commit)
+                        changed = await self.workspace.git.committed(inp.run.run_id, inp.commit, commit)
                     else:
-                        self.workspaces.forget(inp.run.run_id)
+                        self.workspace.git.forget(inp.run.run_id)
                 except BaseException:
-                    self.workspaces.forget(inp.run.run_id)
+                    self.workspace.git.forget(inp.run.run_id)
                     raise
         except asyncio.CancelledError:
             await asyncio.gather(started_row, return_exceptions=True)
@@ -191,42 +177,49 @@ class StepActivities:
             next_retry_delay=timedelta(seconds=delay) if delay is not None else None,
             category=ApplicationErrorCategory.BENIGN)
 
-    async def _settle_earlier(self, inp: StepInput, number: int) -> _Earlier:
+    async def _settle_earlier(self, inp: StepInput, number: int, this: repository.StepAttempt) -> _Earlier:
         """Find how the earlier attempts of this execution that never reported ended: the latest
-        one with a recorded, committed success is adopted; the others still ``running`` are closed
-        as ``failed`` (a recorded non-zero exit) or ``lost`` (no record: their end is unknown, and
-        uncertain if their command had started). Runs while this attempt holds the checkout, after
-        what a dead worker left running on this machine was killed."""
+        one with a recorded, committed success is adopted; the others still ``running`` (or with no
+        row at all: their worker died before it was written) are closed as ``failed`` (a recorded
+        non-zero exit) or ``lost`` (no record: their end is unknown, and uncertain if their
+        command had started, i.e. its log exists). Runs while this attempt holds the checkout,
+        after what a dead worker left running on this machine was killed."""
         first = inp.attempt_base + 1
         if number == first:
             return _Earlier()
-        logs = {a: self.log_path(inp.run.run_id, inp.step_index, inp.step.name, f"attempt-{a}")
+        logs = {a: self.workspace.log_path(inp.run.run_id, inp.step_index, inp.step.name, f"attempt-{a}")
                 for a in range(first, number)}
 
         def work() -> _Earlier:
             recorded = {a: read_recorded(result_path(log)) for a, log in logs.items()}
-            for a in sorted(logs, reverse=True):
-                if (r := recorded[a]) is not None and r.adoptable:
-                    return _Earlier(adopt=(a, r))
             uncertain = []
             with transaction(self.sessions) as session:
-                for row in repository.step_attempts(session, inp.run.run_id, inp.step_index, first, number - 1):
-                    if row.status != AttemptStatus.RUNNING:
+                rows = {row.attempt: row.status
+                        for row in repository.step_attempts(session, inp.run.run_id, inp.step_index, first, number - 1)}
+                for a in range(first, number):
+                    if a not in rows:
+                        repository.step_started(session, replace(this, attempt=a, worker="(unknown)"))
+                        rows[a] = AttemptStatus.RUNNING
+                for a in sorted(logs, reverse=True):
+                    if (r := recorded[a]) is not None and r.adoptable:
+                        return _Earlier(adopt=(a, r))
+                for a in range(first, number):
+                    if rows[a] != AttemptStatus.RUNNING:
                         continue
-                    if (r := recorded[row.attempt]) is not None:
+                    if (r := recorded[a]) is not None:
                         repository.close_attempt(
-                            session, inp.run.run_id, inp.step_index, row.attempt, AttemptStatus.FAILED,
+                            session, inp.run.run_id, inp.step_index, a, AttemptStatus.FAILED,
                             exit_code=r.exit_code, reason=f"[metabuilder] exited with {r.exit_code}; its worker "
                                                           "stopped before it reported\n")
                         continue
-                    began = logs[row.attempt].exists()
+                    began = logs[a].exists()
                     repository.close_attempt(
-                        session, inp.run.run_id, inp.step_index, row.attempt, AttemptStatus.LOST,
+                        session, inp.run.run_id, inp.step_index, a, AttemptStatus.LOST,
                         reason="[metabuilder] its worker was lost " + (
                             "while the command ran; how the command ended is unknown\n" if began
                             else "before the command started\n"))
                     if began:
-                        uncertain.append(row.attempt)
+                        uncertain.append(a)
             return _Earlier(uncertain=uncertain)
 
         return await asyncio.to_thread(work)
@@ -235,13 +228,14 @@ class StepActivities:
                      started: float, temporal_attempt: int) -> StepResult:
         """Take over the recorded success of an earlier attempt (its commit is pushed already)."""
         number, recorded = adopted
-        log_path = self.log_path(inp.run.run_id, inp.step_index, inp.step.name, f"attempt-{number}")
-        await self.workspaces.checkout(inp.run.repo_url, inp.run.run_id, inp.run.branch, recorded.commit)
-        changed = await self.workspaces.committed(inp.run.run_id, inp.commit, recorded.commit)
-        tail = await asyncio.to_thread(_read_tail, log_path)
-        await self.db(repository.close_attempt, inp.run.run_id, inp.step_index, number, AttemptStatus.SUCCEEDED,
-                      exit_code=0, commit_after=recorded.commit, reason=tail, log_path=str(log_path),
-                      open_statuses=(AttemptStatus.RUNNING, AttemptStatus.LOST, AttemptStatus.ERROR))
+        log_path = self.workspace.log_path(inp.run.run_id, inp.step_index, inp.step.name, f"attempt-{number}")
+        await self.workspace.git.checkout(inp.run.repo_url, inp.run.run_id, inp.run.branch, recorded.commit)
+        changed = await self.workspace.git.committed(inp.run.run_id, inp.commit, recorded.commit)
+        tail = read_tail(log_path)
+        await write(self.sessions, repository.close_attempt, inp.run.run_id, inp.step_index, number,
+                    AttemptStatus.SUCCEEDED, exit_code=0, commit_after=recorded.commit, reason=tail,
+                    log_path=str(log_path),
+                    open_statuses=(AttemptStatus.RUNNING, AttemptStatus.LOST, AttemptStatus.ERROR))
         note = (f"[metabuilder] adopted the recorded result of attempt {number} (exit 0, commit "
                 f"{recorded.commit[:12]}): its worker stopped after the command finished, so the command "
                 "was not run again\n")
@@ -250,26 +244,6 @@ class StepActivities:
                           commit=recorded.commit, changed_files=changed, log_tail=tail, log_path=str(log_path),
                           attempt=number, retries=await self._retries(inp, temporal_attempt),
                           temporal_attempts=temporal_attempt)
-
-    def log_path(self, run_id: str, step_index: int, step_name: str, label: str) -> Path:
-        return self.settings.artifacts_dir / run_id / f"{step_index:03d}-{step_name}" / f"{label}.log"
-
-    @staticmethod
-    def step_env(step_env: dict[str, str], run_id: str, step: str, commit: str, attempt: int) -> dict[str, str]:
-        return step_environment(os.environ, step_env, {
-            "METABUILDER_RUN_ID": run_id, "METABUILDER_STEP": step,
-            "METABUILDER_COMMIT": commit, "METABUILDER_ATTEMPT": str(attempt),
-        })
-
-    @contextlib.asynccontextmanager
-    async def checkout(self, run_id: str, repo_url: str, branch: str, commit: str) -> AsyncIterator[tuple[Path, Path]]:
-        """Exclusive use of the run's checkout at ``commit``; yields (worktree, pgid file)."""
-        async with self.workspaces.lock(run_id) as pgid_file:
-            try:
-                yield await self.workspaces.checkout(repo_url, run_id, branch, commit), pgid_file
-            except BaseException:
-                self.workspaces.forget(run_id)
-                raise
 
     async def _retries(self, inp: StepInput, temporal_attempt: int) -> list[RetryRecord]:
         """Earlier attempts of this execution that failed and were retried, from their DB rows."""
@@ -288,79 +262,24 @@ class StepActivities:
 
         return await asyncio.to_thread(read)
 
-    async def execute(self, command: str, timeout: float, workdir: Path, log_path: Path,
-                      pgid_file: Path, env: dict[str, str], completion: Completion | None = None,
-                      ) -> tuple[int, bool, str]:
-        """Run the command, its output going straight to ``log_path``; return (exit code, timed
-        out, tail). With ``completion``, under the wrapper that records its end durably.
-
-        The command's process group is recorded in ``pgid_file`` while it runs, so that if this
-        worker dies the next attempt on this machine kills it before touching the checkout.
-        ``ApplicationError`` (``StepCannotStart``, not retryable) when it cannot be started at all."""
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        argv = ["bash", "-c", command] if completion is None else completion.argv(command)
-        timed_out = False
-        # The command writes to the file itself, not through a pipe to this worker: if the worker
-        # dies, the command is not killed by SIGPIPE on its next line of output.
-        with log_path.open("wb") as log:
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    *argv, cwd=workdir, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log,
-                    stderr=asyncio.subprocess.STDOUT, start_new_session=True)
-            except (ValueError, OSError) as err:
-                if isinstance(err, OSError) and err.errno not in _CANNOT_START:
-                    raise
-                why = _cannot_start(err)
-                log.write(f"[metabuilder] {why}\n".encode())
-                raise ApplicationError(why, type=STEP_CANNOT_START, non_retryable=True) from err
-            pgid_file.write_text(str(proc.pid))
-            heartbeat = asyncio.create_task(self._heartbeat_loop())
-            try:
-                try:
-                    await asyncio.wait_for(proc.wait(), timeout=timeout)
-                except TimeoutError:
-                    timed_out = True
-                    await _kill_group(proc)
-                    log.write(f"\n[metabuilder] step timed out after {timeout:g}s; killed\n".encode())
-            except asyncio.CancelledError:
-                await _kill_group(proc)
-                raise
-            finally:
-                heartbeat.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await heartbeat
-                pgid_file.unlink(missing_ok=True)
-        code = proc.returncode if proc.returncode is not None else -1
-        if timed_out:
-            code = TIMEOUT_EXIT_CODE
-        elif code < 0:
-            code = 128 - code  # killed by a signal: the shell's convention
-        return code, timed_out, await asyncio.to_thread(_read_tail, log_path)
-
-    async def _heartbeat_loop(self) -> None:
-        # The first heartbeat waits one interval: each heartbeat is a write on the server, and a
-        # quick step needs none (the activity's start already tells the server it is alive).
-        while True:
-            await asyncio.sleep(self.settings.heartbeat_interval_seconds)
-            activity.heartbeat()
-
     async def _finish(self, attempt: repository.StepAttempt, status: AttemptStatus, exit_code: int | None,
                       started: float, commit: str | None, tail: str, log_path: Path,
                       signal_: repository.AttemptSignal | None = None) -> None:
         seconds = time.monotonic() - started
-        await self.db(repository.step_finished, attempt, status=status.value, exit_code=exit_code,
-                       duration_seconds=round(seconds, 3), commit_after=commit,
-                       log_tail=tail, log_path=str(log_path), signal=signal_)
+        await write(self.sessions, repository.step_finished, attempt, status=status.value, exit_code=exit_code,
+                    duration_seconds=round(seconds, 3), commit_after=commit,
+                    log_tail=tail, log_path=str(log_path), signal=signal_)
         # Each Temporal attempt has its own attempt number and row: counted once per attempt.
         events.step_finished(attempt.run_id, attempt.name, attempt.queue, attempt.attempt, status.value,
                              seconds=seconds, exit_code=exit_code, signal_type=signal_.signal_type if signal_ else None)
 
-    async def db(self, fn: Callable[..., None], *args: Any, **kwargs: Any) -> None:
-        def work() -> None:
-            with transaction(self.sessions) as session:
-                fn(session, *args, **kwargs)
 
-        await asyncio.to_thread(work)
+def _wrapper_spans(recorded: Recorded) -> None:
+    """The wrapper's own clock: the command, then its commit/push bookkeeping (``git status``)."""
+    if len(recorded.times) == 3:
+        start, ran, done = recorded.times
+        SPANS.add("wrapper.command", ran - start)
+        SPANS.add("wrapper.git_status_commit_push", done - ran)
 
 
 @dataclass(frozen=True)
@@ -371,34 +290,10 @@ class _Earlier:
     uncertain: list[int] = field(default_factory=list)
 
 
-_CANNOT_START = {errno.E2BIG, errno.ENOENT, errno.EACCES, errno.ENOEXEC}
-
-
-def _cannot_start(err: ValueError | OSError) -> str:
-    if isinstance(err, ValueError):
-        return f"cannot start its command: {err} (a NUL character in the command or an env value)"
-    if err.errno == errno.E2BIG:
-        return ("cannot start its command: the command and its environment are too long for the "
-                "system (Argument list too long; one value may be at most 128 KiB)")
-    return f"cannot start its command: {err.strerror or err}"
-
-
 def _refusal(attempt: int) -> str:
     return (f"was not run again: it is marked idempotent: false, and attempt {attempt} ended without a result "
             "(its worker was lost while the command ran), so the command may have taken effect; check what it "
             "did, then retry the run")
-
-
-def _read_tail(log_path: Path) -> str:
-    tail = _Tail()
-    try:
-        with log_path.open("rb") as log:
-            log.seek(0, os.SEEK_END)
-            log.seek(max(0, log.tell() - 2 * LOG_TAIL_BYTES))
-            tail.append(log.read())
-    except OSError:
-        return ""
-    return tail.text()
 
 
 def _classify_file(log_path: Path, exit_code: int, step_name: str,
@@ -417,32 +312,3 @@ def _retry_delay(inp: StepInput, temporal_attempt: int, signal_: FailureSignal) 
         return None
     return inp.policy.delay(signal_.type, temporal_attempt, retry_after=signal_.retry_after,
                             random_unit=random.random())
-
-
-class _Tail:
-    """The last lines of a stream, bounded in bytes whatever the line lengths."""
-
-    def __init__(self, max_lines: int = LOG_TAIL_LINES, max_bytes: int = LOG_TAIL_BYTES) -> None:
-        self.max_lines, self.max_bytes = max_lines, max_bytes
-        self.buf = bytearray()
-
-    def append(self, chunk: bytes) -> None:
-        self.buf += chunk
-        if len(self.buf) > 4 * self.max_bytes:
-            del self.buf[: len(self.buf) - 2 * self.max_bytes]
-
-    def text(self) -> str:
-        lines = bytes(self.buf).splitlines(keepends=True)[-self.max_lines:]
-        return b"".join(lines)[-self.max_bytes:].decode("utf-8", errors="replace")
-
-
-async def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    """SIGTERM the command's process group, then SIGKILL it if it has not gone in time."""
-    for sig, wait in ((signal.SIGTERM, KILL_GRACE_SECONDS), (signal.SIGKILL, None)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            await asyncio.wait_for(asyncio.shield(proc.wait()), timeout=wait)
-            return
-        except TimeoutError:
-            continue

@@ -2,7 +2,7 @@
 
 "Before" is ``relevant_files`` of ``activities/llm.py`` at BEFORE_REV, loaded from git; "after"
 is :func:`activities.llm_context.gather`. Both read the same workspace and the same logs (the
-cases of ``tests/autofix/test_llm_context.py``), and are timed in the same process.
+cases of ``tests/adapters/test_llm_context.py``), and are timed in the same process.
 
     python bench/bench_llm_context.py [--repeat 200]
 """
@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from metabuilder.activities.llm_context import gather  # noqa: E402
-from tests.autofix.test_llm_context import CASES, make_workspace  # noqa: E402
+from metabuilder.adapters.llm_context import gather  # noqa: E402
+from tests.adapters.test_llm_context import CASES, make_workspace  # noqa: E402
 
 BEFORE_REV = "41a1f6d"
 """The last commit before the change."""

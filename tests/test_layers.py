@@ -12,11 +12,12 @@ ALLOWED = {
     "store": {"domain", "store"},
     "telemetry": {"domain", "telemetry"},
     "workflows": {"domain", "workflows"},
-    "activities": {"domain", "store", "telemetry", "activities"},
-    "service": {"domain", "store", "activities", "workflows", "service"},
+    "adapters": {"domain", "telemetry", "adapters"},
+    "activities": {"domain", "store", "telemetry", "adapters", "activities"},
+    "service": {"domain", "store", "adapters", "activities", "workflows", "service"},
     "migrations": {"store", "migrations"},
     "api": {"domain", "store", "service", "workflows", "telemetry", "api"},
-    "worker": {"domain", "store", "workflows", "activities", "service", "worker", "migrations", "api",
+    "worker": {"domain", "store", "workflows", "adapters", "activities", "service", "worker", "migrations", "api",
                "telemetry"},
 }
 FORBIDDEN_IN_DOMAIN = {"temporalio", "sqlalchemy", "subprocess", "socket", "asyncio", "httpx", "fastapi"}

@@ -21,10 +21,11 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from metabuilder.activities.git import WorkspaceCache
+from metabuilder.adapters.git import WorkspaceCache
 from metabuilder.activities.records import RecordActivities
 from metabuilder.activities.repair import RepairActivities
-from metabuilder.activities.steps import StepActivities, StepSettings
+from metabuilder.activities.steps import StepActivities
+from metabuilder.activities.workspace import Workspace
 from metabuilder.domain.plans import Queue
 from metabuilder.domain.runs import WORKFLOW_QUEUE, task_queue
 from metabuilder.migrations import upgrade
@@ -158,12 +159,10 @@ def build_workers(client: Client, settings: Settings, sessions: sessionmaker[Ses
     their local bookkeeping activities); ``cpu``/``io``/``llm`` run steps and repair activities,
     ``concurrency`` at a time."""
     prefix = prefix or settings.task_queue_prefix
-    workspaces = WorkspaceCache(Path(settings.cache_dir))
-    llm_classifier = settings.llm if settings.llm_classify else None
-    steps = StepActivities(StepSettings(artifacts_dir=Path(settings.artifacts_dir), llm_classifier=llm_classifier),
-                           workspaces, sessions)
+    workspace = Workspace(Path(settings.artifacts_dir), WorkspaceCache(Path(settings.cache_dir)))
+    steps = StepActivities(workspace, sessions, llm_classifier=settings.llm if settings.llm_classify else None)
     records = RecordActivities(sessions)
-    repair = RepairActivities(steps, settings.llm)
+    repair = RepairActivities(workspace, sessions, settings.llm)
     runner = SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(
             "metabuilder.domain", "yaml", *tracing.PASSTHROUGH_MODULES))

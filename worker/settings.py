@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from metabuilder.activities.breakers import BreakerSettings
-from metabuilder.activities.llm import LlmSettings
+from metabuilder.adapters.llm import LlmSettings
 from metabuilder.domain.breakers import parse_policies
 from metabuilder.domain.policy import AutofixSettings, PolicyError, platform_settings
 from metabuilder.telemetry.tracing import TracingMode
@@ -145,7 +145,7 @@ class Settings:
             cache_dir=Path(env.get("META_BUILDER_CACHE_DIR") or home / "worker-cache"),
             task_queue_prefix=prefix,
             heartbeat_timeout_seconds=_float(env, "META_BUILDER_HEARTBEAT_TIMEOUT_SECONDS", 10.0, 2.0, 3600.0),
-            sticky_timeout_seconds=_float(env, "META_BUILDER_STICKY_TIMEOUT_SECONDS", 2.0, 0.5, 60.0),
+            sticky_timeout_seconds=_float(env, "META_BUILDER_STICKY_TIMEOUT_SECONDS", 1.0, 0.5, 60.0),
             dev_server_port=port,
             dev_server_ui_port=_int(env, "META_BUILDER_DEV_SERVER_UI_PORT", port + 1000, 1, 65535),
             log_level=level,

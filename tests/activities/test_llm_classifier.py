@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from metabuilder.activities.git import WorkspaceCache
-from metabuilder.activities.llm import LlmSettings
-from metabuilder.activities.steps import StepActivities, StepSettings
+from metabuilder.adapters.git import WorkspaceCache
+from metabuilder.adapters.llm import LlmSettings
+from metabuilder.activities.steps import StepActivities
+from metabuilder.activities.workspace import Workspace
 from metabuilder.domain.taxonomy import FailureType
 from metabuilder.migrations import upgrade
 from metabuilder.store.db import make_engine, session_factory
@@ -31,8 +32,7 @@ def sessions(tmp_path: Path):
 
 def _steps(tmp_path: Path, sessions, url: str | None) -> StepActivities:
     llm = LlmSettings(url=url, model="classifier-test", timeout_seconds=5) if url else None
-    return StepActivities(StepSettings(artifacts_dir=tmp_path, llm_classifier=llm), WorkspaceCache(tmp_path / "w"),
-                          sessions)
+    return StepActivities(Workspace(tmp_path, WorkspaceCache(tmp_path / "w")), sessions, llm_classifier=llm)
 
 
 def _log(tmp_path: Path, name: str, data: bytes) -> Path:

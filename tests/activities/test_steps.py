@@ -11,8 +11,9 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.testing import ActivityEnvironment
 
-from metabuilder.activities.git import GitError, WorkspaceCache, publish, snapshot
-from metabuilder.activities.steps import StepActivities, StepSettings
+from metabuilder.activities.steps import StepActivities
+from metabuilder.activities.workspace import Workspace
+from metabuilder.adapters.git import GitError, WorkspaceCache, publish, snapshot
 from metabuilder.domain.payloads import RunRecord, RunRef, StepInput
 from metabuilder.domain.plans import Step, parse_plan
 from metabuilder.domain.runs import AttemptStatus, RunStatus
@@ -30,8 +31,7 @@ def steps(tmp_path: Path) -> Iterator[StepActivities]:
     upgrade(url)
     engine = make_engine(url)
     sessions: sessionmaker[Session] = session_factory(engine)
-    yield StepActivities(StepSettings(artifacts_dir=tmp_path / "artifacts"), WorkspaceCache(tmp_path / "cache"),
-                         sessions)
+    yield StepActivities(Workspace(tmp_path / "artifacts", WorkspaceCache(tmp_path / "cache")), sessions)
     engine.dispose()
 
 
@@ -93,7 +93,7 @@ async def test_an_attempt_lost_while_its_command_ran_is_lost_and_the_step_runs_a
         repository.step_started(s, repository.StepAttempt(
             run_id="r1", step_index=0, attempt=1, name="s", queue="cpu", command="echo again",
             commit_before=inp.commit, worker="gone:1"))
-    log = steps.log_path("r1", 0, "s", "attempt-1")
+    log = steps.workspace.log_path("r1", 0, "s", "attempt-1")
     log.parent.mkdir(parents=True)
     log.write_text("half way\n")
     assert (await attempt(2).run(steps.run_step, inp)).exit_code == 0
@@ -103,9 +103,45 @@ async def test_an_attempt_lost_while_its_command_ran_is_lost_and_the_step_runs_a
             repository.step_started(s, repository.StepAttempt(
                 run_id="r1", step_index=1, attempt=1, name="d", queue="cpu", command="echo deploy",
                 commit_before=inp.commit, worker="gone:1"))
-        log = steps.log_path("r1", 1, "d", "attempt-1")
+        log = steps.workspace.log_path("r1", 1, "d", "attempt-1")
         log.parent.mkdir(parents=True)
         log.write_text("deploying\n")
         await attempt(2).run(steps.run_step, replace(inp, step_index=1, step=Step(name="d", command="echo deploy",
                                                                                   idempotent=False)))
     assert rows(steps)[2:] == [(1, "lost"), (2, "error")]
+
+
+async def test_an_attempt_that_left_no_row_is_settled_by_its_log(
+        steps: StepActivities, user_repo: Path, tmp_path: Path) -> None:
+    # Its worker died before its "running" row was written: a non-idempotent step is still not
+    # run again once its log shows the command had started, and one with no log is run.
+    inp = await step_input(steps, user_repo, tmp_path, "echo deploy")
+    log = steps.workspace.log_path("r1", 0, "s", "attempt-1")
+    log.parent.mkdir(parents=True)
+    log.write_text("deploying\n")
+    with pytest.raises(Exception, match="was not run again: it is marked idempotent: false"):
+        await attempt(2).run(steps.run_step, replace(inp, step=replace(inp.step, idempotent=False)))
+    assert rows(steps) == [(1, "lost"), (2, "error")]
+    assert (await attempt(2).run(steps.run_step, replace(inp, step_index=1))).exit_code == 0
+    with transaction(steps.sessions) as s:
+        assert [(r.step_index, r.attempt, r.status) for r in repository.run_steps(s, "r1")][2:] == [
+            (1, 1, "lost"), (1, 2, "succeeded")]
+        assert "before the command started" in repository.run_steps(s, "r1")[2].log_tail
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("exit=0\ncommit=abc\ntimes=1.5 2.5 3.5\nend\n", (0, "abc", (1.5, 2.5, 3.5))),
+    ("exit=0\ncommit=abc\ntimes=1,5 2,5 3,5\nend\n", (0, "abc", (1.5, 2.5, 3.5))),
+    ("exit=0\ncommit=abc\ntimes=1.5 2.5 3.5\n", None),  # cut short: no end line
+    ("exit=0\ncommit=ab", None),
+    ("exit=3\ncommit=\nend\n", (3, "", ())),
+    ("exit=0\ncommit=abc\n", None),  # no end line: an earlier wrapper's, counted as no record
+    ("", None),
+])
+def test_a_record_is_read_only_when_whole(tmp_path: Path, text: str, expected: tuple[object, ...] | None) -> None:
+    from metabuilder.activities.completion import read_recorded
+
+    path = tmp_path / "attempt-1.result"
+    path.write_text(text)
+    r = read_recorded(path)
+    assert (None if r is None else (r.exit_code, r.commit, r.times)) == expected

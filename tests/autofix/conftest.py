@@ -60,7 +60,7 @@ async def finish(handle: WorkflowHandle[object, RunView]) -> RunView:
 
 
 def with_llm(settings: Settings, url: str) -> Settings:
-    from metabuilder.activities.llm import LlmSettings
+    from metabuilder.adapters.llm import LlmSettings
 
     return replace(settings, llm=LlmSettings(url=url, model="fake-fixer", api_key="test-key",
                                              price_in_per_million=1.0, price_out_per_million=2.0))

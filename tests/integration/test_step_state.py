@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client, WorkflowFailureError
 
-from metabuilder.activities.git import publish, snapshot
+from metabuilder.adapters.git import publish, snapshot
 from metabuilder.domain.payloads import BuildRunInput, WorkspaceRef
 from metabuilder.domain.plans import Plan, Step
 from metabuilder.domain.policy import AutofixSettings, effective_settings

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from metabuilder.activities.git import WorkspaceCache
-from metabuilder.activities.steps import StepActivities, StepSettings
+from metabuilder.adapters.git import WorkspaceCache
+from metabuilder.activities.steps import StepActivities
+from metabuilder.activities.workspace import Workspace
 from metabuilder.domain.knowledge import PatternEntry
 from metabuilder.domain.taxonomy import FailureType
 from metabuilder.migrations import upgrade
@@ -47,7 +48,7 @@ def test_patterns_are_per_tenant_and_used_in_that_tenants_runs(sessions, tmp_pat
 
     log = tmp_path / "step.log"
     log.write_bytes(LOG)
-    steps = StepActivities(StepSettings(artifacts_dir=tmp_path), WorkspaceCache(tmp_path / "ws"), sessions)
+    steps = StepActivities(Workspace(tmp_path, WorkspaceCache(tmp_path / "ws")), sessions)
     assert steps._classify(log, 1, "build", "acme").type is FailureType.POLICY
     assert steps._classify(log, 1, "build", "other").type is not FailureType.POLICY
 

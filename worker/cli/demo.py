@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from metabuilder.activities.git import git
+from metabuilder.adapters.git import git
 from metabuilder.domain.payloads import RunView
 from metabuilder.domain.runs import RunStatus, StepStatus, web_ui_link
 from metabuilder.service.runs import SubmitOptions, resolve_autofix, submit

@@ -19,9 +19,9 @@ EXITS: dict[ErrorKind, int] = {
 """What each kind of refusal is to a shell, as ``api/errors.py``'s ``STATUS`` says it in HTTP."""
 
 PROCESS_ERRORS: tuple[tuple[str, str, ErrorKind], ...] = (
-    ("metabuilder.activities.git", "NotAGitRepository", ErrorKind.BAD_INPUT),
+    ("metabuilder.adapters.git", "NotAGitRepository", ErrorKind.BAD_INPUT),
     ("metabuilder.worker.devserver", "DevServerError", ErrorKind.UNAVAILABLE),
-    ("metabuilder.activities.git", "GitError", ErrorKind.UNAVAILABLE),
+    ("metabuilder.adapters.git", "GitError", ErrorKind.UNAVAILABLE),
     ("temporalio.service", "RPCError", ErrorKind.UNAVAILABLE),
 )
 """What the CLI meets beyond the service layer's errors (``service.errors.KINDS``): the user's

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from metabuilder.activities.llm_context import ContextFile, gather
+from metabuilder.adapters.llm_context import ContextFile, gather
 from metabuilder.domain.outcomes import Fixer
 from metabuilder.domain.payloads import FixInput, PatchProposal
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from metabuilder.activities.git import NotAGitRepository, WorkspaceCache, publish, snapshot
+from metabuilder.adapters.git import NotAGitRepository, WorkspaceCache, publish, snapshot
 from tests.conftest import git
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from metabuilder.activities.llm_context import MAX_FILE_BYTES, MAX_TOTAL_BYTES, Why, gather, resolve
+from metabuilder.adapters.llm_context import MAX_FILE_BYTES, MAX_TOTAL_BYTES, Why, gather, resolve
 
 WORKSPACE = {
     "calc/__init__.py": "",

@@ -21,6 +21,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from metabuilder.telemetry.spans import span
+
 BOT_CONFIG = ("-c", "user.name=Meta-Builder", "-c", "user.email=metabuilder@localhost",
               "-c", "commit.gpgsign=false", "-c", "core.hooksPath=/dev/null")
 
@@ -67,14 +69,30 @@ async def snapshot(workspace: Path) -> tuple[Path, str]:
     """
     if not workspace.is_dir():
         raise NotAGitRepository(f"workspace {workspace} does not exist or is not a directory")
-    try:
-        top = Path((await git("rev-parse", "--show-toplevel", cwd=workspace)).strip())
-    except GitError:
+    with span("submit.snapshot"):
+        return await _snapshot(workspace)
+
+
+async def _snapshot(workspace: Path) -> tuple[Path, str]:
+    # One rev-parse for the top level, the index and HEAD with its tree: each git spawn counts
+    # on every submission. It fails on an unborn HEAD after printing the first two.
+    out = await git("rev-parse", "--path-format=absolute", "--show-toplevel", "--git-path", "index",
+                    "HEAD^{commit}", "HEAD^{tree}", cwd=workspace, check=False)
+    lines = out.splitlines()
+    if len(lines) < 2:
         raise NotAGitRepository(
-            f"workspace {workspace} is not inside a git repository (run `git init` there first)"
-        ) from None
-    head = (await git("rev-parse", "--verify", "--quiet", "HEAD^{commit}", cwd=top, check=False)).strip()
-    user_index = Path((await git("rev-parse", "--path-format=absolute", "--git-path", "index", cwd=top)).strip())
+            f"workspace {workspace} is not inside a git repository (run `git init` there first)")
+    top, user_index = Path(lines[0]), Path(lines[1])
+    head, head_tree = (lines[2], lines[3]) if len(lines) == 4 else ("", "")
+    if not head:  # no commit yet, or a HEAD git could not read: ask the plain way
+        head = (await git("rev-parse", "--verify", "--quiet", "HEAD^{commit}", cwd=top, check=False)).strip()
+        if head:
+            head_tree = (await git("rev-parse", "HEAD^{tree}", cwd=top)).strip()
+    # A clean tree (nothing staged, changed or untracked) is HEAD itself: one `git status`
+    # instead of building a tree. No optional locks: the user's index is not even refreshed.
+    if head and not (await git("status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames",
+                               cwd=top, env={"GIT_OPTIONAL_LOCKS": "0"})):
+        return top, head
     with tempfile.TemporaryDirectory(prefix="metabuilder-index-") as tmp:
         index = Path(tmp) / "index"
         env = {"GIT_INDEX_FILE": str(index)}
@@ -86,7 +104,7 @@ async def snapshot(workspace: Path) -> tuple[Path, str]:
             await git("read-tree", "HEAD", cwd=top, env=env)  # keeps tracked files that .gitignore matches
         await git("add", "--all", cwd=top, env=env)
         tree = (await git("write-tree", cwd=top, env=env)).strip()
-    if head and tree == (await git("rev-parse", "HEAD^{tree}", cwd=top)).strip():
+    if head and tree == head_tree:
         return top, head
     parents = ["-p", head] if head else []
     commit = (await git(*BOT_CONFIG, "commit-tree", tree, *parents, "-m",
@@ -101,15 +119,30 @@ async def publish(top: Path, commit: str, repo_url: str, branch: str) -> None:
     Pushing to a URL (not a named remote) changes nothing in the user's repository.
     """
     await ensure_shared_repo(repo_url)
+    if not _is_remote(repo_url):
+        # A commit the local shared repository has already (an earlier run of the same tree) only
+        # needs its branch: one update-ref, created only if absent ("0"*40), instead of a push.
+        with span("submit.update_ref"):
+            try:
+                await branch_at(repo_url, branch, commit)
+                return
+            except GitError:
+                pass  # the commit is not there yet (or the branch exists: the push says so)
     # An empty expected value: the push is refused if the branch exists, atomically.
-    await git("push", "--quiet", f"--force-with-lease=refs/heads/{branch}:", repo_url,
-              f"{commit}:refs/heads/{branch}", cwd=top)
+    with span("submit.push"):
+        await git("push", "--quiet", f"--force-with-lease=refs/heads/{branch}:", repo_url,
+                  f"{commit}:refs/heads/{branch}", cwd=top)
 
 
 async def branch_exists(repo_url: str, branch: str) -> bool:
-    if not _is_remote(repo_url) and not (Path(repo_url) / "HEAD").exists():
+    if _is_remote(repo_url):
+        return bool((await git("ls-remote", "--heads", repo_url, f"refs/heads/{branch}")).strip())
+    if not (Path(repo_url) / "HEAD").exists():
         return False  # not created yet
-    return bool((await git("ls-remote", "--heads", repo_url, f"refs/heads/{branch}")).strip())
+    # A local repository is read directly: one git, not ls-remote's two.
+    with span("submit.branch_exists"):
+        found = await git("rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", cwd=repo_url, check=False)
+    return bool(found.strip())
 
 
 def _is_remote(repo_url: str) -> bool:
@@ -137,14 +170,16 @@ class _Checkout:
 class WorkspaceCache:
     """Checkouts of run branches on one worker, kept between steps of the same run.
 
-    One local repository per shared repository holds the objects; each run gets a
-    worktree of it. When the next step of a run starts from the commit this worker
-    left the worktree at, nothing is fetched or checked out again.
+    One local repository per shared repository holds the objects (a local shared repository
+    lends them through ``objects/info/alternates``, so nothing is fetched; a remote one is
+    fetched from); each run gets a worktree of it. When the next step of a run starts from the
+    commit this worker left the worktree at, nothing is fetched or checked out again.
     """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self._checkouts: dict[str, _Checkout] = {}
+        self._prepared: set[Path] = set()
 
     def _mirror(self, repo_url: str) -> Path:
         return self.root / "repos" / hashlib.sha1(repo_url.encode()).hexdigest()[:16]
@@ -163,9 +198,12 @@ class WorkspaceCache:
         next holder can kill what a dead worker left running in the checkout.
         """
         entry = self._entry(run_id)
-        async with entry.lock, _flock(entry.path.parent / f"{run_id}.lock"):
-            pgid_file = entry.path.parent / f"{run_id}.pgid"
-            _kill_leftover(pgid_file)
+        async with contextlib.AsyncExitStack() as held:
+            with span("git.lock"):
+                await held.enter_async_context(entry.lock)
+                await held.enter_async_context(_flock(entry.path.parent / f"{run_id}.lock"))
+                pgid_file = entry.path.parent / f"{run_id}.pgid"
+                _kill_leftover(pgid_file)
             yield pgid_file
 
     async def checkout(self, repo_url: str, run_id: str, branch: str, commit: str) -> Path:
@@ -178,29 +216,76 @@ class WorkspaceCache:
         mirror = self._mirror(repo_url)
         mirror.parent.mkdir(parents=True, exist_ok=True)
         # The workers of one machine may share the mirror: a fetch reads every worktree's HEAD and
-        # fails on one that another worker's `worktree add` has half made; `init` races with itself.
-        async with _flock(mirror.parent / f"{mirror.name}.lock"):
-            if not (mirror / "HEAD").exists():
-                mirror.mkdir(parents=True, exist_ok=True)
-                await git("init", "--quiet", "--bare", str(mirror))
-            if not await self._has_commit(mirror, commit):
-                await git("fetch", "--quiet", "--no-tags", "--force", repo_url,
-                          f"+refs/heads/{branch}:refs/heads/{branch}",
-                          f"+refs/metabuilder/{run_id}/*:refs/metabuilder/{run_id}/*", cwd=mirror)
-                if not await self._has_commit(mirror, commit):
-                    raise GitError(f"commit {commit} of run {run_id} is not in {repo_url}")
+        # fails on one that another worker's `worktree add` has half made, a prune may remove one
+        # half made, `init` races with itself. So these hold the mirror's lock alone, and adding
+        # worktrees (of different runs) shares it.
+        lock = mirror.parent / f"{mirror.name}.lock"
+        if mirror not in self._prepared or _is_remote(repo_url):
+            async with _flock(lock):
+                await self._fetch(mirror, repo_url, run_id, branch, commit)
+        failed = False
+        async with _flock(lock, shared=True):
             if not (entry.path / ".git").exists():
                 if entry.path.exists():
                     shutil.rmtree(entry.path)
-                await git("worktree", "prune", cwd=mirror)
                 entry.path.parent.mkdir(parents=True, exist_ok=True)
-                await git("worktree", "add", "--quiet", "--detach", "--force", str(entry.path), commit, cwd=mirror)
-                entry.commit = commit
-                return entry.path
-        await git("checkout", "--quiet", "--detach", "--force", commit, cwd=entry.path)
-        await git("clean", "--quiet", "-d", "--force", cwd=entry.path)
+                add = ("worktree", "add", "--quiet", "--detach", "--force", str(entry.path), commit)
+                with span("git.worktree_add"):
+                    try:
+                        await git(*add, cwd=mirror)
+                    except GitError:
+                        failed = True
+                if not failed:
+                    entry.commit = commit
+                    return entry.path
+        if failed:
+            await self._must_have(mirror, repo_url, run_id, commit)
+            async with _flock(lock):
+                # A worktree of a dead worker left registered under this path: forget it, once.
+                await git("worktree", "prune", cwd=mirror)
+                await git(*add, cwd=mirror)
+            entry.commit = commit
+            return entry.path
+        with span("git.checkout"):
+            try:
+                await git("checkout", "--quiet", "--detach", "--force", commit, cwd=entry.path)
+            except GitError:
+                await self._must_have(mirror, repo_url, run_id, commit)
+                raise
+            await git("clean", "--quiet", "-d", "--force", cwd=entry.path)
         entry.commit = commit
         return entry.path
+
+    async def _fetch(self, mirror: Path, repo_url: str, run_id: str, branch: str, commit: str) -> None:
+        """Make the mirror (once), and fetch the run's refs into it when it lacks ``commit`` (a remote
+        shared repository; a local one lends the mirror its objects: nothing to fetch, and a
+        missing commit shows as a failed checkout)."""
+        with span("git.mirror"):
+            await self._prepare_mirror(mirror, repo_url)
+            if _is_remote(repo_url) and not await self._has_commit(mirror, commit):
+                await git("fetch", "--quiet", "--no-tags", "--force", repo_url,
+                          f"+refs/heads/{branch}:refs/heads/{branch}",
+                          f"+refs/metabuilder/{run_id}/*:refs/metabuilder/{run_id}/*", cwd=mirror)
+                await self._must_have(mirror, repo_url, run_id, commit)
+
+    async def _must_have(self, mirror: Path, repo_url: str, run_id: str, commit: str) -> None:
+        if not await self._has_commit(mirror, commit):
+            raise GitError(f"commit {commit} of run {run_id} is not in {repo_url}")
+
+    async def _prepare_mirror(self, mirror: Path, repo_url: str) -> None:
+        """Create the mirror once; a local shared repository's objects are its alternates."""
+        if mirror in self._prepared:
+            return
+        if not (mirror / "HEAD").exists():
+            mirror.mkdir(parents=True, exist_ok=True)
+            await git("init", "--quiet", "--bare", str(mirror))
+        if not _is_remote(repo_url):
+            alternates = mirror / "objects" / "info" / "alternates"
+            objects = str((Path(repo_url) / "objects").resolve())
+            if not alternates.exists() or objects not in alternates.read_text().split("\n"):
+                alternates.parent.mkdir(parents=True, exist_ok=True)
+                alternates.write_text(objects + "\n")
+        self._prepared.add(mirror)
 
     @staticmethod
     async def _has_commit(mirror: Path, commit: str) -> bool:
@@ -277,15 +362,15 @@ class WorkspaceCache:
 
 
 @contextlib.asynccontextmanager
-async def _flock(path: Path) -> AsyncIterator[None]:
-    """An exclusive ``flock`` on ``path`` (created if missing), across processes; the kernel
-    releases it if the holder dies."""
+async def _flock(path: Path, *, shared: bool = False) -> AsyncIterator[None]:
+    """An exclusive (or ``shared``) ``flock`` on ``path`` (created if missing), across processes;
+    the kernel releases it if the holder dies."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
     try:
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 await asyncio.sleep(0.05)
