@@ -1,12 +1,13 @@
 """What the step activity asks and tells the tenant's circuit breakers (``domain.breakers``).
 
 Before a step runs, :meth:`Breakers.admit` checks the breakers on what the step needs: the
-services it declares (``needs:``) and those its run was found waiting on. An open breaker
-answers with a :class:`Wait`; the activity then raises ``BREAKER_OPEN`` (not retryable, so no
-Temporal attempt and no retry budget is spent) and the workflow sleeps until the wait's end and
-runs the step again. After a failure, :meth:`Breakers.failed` counts it against the breakers of
-the dependencies the failure names; after a success, :meth:`Breakers.passed` lets a probe close
-its breaker.
+services it declares (``needs:``), what its earlier failed attempts named, and those its run was
+found waiting on. An open breaker answers with a :class:`Wait`; the activity then raises
+``BREAKER_OPEN`` (``domain.payloads``; not retryable, so no Temporal attempt and no retry budget
+is spent) and the workflow sleeps until the wait's end and runs the step again
+(``workflows.execution``). After a failure, :meth:`Breakers.failed` counts it against the
+breakers of the dependencies it names; after a success, :meth:`Breakers.passed` lets a probe
+close its breaker.
 """
 
 from __future__ import annotations
@@ -34,13 +35,11 @@ from metabuilder.domain.breakers import (
     record_success,
     wait_too_long,
 )
+from metabuilder.domain.payloads import BreakerWait, StepResult
 from metabuilder.domain.signals import FailureSignal
 from metabuilder.domain.taxonomy import FailureType
 from metabuilder.store import breakers as store
 from metabuilder.telemetry import events
-
-BREAKER_OPEN = "BREAKER_OPEN"
-"""The ``ApplicationError`` type of a step held by an open breaker (details: :meth:`Wait.details`)."""
 
 
 @dataclass(frozen=True)
@@ -51,17 +50,19 @@ class BreakerSettings:
 
 @dataclass(frozen=True)
 class Wait:
-    """A step held by a breaker: until when, and whether it has waited too long (go to a gate)."""
+    """A step held by a breaker: until when, since when, and whether that is past the policy's
+    maximum wait (a person decides)."""
 
     key: BreakerKey
     until: float
     since: float
     escalate: bool
+    max_wait_seconds: float
 
-    def details(self) -> dict[str, object]:
-        return {"breaker": str(self.key), "failure_class": str(self.key.failure_class),
-                "dependency": self.key.dependency, "until": self.until, "since": self.since,
-                "escalate": self.escalate}
+    def payload(self, attempt: int, result: StepResult | None = None) -> BreakerWait:
+        """The ``BREAKER_OPEN`` error's details for the workflow."""
+        return BreakerWait(breaker=str(self.key), until=self.until, max_wait_seconds=self.max_wait_seconds,
+                           attempt=attempt, result=result)
 
 
 class Breakers:
@@ -99,7 +100,7 @@ class Breakers:
 
     def _wait(self, key: BreakerKey, run_id: str, step_name: str, until: float, policy: BreakerPolicy) -> Wait:
         since = store.set_waiting(self.sessions, key, run_id, step_name)
-        return Wait(key, until, since, wait_too_long(since, until, policy))
+        return Wait(key, until, since, wait_too_long(since, until, policy), policy.max_wait_seconds)
 
     def failed(self, tenant: str, run_id: str, step_name: str, signal: FailureSignal,
                declared: Sequence[str]) -> Wait | None:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
+from metabuilder.activities.breakers import Breakers
 from metabuilder.activities.completion import Completion, Recorded, read_recorded, result_path
 from metabuilder.activities.llm_classifier import LlmClassifier
 from metabuilder.activities.shapes import FirstShape, current
@@ -24,8 +25,10 @@ from metabuilder.adapters.llm import LlmSettings
 from metabuilder.domain.classifier import classify, failure_window
 from metabuilder.domain.knowledge import KnowledgeBase
 from metabuilder.domain.payloads import (
+    BREAKER_OPEN,
     STEP_FAILED,
     STEP_OUTCOME_UNKNOWN,
+    BreakerWait,
     RetryRecord,
     StepInput,
     StepResult,
@@ -47,9 +50,10 @@ class StepActivities:
     leaves UNKNOWN."""
 
     def __init__(self, workspace: Workspace, sessions: sessionmaker[Session], *,
-                 llm_classifier: LlmSettings | None = None) -> None:
+                 llm_classifier: LlmSettings | None = None, breakers: Breakers | None = None) -> None:
         self.workspace = workspace
         self.sessions = sessions
+        self.breakers = breakers
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
         self.llm_classifier = LlmClassifier(llm_classifier) if llm_classifier else None
 
@@ -84,6 +88,11 @@ class StepActivities:
         inp = current(StepInput, inp)
         info = activity.info()
         number = inp.attempt_base + info.attempt
+        needs = await self._needs(inp, number)
+        if needs and self.breakers is not None:
+            wait = await asyncio.to_thread(self.breakers.admit, inp.run.tenant, inp.run.run_id, inp.step.name, needs)
+            if wait is not None:
+                raise _held(inp, wait.payload(attempt=number - 1))
         attempt = repository.StepAttempt(
             run_id=inp.run.run_id, step_index=inp.step_index, attempt=number, name=inp.step.name,
             queue=inp.step.queue.value, command=inp.step.command, commit_before=inp.commit,
@@ -154,6 +163,8 @@ class StepActivities:
         duration = round(time.monotonic() - started, 3)
         if exit_code == 0:
             await self._finish(attempt, AttemptStatus.SUCCEEDED, 0, started, commit, tail, log_path)
+            if needs and self.breakers is not None:
+                await asyncio.to_thread(self.breakers.passed, inp.run.tenant, inp.run.run_id, needs)
             return StepResult(exit_code=0, duration_seconds=duration, commit=commit, changed_files=changed,
                               log_tail=tail, log_path=str(log_path), attempt=number,
                               retries=await self._retries(inp, info.attempt), temporal_attempts=info.attempt)
@@ -169,6 +180,11 @@ class StepActivities:
         result = StepResult(exit_code=exit_code, duration_seconds=duration, commit=commit, log_tail=tail,
                             log_path=str(log_path), timed_out=timed_out, attempt=number, signal=signal_,
                             retries=await self._retries(inp, info.attempt), temporal_attempts=info.attempt)
+        if self.breakers is not None:
+            held = await asyncio.to_thread(self.breakers.failed, inp.run.tenant, inp.run.run_id, inp.step.name,
+                                           signal_, [*inp.step.needs, *needs])
+            if held is not None:
+                raise _held(inp, held.payload(attempt=number, result=result))
         why = f"timed out after {inp.step.timeout_seconds:g}s" if timed_out else f"exited with {exit_code}"
         # BENIGN: a red build is an outcome the workflow handles, not a worker error to log.
         raise ApplicationError(
@@ -176,6 +192,24 @@ class StepActivities:
             type=signal_.type.value if inp.policy else STEP_FAILED, non_retryable=delay is None,
             next_retry_delay=timedelta(seconds=delay) if delay is not None else None,
             category=ApplicationErrorCategory.BENIGN)
+
+    async def _needs(self, inp: StepInput, number: int) -> list[str]:
+        """What the step depends on, for its breakers: its ``needs:``, and after an earlier attempt
+        (a retry, or a run again after a wait) what those attempts' failures named and what the
+        run waited on. Nothing is read for the first attempt of a step that declares nothing."""
+        if self.breakers is None or not self.breakers.settings.enabled:
+            return []
+        if number == 1 and not inp.step.needs:
+            return []
+
+        def read() -> list[str]:
+            assert self.breakers is not None
+            with transaction(self.sessions) as session:
+                evidence = [r.evidence for r in repository.step_attempts(session, inp.run.run_id, inp.step_index,
+                                                                         1, number - 1) if r.evidence]
+            return self.breakers.needs(inp.run.run_id, inp.step.needs, evidence)
+
+        return await asyncio.to_thread(read)
 
     async def _settle_earlier(self, inp: StepInput, number: int, this: repository.StepAttempt) -> _Earlier:
         """Find how the earlier attempts of this execution that never reported ended: the latest
@@ -312,3 +346,11 @@ def _retry_delay(inp: StepInput, temporal_attempt: int, signal_: FailureSignal) 
         return None
     return inp.policy.delay(signal_.type, temporal_attempt, retry_after=signal_.retry_after,
                             random_unit=random.random())
+
+
+def _held(inp: StepInput, wait: BreakerWait) -> ApplicationError:
+    """The error that tells the workflow a circuit breaker holds the step: not retryable, so the
+    wait spends no Temporal attempt; the workflow sleeps until ``wait.until`` and runs it again."""
+    return ApplicationError(
+        f"step {inp.step.name!r} waits: circuit breaker {wait.breaker} is open", asdict(wait), type=BREAKER_OPEN,
+        non_retryable=True, category=ApplicationErrorCategory.BENIGN)

@@ -21,11 +21,12 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from metabuilder.adapters.git import WorkspaceCache
+from metabuilder.activities.breakers import Breakers
 from metabuilder.activities.records import RecordActivities
 from metabuilder.activities.repair import RepairActivities
 from metabuilder.activities.steps import StepActivities
 from metabuilder.activities.workspace import Workspace
+from metabuilder.adapters.git import WorkspaceCache
 from metabuilder.domain.plans import Queue
 from metabuilder.domain.runs import WORKFLOW_QUEUE, task_queue
 from metabuilder.migrations import upgrade
@@ -160,7 +161,8 @@ def build_workers(client: Client, settings: Settings, sessions: sessionmaker[Ses
     ``concurrency`` at a time."""
     prefix = prefix or settings.task_queue_prefix
     workspace = Workspace(Path(settings.artifacts_dir), WorkspaceCache(Path(settings.cache_dir)))
-    steps = StepActivities(workspace, sessions, llm_classifier=settings.llm if settings.llm_classify else None)
+    steps = StepActivities(workspace, sessions, llm_classifier=settings.llm if settings.llm_classify else None,
+                           breakers=Breakers(sessions, settings.breakers) if settings.breakers.enabled else None)
     records = RecordActivities(sessions)
     repair = RepairActivities(workspace, sessions, settings.llm)
     runner = SandboxedWorkflowRunner(

@@ -40,7 +40,7 @@ def test_a_storm_opens_the_breaker_holds_the_others_and_a_probe_closes_it(sessio
     assert b.failed("acme", "run-2", "install", down, []) is None
     held = b.failed("acme", "run-3", "install", down, [])
     assert held is not None and held.key.dependency == "127.0.0.1:8081" and not held.escalate
-    assert held.details()["breaker"] == "acme/TRANSIENT/127.0.0.1:8081"
+    assert held.payload(attempt=1).breaker == "acme/TRANSIENT/127.0.0.1:8081"
 
     # run-1's step, run again, learns from the waits table what it needs, and waits too
     assert b.failed("acme", "run-1", "install", down, []) is not None

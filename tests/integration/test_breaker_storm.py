@@ -38,7 +38,7 @@ def plan(url: str) -> str:
     # curl's own -f message names no URL; the line below reads like `requests`' raise_for_status().
     fetch = (f"code=$(curl -s -o /dev/null -w '%{{http_code}}' {url}); [ \"$code\" = 200 ] || "
              f"{{ echo \"$code Server Error: Service Unavailable for url: {url}\" >&2; exit 1; }}")
-    return f"name: storm\nsteps:\n  - name: fetch\n    command: {fetch!r}\n"
+    return f"name: storm\nsteps:\n  - name: fetch\n    command: |\n      {fetch}\n"
 
 
 async def start(client: Client, settings: Settings, repo: Path, url: str, tenant: str, n: int) -> list[Submitted]:
