@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from metabuilder.worker.cli import access, approvals, classify, completion, plans, processes, runs, temporal
+from metabuilder.worker.cli import (
+    access,
+    approvals,
+    breakers,
+    classify,
+    completion,
+    plans,
+    processes,
+    runs,
+    temporal,
+)
 from metabuilder.worker.cli.version import VersionAction
 
 STORY_COMMANDS = ("demo", "run")
@@ -21,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_parser(sub)
     access.add_parsers(sub)
     approvals.add_parsers(sub)
+    breakers.add_parser(sub)
     temporal.add_parser(sub)
     plans.add_parser(sub)
     completion.add_parser(sub, parser)
