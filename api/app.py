@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import Depends, FastAPI
 
-from metabuilder.api import errors, metrics, portal
+from metabuilder.api import errors, health, metrics, onehop, openapi, portal
 from metabuilder.api.config import ApiConfig
-from metabuilder.api.deps import TemporalGateway, known_query_only
+from metabuilder.api.deps import TemporalGateway, TokenCache, known_query_only
 from metabuilder.api.guards import LimitBody, ShedLoad
 from metabuilder.api.routes import approvals, audit, breakers, classify, plans, runs, settings
 from metabuilder.api.routes import knowledge as knowledge_routes
@@ -20,21 +20,20 @@ approval gates and change settings. Another tenant's ids answer 404, like unknow
 
 def create_app(config: ApiConfig) -> FastAPI:
     app = FastAPI(title="Meta-Builder", version="3", description=DESCRIPTION,
-                  dependencies=[Depends(known_query_only)])
+                  dependencies=[Depends(known_query_only)], generate_unique_id_function=openapi.operation_id)
     app.state.config = config
     app.state.temporal = TemporalGateway(config)
+    app.state.tokens = TokenCache(config.token_cache_seconds)
     errors.install(app)
     app.add_middleware(LimitBody, max_bytes=config.max_body_bytes,
                        per_path={path: classify.MAX_BODY_BYTES for path in classify.PATHS})
     app.add_middleware(ShedLoad, max_in_flight=config.max_in_flight)
     metrics.install(app, config.sessions)  # outside the shedding: shed requests are counted (503)
+    onehop.wrap(portal.router)
     portal.install(app)
     for module in (runs, approvals, settings, plans, classify, audit, knowledge_routes, breakers):
-        app.include_router(module.router)
+        app.include_router(onehop.wrap(module.router))
 
-    @app.get("/healthz", tags=["health"])
-    async def healthz() -> dict[str, str]:
-        """Liveness: the process answers (also when it refuses other requests at capacity)."""
-        return {"status": "ok"}
-
+    health.install(app)
+    openapi.install(app)
     return app

@@ -33,3 +33,6 @@ class ApiConfig:
     max_body_bytes: int = 4 * 1024 * 1024
     """Largest request body (413 beyond it): room for a 256 K-character plan even JSON-escaped at
     worst (12 bytes a character); ``POST .../classify-failure`` takes up to 8 MiB of logs."""
+    token_cache_seconds: float = 2.0
+    """How long the API keeps who a token stands for (0: ask the DB on every request); a token
+    revoked with ``metabuilder tokens revoke`` is refused at most this long after."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from typing import Annotated
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Annotated, TypeVar
+from urllib.parse import urlencode
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.dependencies.models import Dependant
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -17,7 +19,10 @@ from metabuilder.api.config import ApiConfig
 from metabuilder.api.errors import ApiError
 from metabuilder.domain.access import Principal, Role
 from metabuilder.store import access
+from metabuilder.store.access import hash_token
 from metabuilder.store.db import transaction
+
+T = TypeVar("T")
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `metabuilder tokens create --role ...`")
 
@@ -33,10 +38,34 @@ async def get_config(request: Request) -> ApiConfig:
 ConfigDep = Annotated[ApiConfig, Depends(get_config)]
 
 
-def get_session(config: ConfigDep) -> Iterator[Session]:
-    """One transaction per request, committed when the route returns without an error."""
-    with transaction(config.sessions) as session:
+async def get_session(config: ConfigDep) -> AsyncIterator[Session]:
+    """One transaction per request, committed when the route returns without an error.
+
+    The session connects on its first query, in the route's thread; a ``def`` route ends it in
+    that same thread (``onehop``), so that neither end costs a thread-pool hop of its own. Any
+    transaction still open afterwards is ended here, in the thread pool."""
+    session = config.sessions()
+    try:
         yield session
+    except BaseException:
+        if session.in_transaction():
+            await run_in_threadpool(end_session, session, False)
+        else:
+            session.close()
+        raise
+    if session.in_transaction():
+        await run_in_threadpool(end_session, session, True)
+    else:
+        session.close()
+
+
+def end_session(session: Session, commit: bool) -> None:
+    """Commit (or roll back) the session's transaction and give its connection back. Blocking."""
+    try:
+        if commit and session.in_transaction():
+            session.commit()
+    finally:
+        session.close()  # rolls back whatever was not committed
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
@@ -54,14 +83,45 @@ def principal_of(config: ApiConfig, token: str) -> Principal | None:
         return access.authenticate(session, token)
 
 
-async def get_principal(config: ConfigDep,
+class TokenCache:
+    """Who a token stands for, remembered for ``ttl`` seconds after a lookup in the DB, so that a
+    request with a known token needs no thread-pool hop and no query to say who sent it. A token
+    revoked (or a role changed) in the DB is seen within ``ttl``. Unknown tokens are not kept, and
+    at most ``max_entries`` are (all are dropped when full: a miss costs only one lookup)."""
+
+    def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
+        self.ttl, self.max_entries = ttl, max_entries
+        self._entries: dict[str, tuple[Principal, float]] = {}
+
+    def get(self, token: str) -> Principal | None:
+        found = self._entries.get(hash_token(token))
+        if found is None:
+            return None
+        if time.monotonic() >= found[1]:
+            self._entries.pop(hash_token(token), None)
+            return None
+        return found[0]
+
+    def put(self, token: str, principal: Principal) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[hash_token(token)] = (principal, time.monotonic() + self.ttl)
+
+
+async def get_principal(request: Request, config: ConfigDep,
                         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
     challenge = {"WWW-Authenticate": "Bearer"}
     if creds is None:
         raise ApiError(401, "missing bearer token (send 'Authorization: Bearer <token>')", challenge)
-    principal = await run_in_threadpool(principal_of, config, creds.credentials)
+    cache: TokenCache = request.app.state.tokens
+    principal = cache.get(creds.credentials)
     if principal is None:
-        raise ApiError(401, "unknown or revoked token", challenge)
+        principal = await run_in_threadpool(principal_of, config, creds.credentials)
+        if principal is None:
+            raise ApiError(401, "unknown or revoked token", challenge)
+        cache.put(creds.credentials, principal)
     return principal
 
 
@@ -126,3 +186,24 @@ def _query_names(dependant: Dependant) -> set[str]:
     for sub in dependant.dependencies:
         names |= _query_names(sub)
     return names
+
+
+class Pager:
+    """Pagination metadata of a list endpoint, in headers so that the body stays the list that
+    clients read today: the route asks its query for one row more than ``limit``, and
+    ``page`` drops it and, when there was one, adds ``Link: <...&offset=N>; rel="next"`` (RFC 8288)
+    with the query parameters of this request; no ``next`` link means the last page."""
+
+    def __init__(self, request: Request, response: Response) -> None:
+        self.request, self.response = request, response
+        self.headers: dict[str, str] = {}
+
+    def page(self, rows: Sequence[T], limit: int, offset: int) -> Sequence[T]:
+        if len(rows) > limit:
+            query = urlencode({**self.request.query_params, "limit": limit, "offset": offset + limit})
+            self.headers["Link"] = f'<{self.request.url.path}?{query}>; rel="next"'
+            self.response.headers.update(self.headers)  # for FastAPI's own path (onehop copies ``headers``)
+        return rows[:limit]
+
+
+PagerDep = Annotated[Pager, Depends(Pager)]

@@ -1,7 +1,9 @@
-"""Errors as JSON with a clear message, mapped to status codes in one place."""
+"""Errors as RFC 9457 problem details (``application/problem+json``) with a clear message in
+``detail``, mapped to status codes in one place."""
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,9 +22,23 @@ class FieldError(BaseModel):
     type: str
 
 
+PROBLEM_JSON = "application/problem+json"
+ABOUT_BLANK = "about:blank"
+"""RFC 9457's type for a problem that means no more than its status code (its ``title`` is the
+status's phrase): the API's problems are told apart by status and ``detail``."""
+
+
 class ErrorOut(BaseModel):
+    """An RFC 9457 problem: ``type``, ``title``, ``status``, ``detail``, ``instance``."""
+
+    type: str = ABOUT_BLANK
+    title: str = ""
+    """The status's phrase: ``Not Found``, ``Unprocessable Content``..."""
+    status: int = 0
     detail: str
     """What is wrong, naming the field, the id or the state that makes it so."""
+    instance: str | None = None
+    """The request's path."""
     errors: list[FieldError] | None = None
     """For an invalid request: each problem with its location."""
 
@@ -49,6 +65,10 @@ def install(app: FastAPI) -> None:
         assert kind is not None  # installed for the types of KINDS only
         return respond(request, STATUS[kind], str(err))
 
+    async def crashed(request: Request, err: Exception) -> Response:
+        # Starlette raises the error again after this answer, so the server logs its traceback.
+        return respond(request, 500, "internal error: the server could not answer this request (its log has why)")
+
     async def invalid(request: Request, err: Exception) -> Response:
         assert isinstance(err, RequestValidationError)
         problems = [FieldError(loc=[str(p) if not isinstance(p, int) else p for p in e["loc"]], msg=e["msg"],
@@ -68,16 +88,33 @@ def install(app: FastAPI) -> None:
         app.add_exception_handler(kind, api_error)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, crashed)
 
 
 def respond(request: Request, status: int, detail: str, headers: dict[str, str] | None = None,
             body: dict[str, Any] | None = None) -> Response:
-    """JSON ``{"detail": ...}``; on a portal page (``app.state.error_page``), a page saying the same."""
+    """A problem+json body (``body`` adds to it, e.g. ``errors``); on a portal page
+    (``app.state.error_page``), a page saying the same."""
     error_page = getattr(request.app.state, "error_page", None)
     if error_page is not None and request.url.path.startswith(PORTAL_PREFIX):
         response: Response = error_page(request, status, detail)
         return response
-    return JSONResponse(body or {"detail": detail}, status_code=status, headers=headers)
+    problem = {**(body or {}), **problem_fields(status, detail, request.url.path)}
+    if problem.get("errors") is None:
+        problem.pop("errors", None)
+    return JSONResponse(problem, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def problem_fields(status: int, detail: str, instance: str) -> dict[str, Any]:
+    """The RFC 9457 members of a problem."""
+    return {"type": ABOUT_BLANK, "title": title(status), "status": status, "detail": detail, "instance": instance}
+
+
+def title(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 def responses(*codes: int) -> dict[int | str, dict[str, object]]:
@@ -86,3 +123,15 @@ def responses(*codes: int) -> dict[int | str, dict[str, object]]:
             404: "No such id for this tenant", 409: "Not allowed in the current state",
             413: "The request body is over the limit", 422: "Invalid request", 503: "Temporal cannot be reached"}
     return {code: {"model": ErrorOut, "description": text[code]} for code in codes}
+
+
+def problem_media_type(openapi: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI document with every 4xx/5xx response body under ``application/problem+json``,
+    the media type they are sent with (FastAPI puts them under ``application/json``)."""
+    for item in openapi.get("paths", {}).values():
+        for operation in item.values():
+            for code, response in operation.get("responses", {}).items():
+                content = response.get("content", {})
+                if str(code)[:1] in "45" and "application/json" in content:
+                    content[PROBLEM_JSON] = content.pop("application/json")
+    return openapi

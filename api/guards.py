@@ -16,6 +16,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from metabuilder.api.errors import PROBLEM_JSON, problem_fields
 from metabuilder.domain.limits import size
 
 RETRY_AFTER_SECONDS = 1
@@ -36,7 +37,7 @@ class ShedLoad:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.max_in_flight:
-            await self._refuse(send)
+            await self._refuse(scope, send)
             return
         self.in_flight += 1
         try:
@@ -44,13 +45,19 @@ class ShedLoad:
         finally:
             self.in_flight -= 1
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"detail": f"the API is at capacity ({self.max_in_flight} requests in progress); "
-                                     f"retry after {RETRY_AFTER_SECONDS} s"}).encode()
-        await send({"type": "http.response.start", "status": 503, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"retry-after", str(RETRY_AFTER_SECONDS).encode())]})
-        await send({"type": "http.response.body", "body": body})
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        await send_problem(send, scope, 503, f"the API is at capacity ({self.max_in_flight} requests in progress); "
+                                             f"retry after {RETRY_AFTER_SECONDS} s",
+                           [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())])
+
+
+async def send_problem(send: Send, scope: Scope, status: int, detail: str,
+                       headers: list[tuple[bytes, bytes]]) -> None:
+    """Answer with a problem+json body, from ASGI middleware (outside the app's error handlers)."""
+    body = json.dumps(problem_fields(status, detail, scope["path"])).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})
 
 
 class LimitBody:
@@ -70,11 +77,7 @@ class LimitBody:
         too_large = f"the request body is over the limit: at most {size(limit)} is accepted here"
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            body = json.dumps({"detail": too_large}).encode()
-            await send({"type": "http.response.start", "status": 413, "headers": [
-                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close")]})
-            await send({"type": "http.response.body", "body": body})
+            await send_problem(send, scope, 413, too_large, [(b"connection", b"close")])
             return
         read = 0
 

@@ -21,7 +21,15 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from metabuilder.adapters.git import GitError, NotAGitRepository, branch_at, branch_exists, delete_branch, publish, snapshot
+from metabuilder.adapters.git import (
+    GitError,
+    NotAGitRepository,
+    branch_at,
+    branch_exists,
+    delete_branch,
+    publish,
+    snapshot,
+)
 from metabuilder.domain import limits
 from metabuilder.domain.payloads import AutofixConfig, BuildRunInput, RunView, WorkspaceRef
 from metabuilder.domain.plans import Plan, parse_plan, plan_to_dict

@@ -20,7 +20,7 @@ from metabuilder.store.autofix import (
 )
 from metabuilder.store.plans import ensure_plan, ensure_plan_of, get_plan, list_plans, run_plan_source
 from metabuilder.store.rows import stable_id, upsert
-from metabuilder.store.runs import get_run, list_runs, record_run, run_counts
+from metabuilder.store.runs import get_run, list_runs, record_run, run_counts, run_summaries
 from metabuilder.store.steps import (
     AttemptSignal,
     StepAttempt,
@@ -38,6 +38,6 @@ __all__ = [
     "autofix_timeline", "close_attempt", "close_open_attempts", "ensure_plan", "ensure_plan_of", "ensure_tenant",
     "flake_rates", "get_plan", "get_run", "has_autofix", "list_plans", "list_runs", "plan_deltas", "record_autofix",
     "record_repair_attempt", "record_run", "repair_attempts", "retry_state", "run_counts", "run_plan_source",
-    "run_steps", "set_tenant_autofix", "stable_id", "step_attempts", "step_finished", "step_started",
+    "run_steps", "run_summaries", "set_tenant_autofix", "stable_id", "step_attempts", "step_finished", "step_started",
     "tenant_autofix", "upsert",
 ]

@@ -29,10 +29,13 @@ def configure_logging(settings: Settings, *, quiet_sdk: bool = False) -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    console = settings.log_format == "console"
     renderer: structlog.types.Processor = (
-        structlog.dev.ConsoleRenderer(colors=use_color(sys.stderr))
-        if settings.log_format == "console" else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer(colors=use_color(sys.stderr)) if console else structlog.processors.JSONRenderer()
     )
+    # JSON: a traceback (``log.exception``, or a stdlib record's ``exc_info``: uvicorn's "Exception
+    # in ASGI application") becomes the text of an ``exception`` field; the console renders its own.
+    exceptions: list[structlog.types.Processor] = [] if console else [structlog.processors.format_exc_info]
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -43,8 +46,9 @@ def configure_logging(settings: Settings, *, quiet_sdk: bool = False) -> None:
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         # A stdlib record's ``extra`` (the SDK's ``temporal_workflow``/``temporal_activity``
         # context) becomes fields of the event.
-        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(), _access_fields],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *exceptions, renderer],
+        pass_foreign_args=True,  # for ``_access_fields``, which drops them
     ))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -53,3 +57,30 @@ def configure_logging(settings: Settings, *, quiet_sdk: bool = False) -> None:
     logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
     if quiet_sdk:
         logging.getLogger("temporalio").setLevel(max(logging.WARNING, root.level))
+
+
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+
+
+def route_uvicorn_logs(*, access: bool) -> None:
+    """Send uvicorn's records to the root handler (structlog), undoing any handlers and levels its
+    command line's default log config gave them; ``access``: its access lines too (else none)."""
+    for name in UVICORN_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = access or name != "uvicorn.access"
+        logger.setLevel(logging.NOTSET)
+
+
+def _access_fields(_logger: object, _name: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
+    """uvicorn's access record (``'%s - "%s %s HTTP/%s" %d'``) as an ``http.request`` event with
+    fields, rather than one line of text; and none of uvicorn's coloured copies of its messages."""
+    event.pop("color_message", None)  # uvicorn's copy of the message with terminal colours
+    args = event.pop("positional_args", None)
+    record = event.get("_record")
+    if record is None or record.name != "uvicorn.access" or not isinstance(args, tuple) or len(args) != 5:
+        return event
+    client, method, path, http_version, status = args
+    event.update(event="http.request", client=client, method=method, path=path, http_version=http_version,
+                 status=status)
+    return event

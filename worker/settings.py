@@ -65,6 +65,10 @@ class Settings:
     """``META_BUILDER_LLM_CLASSIFY``: also ask the endpoint about failures the classifier leaves UNKNOWN."""
     api_host: str = "127.0.0.1"
     api_port: int = 5001
+    api_workers: int = 1
+    """``META_BUILDER_API_WORKERS``: API processes sharing the port (``metabuilder api``)."""
+    api_access_log: bool = True
+    """``META_BUILDER_API_ACCESS_LOG``: a log event per request served by the API."""
     workspace_roots: tuple[Path, ...] = ()
     """Directories the API may start runs from (``META_BUILDER_WORKSPACE_ROOTS``, ``:``-separated)."""
     metrics_host: str = "127.0.0.1"
@@ -124,6 +128,8 @@ class Settings:
         return cls(
             api_host=env.get("META_BUILDER_API_HOST") or "127.0.0.1",
             api_port=_int(env, "META_BUILDER_API_PORT", 5001, 1, 65535),
+            api_workers=_int(env, "META_BUILDER_API_WORKERS", 1, 1, 64),
+            api_access_log=_bool(env, "META_BUILDER_API_ACCESS_LOG", True),
             metrics_host=env.get("META_BUILDER_METRICS_HOST") or "127.0.0.1",
             metrics_port=_int(env, "META_BUILDER_METRICS_PORT", 9108, 0, 65535),
             sdk_metrics_port=_int(env, "META_BUILDER_SDK_METRICS_PORT", 9109, 0, 65535),
@@ -196,12 +202,10 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 
 def _llm_classify(env: Mapping[str, str]) -> bool:
-    value = (env.get("META_BUILDER_LLM_CLASSIFY") or "false").strip().lower()
-    if value not in ("true", "false", "1", "0", "yes", "no"):
-        raise SettingsError(f"META_BUILDER_LLM_CLASSIFY={value!r}: expected true or false")
-    if value in ("true", "1", "yes") and not (env.get("META_BUILDER_LLM_URL") or "").strip():
+    value = _bool(env, "META_BUILDER_LLM_CLASSIFY", False)
+    if value and not (env.get("META_BUILDER_LLM_URL") or "").strip():
         raise SettingsError("META_BUILDER_LLM_CLASSIFY=true needs META_BUILDER_LLM_URL (the endpoint to ask)")
-    return value in ("true", "1", "yes")
+    return value
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

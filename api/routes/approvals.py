@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from metabuilder.api.deps import Admin, ConfigDep, SessionDep, TemporalDep, Viewer
+from metabuilder.api.deps import Admin, ConfigDep, PagerDep, SessionDep, TemporalDep, Viewer
 from metabuilder.api.errors import responses
 from metabuilder.api.routes import V2, V3
 from metabuilder.api.routes.views import gate_out
@@ -23,13 +23,15 @@ ACT = responses(401, 403, 404, 409, 422, 503)
 
 
 @router.get(V3 + "/approvals", responses=responses(401, 403, 422))
-def list_approvals(principal: Viewer, session: SessionDep, status: GateStatus | None = GateStatus.PENDING,
+def list_approvals(principal: Viewer, session: SessionDep, pager: PagerDep,
+                   status: GateStatus | None = GateStatus.PENDING,
                    limit: Annotated[int, Query(ge=1, le=500)] = 100,
                    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> list[GateOut]:
-    """The tenant's gates, oldest first; pending ones unless ``status`` says otherwise."""
-    return [gate_out(g) for g in approvals.list_gates(session, tenant=principal.tenant,
-                                                      status=status.value if status else None,
-                                                      limit=limit, offset=offset)]
+    """The tenant's gates, oldest first; pending ones unless ``status`` says otherwise (a ``Link``
+    header points to the next page)."""
+    rows = approvals.list_gates(session, tenant=principal.tenant, status=status.value if status else None,
+                                limit=limit + 1, offset=offset)
+    return [gate_out(g) for g in pager.page(rows, limit, offset)]
 
 
 @router.get(V3 + "/approvals/{gate_id}", responses=responses(401, 403, 404, 422))

@@ -14,12 +14,18 @@ from metabuilder.api.deps import Admin, Operator, SessionDep, Viewer
 from metabuilder.api.errors import ApiError, ErrorOut, FieldError, responses
 from metabuilder.api.routes import V3
 from metabuilder.domain.classifier import failure_window
-from metabuilder.domain.knowledge import KnowledgeBaseError, PatternEntry, bundled_knowledge_base, entries_to_yaml, parse_entries
+from metabuilder.domain.knowledge import (
+    KnowledgeBaseError,
+    PatternEntry,
+    bundled_knowledge_base,
+    entries_to_yaml,
+    parse_entries,
+)
 from metabuilder.domain.knowledge import propose_pattern as propose
 from metabuilder.domain.scanner import make_engine
 from metabuilder.domain.taxonomy import FailureType
-from metabuilder.service.tenancy import own_run, own_tenant
 from metabuilder.service.errors import Conflict, NotFound
+from metabuilder.service.tenancy import own_run, own_tenant
 from metabuilder.store import knowledge
 from metabuilder.store import steps as step_rows
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from metabuilder.api.deps import Operator, SessionDep, Viewer
+from metabuilder.api.deps import Operator, PagerDep, SessionDep, Viewer
 from metabuilder.api.errors import responses
 from metabuilder.api.routes import V3
 from metabuilder.api.routes.views import plan_out
@@ -29,10 +29,11 @@ def create_plan(body: PlanIn, principal: Operator, session: SessionDep) -> PlanO
 
 
 @router.get(V3 + "/plans", responses=responses(401, 403, 422))
-def list_plans(principal: Viewer, session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50,
+def list_plans(principal: Viewer, session: SessionDep, pager: PagerDep, limit: Annotated[int, Query(ge=1, le=500)] = 50,
                offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> list[PlanOut]:
-    """The tenant's plans, newest first."""
-    return [plan_out(p) for p in plan_rows.list_plans(session, principal.tenant, limit=limit, offset=offset)]
+    """The tenant's plans, newest first (a ``Link`` header points to the next page)."""
+    rows = plan_rows.list_plans(session, principal.tenant, limit=limit + 1, offset=offset)
+    return [plan_out(p) for p in pager.page(rows, limit, offset)]
 
 
 @router.get(V3 + "/plans/{plan_id}", responses=responses(401, 403, 404, 422))

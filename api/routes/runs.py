@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 
-from metabuilder.api.deps import ConfigDep, Operator, SessionDep, TemporalDep, Viewer
+from metabuilder.api.deps import ConfigDep, Operator, PagerDep, SessionDep, TemporalDep, Viewer
 from metabuilder.api.errors import ApiError, responses
 from metabuilder.api.routes import V2, V3
 from metabuilder.api.routes.views import gate_out, run_out, step_out
@@ -29,7 +29,7 @@ from metabuilder.api.settings_body import overrides_of
 from metabuilder.domain.approvals import GateStatus
 from metabuilder.domain.plans import parse_plan
 from metabuilder.domain.policy import EffectiveSettings
-from metabuilder.domain.runs import RunStatus, workflow_id
+from metabuilder.domain.runs import RunStatus, web_ui_link, workflow_id
 from metabuilder.service import runs as service
 from metabuilder.service.tenancy import own_plan, own_run
 from metabuilder.store import approvals
@@ -79,14 +79,16 @@ async def start_run(body: RunIn, principal: Operator, config: ConfigDep, tempora
 
 
 @router.get(V3 + "/runs", responses=READ)
-def list_runs(principal: Viewer, session: SessionDep, config: ConfigDep,
+def list_runs(principal: Viewer, session: SessionDep, config: ConfigDep, pager: PagerDep,
               status: RunStatus | None = None, plan: Annotated[str | None, Query(max_length=200)] = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
               offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> list[RunOut]:
-    """The tenant's runs, newest first, optionally in one status or of one plan name."""
-    rows = run_rows.list_runs(session, tenant=principal.tenant, status=status.value if status else None,
-                                plan=plan, limit=limit, offset=offset)
-    return [run_out(r, config) for r in rows]
+    """The tenant's runs, newest first, optionally in one status or of one plan name (a ``Link``
+    header points to the next page)."""
+    rows = run_rows.run_summaries(session, tenant=principal.tenant, status=status.value if status else None,
+                                  plan=plan, limit=limit + 1, offset=offset)
+    return [RunOut(**r, web_ui_url=web_ui_link(config.ui_url, config.namespace, r["run_id"]))
+            for r in pager.page(rows, limit, offset)]
 
 
 @router.get(V3 + "/runs/{run_id}", responses=READ)

@@ -4,6 +4,7 @@ Too low a role: 403. Another tenant's id: 404, as if it did not exist. No or a b
 from __future__ import annotations
 
 import itertools
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,6 +12,7 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from metabuilder.api.config import ApiConfig
 from metabuilder.domain.access import Role
 from metabuilder.domain.approvals import GateView
 from metabuilder.domain.payloads import RunRecord
@@ -140,9 +142,13 @@ def test_role_matrix(live_api: LiveApi, tenants: dict[str, Any], method: str, pa
         else:
             want = ok if whose == "own" else 404
         assert got.status_code == want, f"{role} on {whose} tenant's {method} {url}: {got.status_code} {got.text}"
-        assert got.headers["content-type"].startswith("application/json")
-        if got.status_code >= 400:
-            assert got.json()["detail"], got.text
+        if got.status_code >= 400:  # RFC 9457 problem details, keeping ``detail``
+            assert got.headers["content-type"] == "application/problem+json", got.headers
+            problem = got.json()
+            assert problem["detail"] and problem["status"] == got.status_code and problem["title"], got.text
+            assert problem["type"] == "about:blank" and problem["instance"] == url.split("?")[0]
+        else:
+            assert got.headers["content-type"].startswith("application/json")
         if got.status_code in WHY and whose == "own":
             assert WHY[got.status_code] in got.json()["detail"], got.text
     own = path.format(**tenants["own"])
@@ -178,4 +184,9 @@ def test_a_revoked_token_is_refused(live_api: LiveApi, api_sessions: sessionmake
         [(row, _)] = [(t, u) for t, u in access.list_tokens(session, tenant) if u.role == "owner"]
         assert row.token_hash != tokens[Role.OWNER] and len(row.token_hash) == 64  # only the hash is stored
         assert access.revoke_token(session, row.id)
-    assert call(live_api, tokens[Role.OWNER], "GET", f"{V3}/me", None).status_code == 401
+    # The API keeps who a token stands for for ApiConfig.token_cache_seconds (2 s) after a lookup.
+    deadline = time.monotonic() + ApiConfig.token_cache_seconds + 1
+    while (status := call(live_api, tokens[Role.OWNER], "GET", f"{V3}/me", None).status_code) == 200:
+        assert time.monotonic() < deadline, "the revoked token is still let in"
+        time.sleep(0.1)
+    assert status == 401

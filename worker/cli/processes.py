@@ -112,12 +112,21 @@ async def cmd_server(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-async def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
-    from metabuilder.worker.api_server import serve_api
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from metabuilder.worker.api_server import serve_api, serve_api_processes
     from metabuilder.worker.runtime import prepare_database
 
     host, port = args.host or settings.api_host, args.port or settings.api_port
-    await serve_api(settings, prepare_database(settings), host, port)
+    workers = args.workers or settings.api_workers
+    if workers < 1:
+        raise ValueError(f"--workers {workers}: expected at least 1")
+    sessions = prepare_database(settings)  # once, before any process serves
+    if workers == 1:
+        asyncio.run(serve_api(settings, sessions, host, port))
+    else:
+        serve_api_processes(settings, host, port, workers)
     return 0
 
 
@@ -162,6 +171,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p = sub.add_parser("api", help="serve the HTTP API (OpenAPI at /openapi.json, docs at /docs)")
     p.add_argument("--host", help="address to listen on (default: META_BUILDER_API_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: META_BUILDER_API_PORT or 5001)")
+    p.add_argument("--workers", type=int, help="processes sharing the port (default: META_BUILDER_API_WORKERS or 1)")
     p.set_defaults(fn=cmd_api)
 
     p = sub.add_parser("db", help="database schema")
