@@ -28,7 +28,8 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.add_middleware(LimitBody, max_bytes=config.max_body_bytes,
                        per_path={path: classify.MAX_BODY_BYTES for path in classify.PATHS})
     app.add_middleware(ShedLoad, max_in_flight=config.max_in_flight)
-    metrics.install(app, config.sessions)  # outside the shedding: shed requests are counted (503)
+    # outside the shedding: shed requests are counted (503)
+    metrics.install(app, config.sessions, config.breaker_alert_after_seconds)
     onehop.wrap(portal.router)
     portal.install(app)
     for module in (runs, approvals, settings, plans, classify, audit, knowledge_routes, breakers):

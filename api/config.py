@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
+from metabuilder.domain.breakers import DEFAULT_POLICIES, BreakerPolicy
 from metabuilder.domain.policy import AutofixSettings
+from metabuilder.domain.taxonomy import FailureType
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,10 @@ class ApiConfig:
     max_body_bytes: int = 4 * 1024 * 1024
     """Largest request body (413 beyond it): room for a 256 K-character plan even JSON-escaped at
     worst (12 bytes a character); ``POST .../classify-failure`` takes up to 8 MiB of logs."""
+    breaker_policies: Mapping[FailureType, BreakerPolicy] = field(default_factory=lambda: dict(DEFAULT_POLICIES))
+    """The circuit breakers' policies (``META_V4_BREAKER_POLICIES``), for overrides through the API."""
+    breaker_alert_after_seconds: float = 900.0
+    """Served on ``/metrics`` for the CircuitBreakerOpenTooLong alert."""
     token_cache_seconds: float = 2.0
     """How long the API keeps who a token stands for (0: ask the DB on every request); a token
     revoked with ``metabuilder tokens revoke`` is refused at most this long after."""

@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from metabuilder.api.breaker_metrics import BreakerCollector
 from metabuilder.domain.runs import RunStatus
 from metabuilder.store import autofix as autofix_rows
 from metabuilder.store import runs as run_rows
@@ -72,10 +73,11 @@ class ProjectionCollector(Collector):
         )
 
 
-def install(app: FastAPI, sessions: sessionmaker[Session]) -> None:
+def install(app: FastAPI, sessions: sessionmaker[Session], breaker_alert_after_seconds: float = 900.0) -> None:
     """Add ``GET /metrics`` and time every request by its route template."""
     projection = CollectorRegistry(auto_describe=True)
     projection.register(ProjectionCollector(sessions))
+    projection.register(BreakerCollector(sessions, breaker_alert_after_seconds))
 
     @app.get("/metrics", tags=["health"], response_class=Response,
              responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})

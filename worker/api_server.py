@@ -28,7 +28,8 @@ def api_config(settings: Settings, sessions: sessionmaker[Session]) -> ApiConfig
         sessions=sessions, connect=lambda: connect(settings, start_embedded=False), platform=settings.autofix,
         shared_repo=settings.shared_repo, task_queue_prefix=settings.task_queue_prefix,
         heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds, namespace=settings.temporal_namespace,
-        workspace_roots=list(settings.workspace_roots), ui_url=settings.ui_url)
+        workspace_roots=list(settings.workspace_roots), ui_url=settings.ui_url,
+        breaker_policies=settings.breakers.policies, breaker_alert_after_seconds=settings.breaker_alert_after_seconds)
 
 
 def create_app() -> FastAPI:

@@ -70,7 +70,7 @@ def list_breakers(principal: Viewer, config: ConfigDep) -> list[BreakerOut]:
 @router.post(V4 + "/circuit-breakers", responses=responses(401, 403, 422))
 def override_breaker(body: BreakerOverrideIn, principal: Admin, config: ConfigDep) -> BreakerOut:
     """Force a breaker open or closed, or reset it (admin; written to the audit log with before and after)."""
-    key = service.breaker_key(principal.tenant, body.failure_class, body.dependency)
-    service.force(config.sessions, key, body.action, actor=principal.user)
+    key = service.breaker_key(principal.tenant, body.failure_class, body.dependency, config.breaker_policies)
+    service.force(config.sessions, key, body.action, actor=principal.user, policies=config.breaker_policies)
     [row] = [r for r in store.list_breakers(config.sessions, principal.tenant) if r.breaker.key == key]
     return BreakerOut.of(row.breaker, row.last_reason, row.waiting)

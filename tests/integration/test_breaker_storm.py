@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -80,7 +81,8 @@ async def test_breakers_spare_a_failing_dependency_and_every_run_completes(
           f"\n  breakers on:  {on.during_outage} requests during the outage, {on.after_recovery} after; "
           f"{sum(v.status is RunStatus.SUCCEEDED for v in views_on)}/{RUNS} succeeded in {took_on:.1f}s"
           f"\n  breakers off: {off.during_outage} requests during the outage, {off.after_recovery} after; "
-          f"{sum(v.status is RunStatus.SUCCEEDED for v in views_off)}/{RUNS} succeeded in {took_off:.1f}s")
+          f"{sum(v.status is RunStatus.SUCCEEDED for v in views_off)}/{RUNS} succeeded in {took_off:.1f}s "
+          f"({dict(Counter(str(v.status) for v in views_off))})")
 
     assert [v.status for v in views_on] == [RunStatus.SUCCEEDED] * RUNS
     # threshold (3) + what was in flight when it opened (a worker's slots) + probes (one per

@@ -36,7 +36,7 @@ def promtool(*args: str) -> str:
 
 
 def test_rules_and_config_are_valid() -> None:
-    assert "SUCCESS: 4 rules found" in promtool("check", "rules", "alerts.yml")
+    assert "SUCCESS: 5 rules found" in promtool("check", "rules", "alerts.yml")
     assert "is valid prometheus config" in promtool("check", "config", "prometheus.yml")
 
 
@@ -74,3 +74,11 @@ def test_dashboard_has_the_seed_panels() -> None:
 ])
 def test_metric_names_of_an_expression(expr: str, names: set[str]) -> None:
     assert metric_names(expr) == names
+
+
+def test_the_breaker_alert_has_a_runbook_section() -> None:
+    groups = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())["groups"]
+    [rule] = [r for g in groups if g["name"] == "meta-builder-v4-breakers" for r in g["rules"]]
+    anchor = rule["annotations"]["runbook"].split("#")[1]
+    runbook = (OPS.parent / "docs" / "RUNBOOK_META_V4.md").read_text().lower()
+    assert f"## {anchor}" in runbook
