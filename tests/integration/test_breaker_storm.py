@@ -23,9 +23,12 @@ from metabuilder.domain.policy import effective_settings
 from metabuilder.domain.runs import RunStatus
 from metabuilder.service.runs import SubmitOptions, Submitted, submit
 from metabuilder.store import breakers as store
+from metabuilder.worker.devserver import DevServer, free_port
 from metabuilder.worker.runtime import POOLS, build_workers, running_workers
 from metabuilder.worker.settings import Settings
+from metabuilder.workflows.build_run import BuildRunWorkflow
 from tests.fakes.flaky_service import FlakyService, flaky_service
+from tests.integration.conftest import start_worker
 
 RUNS = 30
 CONCURRENCY = 4
@@ -109,3 +112,33 @@ async def test_another_tenants_breaker_on_the_same_dependency_is_its_own(
     assert [v.status for v in views] == [RunStatus.SUCCEEDED] * 6
     beta_breakers = store.list_breakers(sessions, "beta")
     assert all(r.breaker.trips == 0 for r in beta_breakers)
+
+
+async def test_breaker_state_and_waiting_runs_survive_a_server_restart_mid_storm(
+        settings: Settings, sessions, user_repo: Path, tmp_path: Path, procs) -> None:  # type: ignore[no-untyped-def]
+    server = DevServer(tmp_path / "temporal", port=free_port(), ui=False)
+    server.start(detach=False)
+    try:
+        client = await server.client()
+        with flaky_service() as service:
+            dependency = service.url.split("/")[2]
+            procs.append(start_worker(settings, server.address, tmp_path / "worker.log",
+                                      extra_env={"META_V4_BREAKER_POLICIES": POLICIES}))
+            runs = await start(client, settings, user_repo, service.url, "acme", 8)
+            async with asyncio.timeout(90):
+                while not store.open_breakers(sessions, "acme", [dependency]):
+                    await asyncio.sleep(0.2)
+            server.stop()
+            await asyncio.sleep(2)
+            server.start(detach=False)  # same port, same data file
+            client = await server.client()
+            assert store.open_breakers(sessions, "acme", [dependency]), "the breaker's state is in the DB"
+            service.recover()
+            handles = [client.get_workflow_handle_for(BuildRunWorkflow.run, r.handle.id) for r in runs]
+            async with asyncio.timeout(180):
+                views = await asyncio.gather(*(h.result() for h in handles))
+        assert [v.status for v in views] == [RunStatus.SUCCEEDED] * len(runs)
+        [row] = store.list_breakers(sessions, "acme")
+        assert row.breaker.state is BreakerState.CLOSED and row.breaker.trips >= 1 and row.waiting == []
+    finally:
+        server.stop()

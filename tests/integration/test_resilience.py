@@ -12,11 +12,11 @@ from metabuilder.domain.runs import RunStatus, StepStatus
 from metabuilder.service.runs import SubmitOptions, submit
 from metabuilder.store import repository
 from metabuilder.store.db import transaction
-from tests.integration.conftest import start_worker, wait_for_file
-from tests.workflows.test_build_run import wait_for_step
 from metabuilder.worker.devserver import DevServer, free_port
 from metabuilder.worker.settings import Settings
 from metabuilder.workflows.build_run import BuildRunWorkflow
+from tests.integration.conftest import start_worker, wait_for_file
+from tests.workflows.test_build_run import wait_for_step
 
 
 async def test_sigkilled_worker_step_is_rerun_by_another_worker(

@@ -20,11 +20,11 @@ from metabuilder.domain.runs import RunStatus, new_run_id, run_branch
 from metabuilder.service.runs import SubmitOptions, Submitted, autofix_config, start, submit
 from metabuilder.store import repository
 from metabuilder.store.db import transaction
-from tests.conftest import git
-from tests.integration.conftest import start_worker, wait_for_file
 from metabuilder.worker.devserver import DevServer
 from metabuilder.worker.settings import Settings
 from metabuilder.workflows.build_run import BuildRunWorkflow
+from tests.conftest import git
+from tests.integration.conftest import start_worker, wait_for_file
 
 
 def rows(sessions, run_id: str) -> list[tuple[str, int, str]]:  # type: ignore[no-untyped-def]
