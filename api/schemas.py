@@ -119,6 +119,8 @@ class RunOut(BaseModel):
 class RunDetailOut(RunOut):
     steps: list[StepAttemptOut]
     gates: list[GateOut]
+    waiting_on: list[str] = Field(default_factory=list, description=(
+        "While the status is waiting_on_breaker: the circuit breakers it waits on (tenant/CLASS/dependency)."))
 
 
 class RunAccepted(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -46,7 +46,7 @@ from metabuilder.domain.runs import (
 )
 from metabuilder.service.errors import BadRequest, Conflict, NotFound
 from metabuilder.service.tenancy import own_run
-from metabuilder.store import approvals
+from metabuilder.store import approvals, breakers
 from metabuilder.store import plans as plan_rows
 from metabuilder.store import steps as step_rows
 from metabuilder.store import tenants as tenant_rows
@@ -249,13 +249,16 @@ class RunDetail:
     steps: list[BuildStep]
     """Every attempt of every step, by step, then attempt."""
     gates: list[ApprovalGate]
+    waiting_on: list[str] = field(default_factory=list)
+    """The circuit breakers it waits on (``tenant/CLASS/dependency``), while ``waiting_on_breaker``."""
 
 
 def run_detail(session: Session, run_id: str, tenant: str | None) -> RunDetail:
     """The run ``run_id`` of ``tenant`` (``NotFound`` otherwise) with its attempts and gates."""
     run = own_run(session, run_id, tenant)
     return RunDetail(run, step_rows.run_steps(session, run_id),
-                     approvals.list_gates(session, tenant=run.tenant_id, run_id=run_id))
+                     approvals.list_gates(session, tenant=run.tenant_id, run_id=run_id),
+                     breakers.waits_of(session, run_id) if run.status == RunStatus.WAITING_ON_BREAKER else [])
 
 
 @dataclass(frozen=True)

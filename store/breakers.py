@@ -192,6 +192,15 @@ def waited_on(sessions: sessionmaker[Session], run_id: str) -> list[str]:
             .where(CircuitBreakerWait.run_id == run_id).order_by(CircuitBreakerWait.id))))
 
 
+def waits_of(session: Session, run_id: str) -> list[str]:
+    """The breakers (``tenant/CLASS/dependency``) a run waits on now."""
+    rows = session.execute(
+        select(CircuitBreakerState.tenant_id, CircuitBreakerState.failure_class, CircuitBreakerState.dependency)
+        .join(CircuitBreakerWait, CircuitBreakerWait.breaker_id == CircuitBreakerState.id)
+        .where(CircuitBreakerWait.run_id == run_id).order_by(CircuitBreakerWait.id))
+    return [f"{t}/{c}/{d}" for t, c, d in rows]
+
+
 def clear_waiting(sessions: sessionmaker[Session], run_id: str) -> None:
     """The run waits on no breaker any more (it resumed, or ended)."""
     with transaction(sessions) as s:

@@ -96,7 +96,7 @@ def get_run(run_id: str, principal: Viewer, session: SessionDep, config: ConfigD
     """A run with every step attempt and its approval gates."""
     detail = service.run_detail(session, run_id, principal.tenant)
     return RunDetailOut(**run_out(detail.run, config).model_dump(), steps=[step_out(s) for s in detail.steps],
-                        gates=[gate_out(g) for g in detail.gates])
+                        gates=[gate_out(g) for g in detail.gates], waiting_on=detail.waiting_on)
 
 
 @router.post(V3 + "/runs/{run_id}/cancel", status_code=202, responses=ACT)
