@@ -21,7 +21,6 @@ How a decision is made:
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -87,11 +86,11 @@ def _scanner(kb: KnowledgeBase, engine: str | Engine) -> Scanner:
     return Scanner(kb, make_engine(kb, engine) if isinstance(engine, str) else engine)
 
 
-def _as_stream(log: LogInput) -> BinaryIO | Iterable[bytes]:
+def _as_source(log: LogInput) -> bytes | BinaryIO | Iterable[bytes]:
     if isinstance(log, str):
-        return io.BytesIO(log.encode("utf-8", errors="surrogateescape"))
-    if isinstance(log, (bytes, bytearray, memoryview)):
-        return io.BytesIO(bytes(log))
+        return log.encode("utf-8", errors="surrogateescape")
+    if isinstance(log, (bytearray, memoryview)):
+        return bytes(log)
     return log
 
 
@@ -130,7 +129,7 @@ def _classify_patterns(
     kb = kb or bundled_knowledge_base()
     scanner = _scanner(kb, engine)  # type: ignore[arg-type]  # engines hash by identity
     try:
-        result = scanner.scan(_as_stream(log))
+        result = scanner.scan(_as_source(log))
     except OSError as err:
         return _unknown(f"the log could not be read: {err}", [], exit_code, step_name), None, None
     if not result.nonblank:
@@ -264,8 +263,11 @@ def classify_failure(
         return classify(logs, exit_code=exit_code, step_name=step_name, kb=kb)
 
     def blocks() -> Iterable[bytes]:
-        stream = _as_stream(logs)
-        yield from (iter(lambda: stream.read(1 << 20), b"") if hasattr(stream, "read") else stream)  # type: ignore[union-attr,arg-type]
+        stream = _as_source(logs)
+        if isinstance(stream, bytes):
+            yield stream
+        else:
+            yield from (iter(lambda: stream.read(1 << 20), b"") if hasattr(stream, "read") else stream)  # type: ignore[union-attr,arg-type]
         for artifact in artifacts:
             yield b"\n"
             if isinstance(artifact, Path):
