@@ -27,13 +27,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from metabuilder.domain.knowledge import EntryKind, KnowledgeBase, bundled_knowledge_base
-from metabuilder.domain.learned import Model, bundled_model, features, window_lines
 from metabuilder.domain.scanner import Engine, Scanner, ScanResult
 from metabuilder.domain.signals import Evidence, FailureSignal, display_line, fingerprint, retry_after
 from metabuilder.domain.taxonomy import FailureType
+
+if TYPE_CHECKING:
+    from metabuilder.domain.learned import Model
 
 MIN_CONFIDENCE = 0.3
 """Below this the answer is UNKNOWN (with ``best_guess`` set)."""
@@ -117,8 +119,11 @@ def classify(
     learned fallback (default: the bundled one); ``learned=False`` uses the patterns alone.
     """
     signal, result, anchor = _classify_patterns(log, exit_code, step_name, kb, now, engine)
-    if not learned or result is None:
+    decided = signal.type is not FailureType.UNKNOWN and signal.confidence >= WEAK_CONFIDENCE
+    if not learned or result is None or decided:
         return signal
+    from metabuilder.domain.learned import bundled_model  # imported (and read) only when needed
+
     return _with_model(signal, result, anchor, model or bundled_model())
 
 
@@ -167,6 +172,8 @@ def _classify_patterns(
 
 def _with_model(signal: FailureSignal, result: ScanResult, anchor: Evidence | None,
                 model: Model | None) -> FailureSignal:
+    from metabuilder.domain.learned import features, window_lines
+
     if model is None or (signal.type is not FailureType.UNKNOWN and signal.confidence >= WEAK_CONFIDENCE):
         return signal
     tail_lines = result.tail.count(b"\n") + (0 if result.tail.endswith(b"\n") or not result.tail else 1)
@@ -281,6 +288,8 @@ def classify_failure(
 
 def failure_window(log: LogInput, *, kb: KnowledgeBase | None = None) -> list[str]:
     """The failure window's lines as a person reads them (what the learned model reads)."""
+    from metabuilder.domain.learned import window_lines
+
     _signal, result, anchor = _classify_patterns(log, None, None, kb, None, "auto")
     if result is None:
         return []

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
-from metabuilder.domain.knowledge import EntryKind, KnowledgeBase, KnowledgeBaseError, Problem
+from metabuilder.domain.knowledge import EntryKind, KnowledgeBase, KnowledgeBaseError, Problem, expand_anchors
 
 CHUNK_BYTES = 256 << 10
 """Bytes read at a time; a chunk ends at a line end."""
@@ -102,12 +102,12 @@ class HyperscanEngine:
         import hyperscan
 
         self._hs = hyperscan
-        self._patterns = [p.encode() for p in kb.patterns]
+        self._kb = kb
         self._once: Any = None
         if serialized is not None:
             self._db, self._once = (hyperscan.loadb(blob, hyperscan.HS_MODE_BLOCK) for blob in serialized)
         else:
-            self._db = self._compile(self._patterns, hyperscan.HS_FLAG_MULTILINE)
+            self._db = self._compile(self._patterns(), hyperscan.HS_FLAG_MULTILINE)
         self._local = threading.local()
         self._lock = threading.Lock()
 
@@ -115,8 +115,12 @@ class HyperscanEngine:
         # Compiled when first needed (only dense chunks use it): it would double the compile time.
         with self._lock:
             if self._once is None:
-                self._once = self._compile(self._patterns, self._hs.HS_FLAG_MULTILINE | self._hs.HS_FLAG_SINGLEMATCH)
+                self._once = self._compile(self._patterns(), self._hs.HS_FLAG_MULTILINE | self._hs.HS_FLAG_SINGLEMATCH)
             return self._once
+
+    def _patterns(self) -> list[bytes]:
+        # Not computed for databases loaded from a cache: expanding the anchors costs start-up time.
+        return [p.encode() for p in self._kb.patterns]
 
     def _compile(self, patterns: list[bytes], flags: int) -> Any:
         db = self._hs.Database(mode=self._hs.HS_MODE_BLOCK)
@@ -392,7 +396,7 @@ class Scanner:
     def _confirmed(self, index: int, line: bytes) -> bool:
         rx = self._confirm[index]
         if rx is None:
-            rx = self._confirm[index] = re.compile(self.kb.patterns[index].encode())
+            rx = self._confirm[index] = re.compile(expand_anchors(self.kb.entries[index].pattern).encode())
         return rx.search(line) is not None
 
     def scan(self, source: Source) -> ScanResult:

@@ -73,7 +73,8 @@ def test_reading_from_the_end_finds_what_reading_from_the_start_finds(log, chunk
     small = Scanner(KB, HS_SCANNER.engine, chunk_bytes=chunk_bytes)
     backward, forward = small.scan(log), small.scan(io.BytesIO(log))
     assert _hits(backward) == _hits(forward)
-    assert (backward.tail, backward.nonblank, backward.bytes_read) == (forward.tail, forward.nonblank, forward.bytes_read)
+    assert (backward.tail, backward.nonblank) == (forward.tail, forward.nonblank)
+    assert backward.bytes_read == forward.bytes_read
 
 
 def test_over_long_lines_are_cut_alike_whichever_way_the_log_is_read(tmp_path):
