@@ -300,7 +300,7 @@ def _buffer_chunks(buffer: Buffer, chunk_bytes: int) -> list[tuple[int, int, boo
     """(start, end, cut) of ``buffer``'s chunks: about ``chunk_bytes`` each, ending at line ends;
     ``cut`` marks a piece of an over-long line, which reads as if a line end followed it."""
     pieces: list[tuple[int, int, bool]] = []
-    start, size = 0, len(buffer)
+    start, size, released = 0, len(buffer), 0
     while start < size:
         end = min(start + chunk_bytes, size)
         cut = buffer.rfind(b"\n", start, end) if end < size else size - 1
@@ -308,8 +308,30 @@ def _buffer_chunks(buffer: Buffer, chunk_bytes: int) -> list[tuple[int, int, boo
             line_end = buffer.find(b"\n", end)
             cut = size - 1 if line_end < 0 else line_end
         _split_runs(buffer, start, cut + 1, pieces)
+        _release(buffer, released, cut + 1 - (cut + 1) % mmap.PAGESIZE)
+        released = max(released, cut + 1 - (cut + 1) % mmap.PAGESIZE)
         start = cut + 1
     return pieces
+
+
+def _release(buffer: Buffer, start: int, end: int) -> None:
+    """Drop the pages of a mapped file in [start, end) (page-aligned) from this process's memory:
+    they stay in the page cache, and are mapped again if read again."""
+    if end > start and isinstance(buffer, mmap.mmap) and hasattr(buffer, "madvise"):
+        buffer.madvise(mmap.MADV_DONTNEED, start, end - start)
+
+
+def _copies(buffer: Buffer, pieces: Iterable[tuple[int, int, bool]]) -> Iterator[bytes]:
+    """Each piece of ``buffer`` as bytes (with its line end added if it was cut). Pages of a mapped
+    file are released once copied, so that resident memory does not grow with the log (they stay
+    in the page cache)."""
+    released = len(buffer)
+    for start, end, cut in pieces:
+        piece = buffer[start:end]
+        yield piece + b"\n" if cut else piece
+        page = start - start % mmap.PAGESIZE
+        _release(buffer, page, released)
+        released = min(released, page)
 
 
 @dataclass
@@ -437,7 +459,7 @@ class Scanner:
         result = ScanResult()
         state = _Backward()
         pieces = _buffer_chunks(buffer, self.chunk_bytes)
-        raw = (buffer[a:b] + b"\n" if cut else buffer[a:b] for a, b, cut in reversed(pieces))
+        raw = _copies(buffer, reversed(pieces))
         lines_below, tail, dense = 0, b"", False
         everything = len(self.kb.entries)
         for raw_size, chunk, line_ends in _read_ahead(raw):  # type: ignore[arg-type]
