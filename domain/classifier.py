@@ -229,8 +229,8 @@ def _decide(scored: list[_Scored], anchor: Evidence | None, waits: list[tuple[in
     runner_up = class_scores[ranking[1]] if len(ranking) > 1 else 0.0
     confidence = top * (1 - 0.5 * runner_up / top) if top else 0.0
 
-    evidence = [s.evidence for s in by_class[winner][:EVIDENCE_ENTRIES]]
-    print_evidence = sorted(evidence + ([anchor] if anchor and anchor not in evidence else []),
+    evidence = _distinct_lines([s.evidence for s in by_class[winner]])[:EVIDENCE_ENTRIES]
+    print_evidence = sorted(_distinct_lines(evidence + ([anchor] if anchor else [])),
                             key=lambda e: (e.line is None, e.line or 0))
     patterns = [s.evidence.pattern for s in sorted(scored, key=lambda s: (-s.score, s.evidence.pattern))]
     wait = max(waits)[1] if waits else None
@@ -244,6 +244,20 @@ def _decide(scored: list[_Scored], anchor: Evidence | None, waits: list[tuple[in
             reason=f"best guess {winner.value} is below the confidence threshold {MIN_CONFIDENCE}", **common)
     return FailureSignal.of(winner, confidence, fingerprint=fingerprint(winner, evidence),
                             reason=f"{len(by_class[winner])} matching pattern(s) for {winner.value}", **common)
+
+
+def _distinct_lines(evidence: list[Evidence]) -> list[Evidence]:
+    """``evidence`` with each log line once: where two entries match one line, the first (the
+    stronger) stays. Evidence that is not a line (the exit code, the step's name) is kept."""
+    seen: set[int] = set()
+    kept = []
+    for e in evidence:
+        if e.line is not None:
+            if e.line in seen:
+                continue
+            seen.add(e.line)
+        kept.append(e)
+    return kept
 
 
 def _unknown(reason: str, evidence: list[Evidence], exit_code: int | None, step_name: str | None) -> FailureSignal:
