@@ -314,6 +314,10 @@ def _buffer_chunks(buffer: Buffer, chunk_bytes: int) -> list[tuple[int, int, boo
     return pieces
 
 
+FAULT_AROUND_BYTES = 256 << 10
+"""How far past what was read the pages of a mapped log are released again (Linux maps 64 KiB)."""
+
+
 def _release(buffer: Buffer, start: int, end: int) -> None:
     """Drop the pages of a mapped file in [start, end) (page-aligned) from this process's memory:
     they stay in the page cache, and are mapped again if read again."""
@@ -330,7 +334,8 @@ def _copies(buffer: Buffer, pieces: Iterable[tuple[int, int, bool]]) -> Iterator
         piece = buffer[start:end]
         yield piece + b"\n" if cut else piece
         page = start - start % mmap.PAGESIZE
-        _release(buffer, page, released)
+        # Reading a page maps its neighbours too (the kernel's fault-around): some above the piece.
+        _release(buffer, page, min(len(buffer), released + FAULT_AROUND_BYTES))
         released = min(released, page)
 
 
