@@ -89,6 +89,12 @@ def check_form(request: Request, csrf: str) -> None:
         raise Conflict("the form is stale or came from another site: reload the page and try again")
 
 
+def require(principal: Principal, role: Role, doing: str) -> None:
+    """403 unless ``principal`` has ``role`` or above, saying what needed it."""
+    if not principal.role.allows(role):
+        raise ApiError(403, f"{doing} needs the {role} role or above; {principal.user!r} is {principal.role}")
+
+
 def page(request: Request, name: str, principal: Principal | None, status_code: int = 200, **context: Any) -> Response:
     return templates.TemplateResponse(request, name, {
         "user": principal, "can_decide": bool(principal and principal.role.allows(Role.ADMIN)),
@@ -170,9 +176,7 @@ def correct(request: Request, run_id: str, principal: User, session: SessionDep,
             note: Annotated[str, Form(max_length=2000)] = "") -> Response:
     """Say what a failed step's failure really was (POST /runs/{id}/corrections, from a form)."""
     check_form(request, csrf)
-    if not principal.role.allows(Role.OPERATOR):
-        raise ApiError(403, f"correcting the classifier needs the operator role or above; {principal.user!r} is "
-                            f"{principal.role}")
+    require(principal, Role.OPERATOR, "correcting the classifier")
     try:
         body = knowledge_routes.CorrectionIn.model_validate({"step": step, "failure_type": failure_type,
                                                              "note": note.strip()})
@@ -194,9 +198,7 @@ def accept_correction(request: Request, correction_id: str, principal: User, ses
                       csrf: Annotated[str, Form(max_length=64)] = "") -> Response:
     """Make a correction's proposed pattern one of the tenant's patterns (admin)."""
     check_form(request, csrf)
-    if not principal.role.allows(Role.ADMIN):
-        raise ApiError(403, f"accepting a pattern needs the admin role or above; {principal.user!r} is "
-                            f"{principal.role}")
+    require(principal, Role.ADMIN, "accepting a pattern")
     entry = knowledge_routes.accept_correction(principal.tenant, correction_id, principal, session)
     return back(PREFIX + "/corrections", f"pattern {entry.id} added: it counts from the next failed step on")
 
@@ -217,8 +219,7 @@ async def decide(request: Request, gate_id: str, decision: Decision, principal: 
                  reason: Annotated[str, Form(max_length=2000)] = "",
                  back_to: Annotated[str, Form(max_length=500)] = PREFIX + "/approvals") -> Response:
     check_form(request, csrf)
-    if not principal.role.allows(Role.ADMIN):
-        raise ApiError(403, f"deciding a gate needs the admin role or above; {principal.user!r} is {principal.role}")
+    require(principal, Role.ADMIN, "deciding a gate")
     gate = await decide_gate(temporal.client, config.sessions, gate_id, decision, by=principal.user,
                              reason=reason.strip(), tenant=principal.tenant)
     await _until_recorded(config, gate_id)
@@ -259,9 +260,7 @@ def change_settings(request: Request, principal: User, session: SessionDep,
                     backoff_cap_seconds: Annotated[str, Form(max_length=20)] = "") -> Response:
     """Save the tenant's overrides (a field left empty follows the platform), or reset them all."""
     check_form(request, csrf)
-    if not principal.role.allows(Role.ADMIN):
-        raise ApiError(403, f"changing settings needs the admin role or above; {principal.user!r} is "
-                            f"{principal.role}")
+    require(principal, Role.ADMIN, "changing settings")
     path = PREFIX + "/settings/builder/autofix"
     if action == "reset":
         repository.set_tenant_autofix(session, principal.tenant, {})
