@@ -49,7 +49,7 @@ def _one_hop(route: APIRoute, call: Callable[..., Any]) -> Callable[..., Any]:
         route.dependant.response_param_name is None and route.dependant.background_tasks_param_name is None
         and isinstance(route.response_class, DefaultPlaceholder)) else None
     status = route.status_code or 200
-    options = {"include": route.response_model_include, "exclude": route.response_model_exclude,
+    options: dict[str, Any] = {"include": route.response_model_include, "exclude": route.response_model_exclude,
                "by_alias": route.response_model_by_alias, "exclude_unset": route.response_model_exclude_unset,
                "exclude_defaults": route.response_model_exclude_defaults,
                "exclude_none": route.response_model_exclude_none}

@@ -86,7 +86,7 @@ def operation_id(route: APIRoute) -> str:
     """The route's id from the table (``generate_unique_id_function`` of the app)."""
     if not route.include_in_schema:  # the portal's pages: not in the document, any unique id will do
         return generate_unique_id(route)
-    [method] = route.methods
+    [method] = route.methods or {"GET"}
     try:
         return OPERATION_IDS[(method, route.path_format)]
     except KeyError:

@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from metabuilder.api.deps import ConfigDep, SessionDep, TemporalDep, principal_of
 from metabuilder.api.errors import PORTAL_PREFIX, ApiError
+from metabuilder.api.routes import knowledge as knowledge_routes
 from metabuilder.api.routes import runs as run_routes
 from metabuilder.api.routes import settings as settings_routes
 from metabuilder.api.routes.views import gate_out
@@ -33,6 +34,7 @@ from metabuilder.api.settings_body import overrides_of
 from metabuilder.domain.access import Principal, Role
 from metabuilder.domain.approvals import Decision, GateStatus
 from metabuilder.domain.policy import ENV_VARS
+from metabuilder.domain.taxonomy import FailureType
 from metabuilder.service.approvals import decide_gate
 from metabuilder.service.errors import Conflict
 from metabuilder.service.settings import change_tenant_settings
@@ -87,6 +89,12 @@ User = Annotated[Principal, Depends(portal_user)]
 def check_form(request: Request, csrf: str) -> None:
     if not hmac.compare_digest(csrf, getattr(request.state, "csrf", "")):
         raise Conflict("the form is stale or came from another site: reload the page and try again")
+
+
+def require(principal: Principal, role: Role, doing: str) -> None:
+    """403 unless ``principal`` has ``role`` or above, saying what needed it."""
+    if not principal.role.allows(role):
+        raise ApiError(403, f"{doing} needs the {role} role or above; {principal.user!r} is {principal.role}")
 
 
 def page(request: Request, name: str, principal: Principal | None, status_code: int = 200, **context: Any) -> Response:
@@ -154,9 +162,47 @@ def run_page(request: Request, run_id: str, principal: User, session: SessionDep
     run = run_routes.get_run(run_id, principal, session, config)
     autofix = run_routes.autofix_history(run_id, principal, session)
     settings = settings_routes.run_settings(run_id, principal, session)
+    failed_steps = list(dict.fromkeys(s.name for s in run.steps if s.exit_code not in (None, 0)))
     return page(request, "run.html", principal, run=run, autofix=autofix, settings=settings,
                 deltas=run_routes.plan_deltas(run_id, principal, session),
-                diffs=[a for a in autofix.repair_attempts if a.diff])
+                diffs=[a for a in autofix.repair_attempts if a.diff], failed_steps=failed_steps,
+                can_correct=principal.role.allows(Role.OPERATOR), classes=[t.value for t in FailureType])
+
+
+# --- corrections of the classifier --------------------------------------------------------------
+
+@router.post("/runs/{run_id}/corrections")
+def correct(request: Request, run_id: str, principal: User, session: SessionDep,
+            csrf: Annotated[str, Form(max_length=64)] = "", step: Annotated[str, Form(max_length=64)] = "",
+            failure_type: Annotated[str, Form(max_length=32)] = "",
+            note: Annotated[str, Form(max_length=2000)] = "") -> Response:
+    """Say what a failed step's failure really was (POST /runs/{id}/corrections, from a form)."""
+    check_form(request, csrf)
+    require(principal, Role.OPERATOR, "correcting the classifier")
+    try:
+        body = knowledge_routes.CorrectionIn.model_validate({"step": step, "failure_type": failure_type,
+                                                             "note": note.strip()})
+    except ValidationError as err:
+        raise RequestValidationError(err.errors()) from None
+    row = knowledge_routes.correct(run_id, body, principal, session)
+    proposed = "; a pattern is proposed for an admin to accept" if row.proposed_pattern else ""
+    return back(PREFIX + "/corrections", f"step {row.step} of run {run_id[:8]} recorded as {row.corrected}{proposed}")
+
+
+@router.get("/corrections", response_class=HTMLResponse)
+def corrections_page(request: Request, principal: User, session: SessionDep) -> Response:
+    rows = knowledge_routes.list_corrections(principal.tenant, principal, session)
+    return page(request, "corrections.html", principal, corrections=rows)
+
+
+@router.post("/corrections/{correction_id}/accept")
+def accept_correction(request: Request, correction_id: str, principal: User, session: SessionDep,
+                      csrf: Annotated[str, Form(max_length=64)] = "") -> Response:
+    """Make a correction's proposed pattern one of the tenant's patterns (admin)."""
+    check_form(request, csrf)
+    require(principal, Role.ADMIN, "accepting a pattern")
+    entry = knowledge_routes.accept_correction(principal.tenant, correction_id, principal, session)
+    return back(PREFIX + "/corrections", f"pattern {entry.id} added: it counts from the next failed step on")
 
 
 # --- approvals ----------------------------------------------------------------------------------
@@ -175,8 +221,7 @@ async def decide(request: Request, gate_id: str, decision: Decision, principal: 
                  reason: Annotated[str, Form(max_length=2000)] = "",
                  back_to: Annotated[str, Form(max_length=500)] = PREFIX + "/approvals") -> Response:
     check_form(request, csrf)
-    if not principal.role.allows(Role.ADMIN):
-        raise ApiError(403, f"deciding a gate needs the admin role or above; {principal.user!r} is {principal.role}")
+    require(principal, Role.ADMIN, "deciding a gate")
     gate = await decide_gate(temporal.client, config.sessions, gate_id, decision, by=principal.user,
                              reason=reason.strip(), tenant=principal.tenant)
     await _until_recorded(config, gate_id)
@@ -217,9 +262,7 @@ def change_settings(request: Request, principal: User, session: SessionDep, conf
                     backoff_cap_seconds: Annotated[str, Form(max_length=20)] = "") -> Response:
     """Save the tenant's overrides (a field left empty follows the platform), or reset them all."""
     check_form(request, csrf)
-    if not principal.role.allows(Role.ADMIN):
-        raise ApiError(403, f"changing settings needs the admin role or above; {principal.user!r} is "
-                            f"{principal.role}")
+    require(principal, Role.ADMIN, "changing settings")
     path = PREFIX + "/settings/builder/autofix"
     if action == "reset":
         change_tenant_settings(session, config.platform, principal.tenant, {}, merge=False, where="form",

@@ -21,20 +21,21 @@ How a decision is made:
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from metabuilder.domain.knowledge import EntryKind, KnowledgeBase, bundled_knowledge_base
-from metabuilder.domain.learned import Model, bundled_model, features, window_lines
 from metabuilder.domain.scanner import Engine, Scanner, ScanResult
 from metabuilder.domain.signals import Evidence, FailureSignal, display_line, fingerprint, retry_after
 from metabuilder.domain.taxonomy import FailureType
+
+if TYPE_CHECKING:
+    from metabuilder.domain.learned import Model
 
 MIN_CONFIDENCE = 0.3
 """Below this the answer is UNKNOWN (with ``best_guess`` set)."""
@@ -87,11 +88,11 @@ def _scanner(kb: KnowledgeBase, engine: str | Engine) -> Scanner:
     return Scanner(kb, make_engine(kb, engine) if isinstance(engine, str) else engine)
 
 
-def _as_stream(log: LogInput) -> BinaryIO | Iterable[bytes]:
+def _as_source(log: LogInput) -> bytes | BinaryIO | Iterable[bytes]:
     if isinstance(log, str):
-        return io.BytesIO(log.encode("utf-8", errors="surrogateescape"))
-    if isinstance(log, (bytes, bytearray, memoryview)):
-        return io.BytesIO(bytes(log))
+        return log.encode("utf-8", errors="surrogateescape")
+    if isinstance(log, (bytearray, memoryview)):
+        return bytes(log)
     return log
 
 
@@ -118,8 +119,11 @@ def classify(
     learned fallback (default: the bundled one); ``learned=False`` uses the patterns alone.
     """
     signal, result, anchor = _classify_patterns(log, exit_code, step_name, kb, now, engine)
-    if not learned or result is None:
+    decided = signal.type is not FailureType.UNKNOWN and signal.confidence >= WEAK_CONFIDENCE
+    if not learned or result is None or decided:
         return signal
+    from metabuilder.domain.learned import bundled_model  # imported (and read) only when needed
+
     return _with_model(signal, result, anchor, model or bundled_model())
 
 
@@ -130,7 +134,7 @@ def _classify_patterns(
     kb = kb or bundled_knowledge_base()
     scanner = _scanner(kb, engine)  # type: ignore[arg-type]  # engines hash by identity
     try:
-        result = scanner.scan(_as_stream(log))
+        result = scanner.scan(_as_source(log))
     except OSError as err:
         return _unknown(f"the log could not be read: {err}", [], exit_code, step_name), None, None
     if not result.nonblank:
@@ -168,6 +172,8 @@ def _classify_patterns(
 
 def _with_model(signal: FailureSignal, result: ScanResult, anchor: Evidence | None,
                 model: Model | None) -> FailureSignal:
+    from metabuilder.domain.learned import features, window_lines
+
     if model is None or (signal.type is not FailureType.UNKNOWN and signal.confidence >= WEAK_CONFIDENCE):
         return signal
     tail_lines = result.tail.count(b"\n") + (0 if result.tail.endswith(b"\n") or not result.tail else 1)
@@ -223,8 +229,8 @@ def _decide(scored: list[_Scored], anchor: Evidence | None, waits: list[tuple[in
     runner_up = class_scores[ranking[1]] if len(ranking) > 1 else 0.0
     confidence = top * (1 - 0.5 * runner_up / top) if top else 0.0
 
-    evidence = [s.evidence for s in by_class[winner][:EVIDENCE_ENTRIES]]
-    print_evidence = sorted(evidence + ([anchor] if anchor and anchor not in evidence else []),
+    evidence = _distinct_lines([s.evidence for s in by_class[winner]])[:EVIDENCE_ENTRIES]
+    print_evidence = sorted(_distinct_lines(evidence + ([anchor] if anchor else [])),
                             key=lambda e: (e.line is None, e.line or 0))
     patterns = [s.evidence.pattern for s in sorted(scored, key=lambda s: (-s.score, s.evidence.pattern))]
     wait = max(waits)[1] if waits else None
@@ -238,6 +244,20 @@ def _decide(scored: list[_Scored], anchor: Evidence | None, waits: list[tuple[in
             reason=f"best guess {winner.value} is below the confidence threshold {MIN_CONFIDENCE}", **common)
     return FailureSignal.of(winner, confidence, fingerprint=fingerprint(winner, evidence),
                             reason=f"{len(by_class[winner])} matching pattern(s) for {winner.value}", **common)
+
+
+def _distinct_lines(evidence: list[Evidence]) -> list[Evidence]:
+    """``evidence`` with each log line once: where two entries match one line, the first (the
+    stronger) stays. Evidence that is not a line (the exit code, the step's name) is kept."""
+    seen: set[int] = set()
+    kept = []
+    for e in evidence:
+        if e.line is not None:
+            if e.line in seen:
+                continue
+            seen.add(e.line)
+        kept.append(e)
+    return kept
 
 
 def _unknown(reason: str, evidence: list[Evidence], exit_code: int | None, step_name: str | None) -> FailureSignal:
@@ -264,8 +284,11 @@ def classify_failure(
         return classify(logs, exit_code=exit_code, step_name=step_name, kb=kb)
 
     def blocks() -> Iterable[bytes]:
-        stream = _as_stream(logs)
-        yield from (iter(lambda: stream.read(1 << 20), b"") if hasattr(stream, "read") else stream)
+        stream = _as_source(logs)
+        if isinstance(stream, bytes):
+            yield stream
+        else:
+            yield from (iter(lambda: stream.read(1 << 20), b"") if hasattr(stream, "read") else stream)
         for artifact in artifacts:
             yield b"\n"
             if isinstance(artifact, Path):
@@ -279,6 +302,8 @@ def classify_failure(
 
 def failure_window(log: LogInput, *, kb: KnowledgeBase | None = None) -> list[str]:
     """The failure window's lines as a person reads them (what the learned model reads)."""
+    from metabuilder.domain.learned import window_lines
+
     _signal, result, anchor = _classify_patterns(log, None, None, kb, None, "auto")
     if result is None:
         return []

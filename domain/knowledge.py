@@ -31,11 +31,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache, cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import yaml
-
+from metabuilder.domain.problems import Problem
 from metabuilder.domain.taxonomy import FailureType
-from metabuilder.domain.yaml_reader import Problem, YamlReader, YamlSyntaxError, compose, kind_of
+
+if TYPE_CHECKING:
+    import yaml
+
+    from metabuilder.domain.yaml_reader import YamlReader
 
 BUNDLED_PATH = Path(__file__).with_name("failure_patterns.yaml")
 
@@ -67,16 +71,18 @@ class KnowledgeBaseError(ValueError):
         super().__init__("invalid failure patterns:\n" + "\n".join(f"  {p}" for p in problems))
 
 
-_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,79}$")
+# Kept as text, compiled (and cached by re) when first used: a `classify` process reads the
+# parsed entries from a cache and never needs them.
+_ID = r"^[a-z0-9][a-z0-9_.-]{0,79}$"
 _ENTRY_KEYS = {"id", "class", "pattern", "weight", "description", "kind"}
 # Constructs outside the dialect shared by re, Hyperscan and grep -E.
 _UNPORTABLE = [
-    (re.compile(r"\\[dD]"), r"\d is not understood by grep -E: write [0-9]"),
-    (re.compile(r"\(\?"), "inline flags, look-around and non-capturing groups are not portable"),
-    (re.compile(r"\\[1-9]"), "back-references are not supported"),
-    (re.compile(r"\\[nr]|\n"), "patterns match within one line: no newlines"),
-    (re.compile(r"\\[AZzG]"), r"\A, \Z and \G are not portable: use ^ and $"),
-    (re.compile(r"\*\?|\+\?|\?\?|\}\?"), "lazy quantifiers are not portable"),
+    (r"\\[dD]", r"\d is not understood by grep -E: write [0-9]"),
+    (r"\(\?", "inline flags, look-around and non-capturing groups are not portable"),
+    (r"\\[1-9]", "back-references are not supported"),
+    (r"\\[nr]|\n", "patterns match within one line: no newlines"),
+    (r"\\[AZzG]", r"\A, \Z and \G are not portable: use ^ and $"),
+    (r"\*\?|\+\?|\?\?|\}\?", "lazy quantifiers are not portable"),
 ]
 
 
@@ -118,7 +124,7 @@ def check_pattern(pattern: str) -> str | None:
     if len(pattern) > 1000:
         return "longer than 1000 characters"
     for rule, reason in _UNPORTABLE:
-        if rule.search(pattern):
+        if re.search(rule, pattern):
             return reason
     try:
         compiled = re.compile(pattern)
@@ -131,6 +137,11 @@ def check_pattern(pattern: str) -> str | None:
 
 def parse_entries(text: str, source: str = "<patterns>") -> list[PatternEntry]:
     """Entries from knowledge-base YAML (a list of mappings); raises :class:`KnowledgeBaseError`."""
+    # Imported here: a `classify` process reads the parsed entries from a cache, without PyYAML.
+    import yaml
+
+    from metabuilder.domain.yaml_reader import YamlReader, YamlSyntaxError, compose, kind_of
+
     try:
         root = compose(text, source)
     except YamlSyntaxError as err:
@@ -149,6 +160,8 @@ def parse_entries(text: str, source: str = "<patterns>") -> list[PatternEntry]:
 
 
 def _parse_entry(reader: YamlReader, node: yaml.Node, index: int) -> PatternEntry | None:
+    import yaml
+
     where = f"[{index}]"
     before = len(reader.problems)
     keys = reader.mapping(node, where, _ENTRY_KEYS)
@@ -158,7 +171,7 @@ def _parse_entry(reader: YamlReader, node: yaml.Node, index: int) -> PatternEntr
         if required not in keys:
             reader.problem(node, f"{where}.{required}", "missing")
     entry_id = reader.string(keys["id"][1], f"{where}.id") if "id" in keys else None
-    if entry_id is not None and not _ID.match(entry_id):
+    if entry_id is not None and not re.match(_ID, entry_id):
         reader.problem(keys["id"][1], f"{where}.id",
                        f"{entry_id!r} is not a valid id (lower-case letters, digits, '.', '_', '-')")
     label = f"{where} ({entry_id})" if entry_id else where
@@ -190,6 +203,8 @@ def _parse_entry(reader: YamlReader, node: yaml.Node, index: int) -> PatternEntr
 
 
 def _check_unique(reader: YamlReader, entries: list[PatternEntry], nodes: list[yaml.Node]) -> None:
+    import yaml
+
     first_line: dict[str, int] = {}
     for entry, node in zip(entries, [n for n in nodes if isinstance(n, yaml.MappingNode)], strict=False):
         line = node.start_mark.line + 1
@@ -263,10 +278,10 @@ def entries_to_yaml(entries: Iterable[PatternEntry]) -> str:
     return _yaml.safe_dump(records, sort_keys=False, allow_unicode=True) if records else ""
 
 
-_ESCAPE = re.compile(r"([\\.^$|?*+()\[\]{}])")
-_VARYING = re.compile(r"[0-9]+(\\\.[0-9]+)*|[0-9a-f]{7,}")
-_SALIENT = re.compile(r"(?i)error|fail|den(y|ied)|refus|reject|forbid|block|not allowed|violat|invalid|cannot|"
-                      r"can't|unable|missing|exceed|timeout|timed out|panic|exception|fatal|abort")
+_ESCAPE = r"([\\.^$|?*+()\[\]{}])"
+_VARYING = r"[0-9]+(\\\.[0-9]+)*|[0-9a-f]{7,}"
+_SALIENT = (r"(?i)error|fail|den(y|ied)|refus|reject|forbid|block|not allowed|violat|invalid|cannot|"
+           r"can't|unable|missing|exceed|timeout|timed out|panic|exception|fatal|abort")
 
 
 def propose_pattern(lines: Sequence[str], failure_type: FailureType, entry_id: str) -> PatternEntry | None:
@@ -276,9 +291,9 @@ def propose_pattern(lines: Sequence[str], failure_type: FailureType, entry_id: s
     candidates = [line.strip() for line in lines if len(line.strip()) >= 8]
     if not candidates:
         return None
-    telling = [line for line in candidates if _SALIENT.search(line)]
+    telling = [line for line in candidates if re.search(_SALIENT, line)]
     line = (telling or candidates)[-1][:120]
-    pattern = _VARYING.sub("[0-9a-f.]+", _ESCAPE.sub(r"\\\1", line))
+    pattern = re.sub(_VARYING, "[0-9a-f.]+", re.sub(_ESCAPE, r"\\\1", line))
     if check_pattern(pattern):
         return None
     return PatternEntry(id=entry_id, pattern=pattern, failure_type=failure_type, weight=0.9,

@@ -23,16 +23,19 @@ window where that database finds none of the patterns still wanted is skipped at
 from __future__ import annotations
 
 import itertools
+import mmap
+import os
 import queue
 import re
+import stat
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
-from metabuilder.domain.knowledge import EntryKind, KnowledgeBase, KnowledgeBaseError
-from metabuilder.domain.yaml_reader import Problem
+from metabuilder.domain.knowledge import EntryKind, KnowledgeBase, KnowledgeBaseError, expand_anchors
+from metabuilder.domain.problems import Problem
 
 CHUNK_BYTES = 256 << 10
 """Bytes read at a time; a chunk ends at a line end."""
@@ -100,12 +103,12 @@ class HyperscanEngine:
         import hyperscan
 
         self._hs = hyperscan
-        self._patterns = [p.encode() for p in kb.patterns]
+        self._kb = kb
         self._once: Any = None
         if serialized is not None:
             self._db, self._once = (hyperscan.loadb(blob, hyperscan.HS_MODE_BLOCK) for blob in serialized)
         else:
-            self._db = self._compile(self._patterns, hyperscan.HS_FLAG_MULTILINE)
+            self._db = self._compile(self._patterns(), hyperscan.HS_FLAG_MULTILINE)
         self._local = threading.local()
         self._lock = threading.Lock()
 
@@ -113,8 +116,12 @@ class HyperscanEngine:
         # Compiled when first needed (only dense chunks use it): it would double the compile time.
         with self._lock:
             if self._once is None:
-                self._once = self._compile(self._patterns, self._hs.HS_FLAG_MULTILINE | self._hs.HS_FLAG_SINGLEMATCH)
+                self._once = self._compile(self._patterns(), self._hs.HS_FLAG_MULTILINE | self._hs.HS_FLAG_SINGLEMATCH)
             return self._once
+
+    def _patterns(self) -> list[bytes]:
+        # Not computed for databases loaded from a cache: expanding the anchors costs start-up time.
+        return [p.encode() for p in self._kb.patterns]
 
     def _compile(self, patterns: list[bytes], flags: int) -> Any:
         db = self._hs.Database(mode=self._hs.HS_MODE_BLOCK)
@@ -207,7 +214,8 @@ def clean(chunk: bytes) -> bytes:
 
 
 def line_chunks(source: BinaryIO | Iterable[bytes], chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
-    """Pieces of ``source`` that end at line ends (except the last), each about ``chunk_bytes``."""
+    """Pieces of ``source`` that end at line ends (except the last), each about ``chunk_bytes``;
+    a run of :data:`MAX_LINE_BYTES` bytes without a line end is cut off with one added."""
     blocks: Iterable[bytes]
     if hasattr(source, "read"):
         reader = source.read
@@ -224,7 +232,7 @@ def line_chunks(source: BinaryIO | Iterable[bytes], chunk_bytes: int = CHUNK_BYT
         else:
             # One copy per chunk: the carried partial line joined to the block up to its last line end.
             head = memoryview(block)[: cut + 1]
-            yield pending + head if pending else bytes(head)
+            yield from _cut_runs(pending + head if pending else bytes(head))
             pending = block[cut + 1:]
         while len(pending) >= MAX_LINE_BYTES:
             # No line end in sight: cut the line rather than grow without bound.
@@ -232,6 +240,116 @@ def line_chunks(source: BinaryIO | Iterable[bytes], chunk_bytes: int = CHUNK_BYT
             pending = pending[MAX_LINE_BYTES:]
     if pending:
         yield pending
+
+
+def _cut_runs(chunk: bytes) -> Iterator[bytes]:
+    if len(chunk) < MAX_LINE_BYTES:
+        yield chunk
+        return
+    pieces: list[tuple[int, int, bool]] = []
+    _split_runs(chunk, 0, len(chunk), pieces)
+    if len(pieces) == 1:
+        yield chunk
+        return
+    for start, end, cut in pieces:
+        yield chunk[start:end] + b"\n" if cut else chunk[start:end]
+
+
+Buffer = bytes | mmap.mmap
+Source = Buffer | bytearray | memoryview | BinaryIO | Iterable[bytes]
+
+
+def _as_buffer(source: Source) -> tuple[Buffer | None, Callable[[], None]]:
+    """``source`` as one buffer that can be read from any end (bytes, or a regular file mapped
+    into memory, read-only), and what releases it; None for a pipe, a socket or an iterable."""
+    if isinstance(source, bytes):
+        return source, lambda: None
+    if isinstance(source, (bytearray, memoryview)):
+        return bytes(source), lambda: None
+    fileno = getattr(source, "fileno", None)
+    if fileno is None:
+        return None, lambda: None
+    try:
+        fd = fileno()
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size == 0 or source.tell() != 0:  # type: ignore[union-attr]
+            return None, lambda: None
+        mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError, AttributeError):  # no real file behind it, or one that cannot be mapped
+        return None, lambda: None
+    return mapped, mapped.close
+
+
+def _split_runs(buffer: Buffer, start: int, stop: int, pieces: list[tuple[int, int, bool]]) -> None:
+    """Append ``buffer[start:stop]`` (which starts a line) to ``pieces`` as (start, end, cut), with
+    every run of :data:`MAX_LINE_BYTES` bytes without a line end cut off as a piece of its own."""
+    at = start
+    while stop - at >= MAX_LINE_BYTES:
+        line_end = buffer.rfind(b"\n", at, at + MAX_LINE_BYTES)
+        if line_end >= 0:
+            at = line_end + 1  # a few steps per chunk: each skips up to MAX_LINE_BYTES
+            continue
+        if at > start:
+            pieces.append((start, at, False))
+        pieces.append((at, at + MAX_LINE_BYTES, True))
+        start = at = at + MAX_LINE_BYTES
+    if start < stop:
+        pieces.append((start, stop, False))
+
+
+def _buffer_chunks(buffer: Buffer, chunk_bytes: int) -> list[tuple[int, int, bool]]:
+    """(start, end, cut) of ``buffer``'s chunks: about ``chunk_bytes`` each, ending at line ends;
+    ``cut`` marks a piece of an over-long line, which reads as if a line end followed it."""
+    pieces: list[tuple[int, int, bool]] = []
+    start, size, released = 0, len(buffer), 0
+    while start < size:
+        end = min(start + chunk_bytes, size)
+        cut = buffer.rfind(b"\n", start, end) if end < size else size - 1
+        if cut < start:  # no line end within chunk_bytes: up to the next one
+            line_end = buffer.find(b"\n", end)
+            cut = size - 1 if line_end < 0 else line_end
+        _split_runs(buffer, start, cut + 1, pieces)
+        _release(buffer, released, cut + 1 - (cut + 1) % mmap.PAGESIZE)
+        released = max(released, cut + 1 - (cut + 1) % mmap.PAGESIZE)
+        start = cut + 1
+    return pieces
+
+
+FAULT_AROUND_BYTES = 256 << 10
+"""How far past what was read the pages of a mapped log are released again (Linux maps 64 KiB)."""
+
+
+def _release(buffer: Buffer, start: int, end: int) -> None:
+    """Drop the pages of a mapped file in [start, end) (page-aligned) from this process's memory:
+    they stay in the page cache, and are mapped again if read again."""
+    if end > start and isinstance(buffer, mmap.mmap) and hasattr(buffer, "madvise"):
+        buffer.madvise(mmap.MADV_DONTNEED, start, end - start)
+
+
+def _copies(buffer: Buffer, pieces: Iterable[tuple[int, int, bool]]) -> Iterator[bytes]:
+    """Each piece of ``buffer`` as bytes (with its line end added if it was cut). Pages of a mapped
+    file are released once copied, so that resident memory does not grow with the log (they stay
+    in the page cache)."""
+    released = len(buffer)
+    for start, end, cut in pieces:
+        piece = buffer[start:end]
+        yield piece + b"\n" if cut else piece
+        page = start - start % mmap.PAGESIZE
+        # Reading a page maps its neighbours too (the kernel's fault-around): some above the piece.
+        _release(buffer, page, min(len(buffer), released + FAULT_AROUND_BYTES))
+        released = min(released, page)
+
+
+@dataclass
+class _Backward:
+    """What a backward scan has found so far, from the end of the log up."""
+
+    hits: dict[int, list[Hit]] = field(default_factory=dict)
+    """Per entry, its hits, last first; ``Hit.line`` holds minus the lines below the hit until the end."""
+    confirmed_on: dict[int, int] = field(default_factory=dict)
+    """Per entry, the lines of dense chunks where it was confirmed (owned or not)."""
+    done: set[int] = field(default_factory=set)
+    """Entries whose last hits are all found."""
 
 
 _DONE = object()
@@ -306,10 +424,21 @@ class Scanner:
     def _confirmed(self, index: int, line: bytes) -> bool:
         rx = self._confirm[index]
         if rx is None:
-            rx = self._confirm[index] = re.compile(self.kb.patterns[index].encode())
+            rx = self._confirm[index] = re.compile(expand_anchors(self.kb.entries[index].pattern).encode())
         return rx.search(line) is not None
 
-    def scan(self, source: BinaryIO | Iterable[bytes]) -> ScanResult:
+    def scan(self, source: Source) -> ScanResult:
+        """Scan a log: bytes, a binary file or an iterable of byte blocks. Bytes and regular files
+        are read from the end backwards (:meth:`_scan_buffer`); other streams from the start."""
+        buffer, close = _as_buffer(source)
+        if buffer is None:
+            return self._scan_stream(source)  # type: ignore[arg-type]
+        try:
+            return self._scan_buffer(buffer)
+        finally:
+            close()
+
+    def _scan_stream(self, source: BinaryIO | Iterable[bytes]) -> ScanResult:
         result = ScanResult()
         line_base = 0  # lines before the current chunk
         tail = b""
@@ -328,6 +457,99 @@ class Scanner:
             tail = tail[cut + 1:]
         result.tail = tail
         return result
+
+    def _scan_buffer(self, buffer: Buffer) -> ScanResult:
+        """Scan ``buffer`` from its end backwards: only the last :data:`HITS_KEPT` hits of each entry
+        are kept, so once an entry has them, nothing further up can change them. A dense chunk
+        (see the module's doc) in which no entry still wanted occurs costs one fast pass."""
+        result = ScanResult()
+        state = _Backward()
+        pieces = _buffer_chunks(buffer, self.chunk_bytes)
+        raw = _copies(buffer, reversed(pieces))
+        lines_below, tail, dense = 0, b"", False
+        everything = len(self.kb.entries)
+        for raw_size, chunk, line_ends in _read_ahead(raw):
+            result.bytes_read += raw_size
+            if not result.nonblank and chunk.strip():
+                result.nonblank = True
+            lines = line_ends + (0 if chunk.endswith(b"\n") else 1)
+            if len(tail) < TAIL_BYTES:
+                tail = chunk[-TAIL_BYTES:] + tail
+            if len(state.done) < everything:
+                dense = self._scan_back(chunk, lines, lines_below, line_ends, result, state, dense)
+            lines_below += lines
+        result.lines = lines_below
+        for index, kept in state.hits.items():
+            for hit in kept:
+                hit.line += lines_below
+            result.hits[index] = deque(reversed(kept), maxlen=HITS_KEPT)
+        tail = tail[-TAIL_BYTES:]
+        if len(tail) == TAIL_BYTES and (cut := tail.find(b"\n")) >= 0:
+            tail = tail[cut + 1:]
+        result.tail = tail
+        return result
+
+    def _scan_back(self, chunk: bytes, lines: int, lines_below: int, line_ends: int, result: ScanResult,
+                   state: _Backward, after_dense: bool) -> bool:
+        """Record ``chunk``'s hits that are still wanted; True if it was read as a dense chunk."""
+        if not after_dense:
+            try:
+                candidates = self._candidates(chunk, DENSE_CANDIDATES)
+            except DenseChunk:
+                after_dense = True
+        if after_dense:
+            return self._scan_back_dense(chunk, lines, lines_below, line_ends, result, state)
+        # A line starting at p has lines - 1 - (line ends before p) lines below it in the chunk.
+        found, counted_to, before = [], 0, 0
+        for start, stop, confirmed in self._confirmed_lines(chunk, candidates):
+            before += chunk.count(b"\n", counted_to, start)
+            counted_to = start
+            found.append((lines_below + lines - 1 - before, chunk[start:stop], confirmed))
+        for below, text, confirmed in reversed(found):
+            self._record_back(result, state, below, text, confirmed)
+        return False
+
+    def _scan_back_dense(self, chunk: bytes, lines: int, lines_below: int, line_ends: int, result: ScanResult,
+                         state: _Backward) -> bool:
+        result.dense_chunks += 1
+        wanted = self.engine.present(chunk) - state.done
+        if not wanted:
+            return True  # one fast pass: nothing here can change the hits kept
+        read, windows = 0, 0
+        end, ends_after = len(chunk), 0  # line ends in chunk[end:]
+        while end > 0 and wanted:
+            begin = chunk.rfind(b"\n", 0, end - DENSE_WINDOW_BYTES) + 1 if end > DENSE_WINDOW_BYTES else 0
+            window = chunk[begin:end]
+            window_ends = ends_after
+            ends_after += window.count(b"\n")
+            end = begin
+            if not self.engine.present(window) & wanted:
+                continue  # one fast pass says nothing still wanted is here: skip the line-by-line work
+            windows += 1
+            found = list(self._confirmed_lines(window, self._candidates(window, None)))
+            read += len(found)
+            for start, stop, confirmed in reversed(found):
+                # Line ends at or after the line's start, in the chunk: those below it, plus its own.
+                ends_from = window_ends + window.count(b"\n", start)
+                below = lines_below + lines - 1 - (line_ends - ends_from)
+                self._record_back(result, state, below, window[start:stop], confirmed)
+                for index in confirmed:
+                    state.confirmed_on[index] = state.confirmed_on.get(index, 0) + 1
+            # Taken as done once shadowed on enough lines, but only after the whole window, as
+            # every line of a window read is recorded.
+            state.done.update(i for i in wanted if state.confirmed_on.get(i, 0) >= SHADOWED_LINES)
+            wanted -= state.done
+        return read >= DENSE_LINES_PER_WINDOW * max(1, windows)
+
+    def _record_back(self, result: ScanResult, state: _Backward, below: int, text: bytes, indexes: list[int]) -> None:
+        result.matched_lines += 1
+        for index in self._owned(indexes):
+            if index in state.done:
+                continue
+            kept = state.hits.setdefault(index, [])
+            kept.append(Hit(-below, text))
+            if len(kept) >= HITS_KEPT:
+                state.done.add(index)
 
     def _candidates(self, chunk: bytes, limit: int | None) -> list[tuple[int, int, int]]:
         """(line start, entry, line end) of each entry's candidate lines in ``chunk``, in order;
@@ -407,8 +629,8 @@ class Scanner:
                         recorded[index] = recorded.get(index, 0) + 1
             wanted = {i for i in wanted
                       if recorded.get(i, 0) < HITS_KEPT and confirmed_on.get(i, 0) < SHADOWED_LINES}
+        line, counted_to = line_base + 1, 0
         for begin, lines in reversed(windows):
-            counted_to, line = begin, line_base + 1 + chunk.count(b"\n", 0, begin)
             for start, stop, confirmed in lines:
                 line += chunk.count(b"\n", counted_to, begin + start)
                 counted_to = begin + start

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import asdict, dataclass, field
-from email.utils import parsedate_to_datetime
 
 from metabuilder.domain.knowledge import LINE_PREFIX
 from metabuilder.domain.taxonomy import TRAITS, FailureType
@@ -101,6 +100,8 @@ def retry_after(line: str, now: float) -> float | None:
                 return max(0.0, seconds - now)
             return seconds
         try:
+            from email.utils import parsedate_to_datetime  # only for an HTTP date: slow to import
+
             return max(0.0, parsedate_to_datetime(value).timestamp() - now)
         except (TypeError, ValueError, IndexError):
             return None

@@ -6,29 +6,17 @@ as ``file:line: field: message``, so that a bad file is fixed in one pass.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeVar
 
 import yaml
 
 from metabuilder.domain.limits import MAX_YAML_DEPTH, MAX_YAML_VALUES
+from metabuilder.domain.problems import Problem
+
+__all__ = ["Problem", "YamlReader", "YamlSyntaxError", "compose", "kind_of"]
 
 E = TypeVar("E", bound=StrEnum)
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a file."""
-
-    source: str
-    line: int | None
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.source}:{self.line}" if self.line is not None else self.source
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
 
 
 class _BoundedLoader(yaml.SafeLoader):

@@ -109,7 +109,7 @@ def change(sessions: sessionmaker[Session], key: BreakerKey, step: Step,
                 done = s.execute(update(CircuitBreakerState)
                                  .where(CircuitBreakerState.id == row.id, CircuitBreakerState.version == row.version)
                                  .values(**values).execution_options(synchronize_session=False))
-                if done.rowcount == 1:
+                if getattr(done, "rowcount", 0) == 1:
                     if audit is not None:
                         audit(s, current, after)
                     return after, moved

@@ -3,6 +3,9 @@ of a failed step becoming one of the tenant's patterns."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import httpx
@@ -74,9 +77,8 @@ def test_patterns_crud_with_line_numbered_errors(live_api: LiveApi, api_sessions
         assert http.post(f"{V3}/tenants/{tenant}/patterns", json={"yaml": GOOD}).status_code == 403
 
 
-def test_a_correction_becomes_a_pattern_used_for_the_tenant(live_api: LiveApi,
-                                                           api_sessions: sessionmaker[Session]) -> None:
-    tenant, tokens = make_tenant(api_sessions)
+def _failed_run(live_api: LiveApi, api_sessions: sessionmaker[Session], tenant: str) -> str:
+    """A failed run of ``tenant`` whose step ``licences`` failed on a message no pattern knows."""
     run_id = f"run-{tenant}"
     log = live_api.root / f"{tenant}.log"
     log.write_text("checking licences\nlicence-gate: component frobnicate-2.1 carries a clause we refuse\n"
@@ -89,6 +91,13 @@ def test_a_correction_becomes_a_pattern_used_for_the_tenant(live_api: LiveApi,
         session.add(BuildStep(run_id=run_id, step_index=0, attempt=1, name="licences", queue="cpu", command="false",
                               status="failed", exit_code=3, commit_before="a" * 40, log_path=str(log),
                               signal_type="UNKNOWN", started_at=datetime.now(UTC)))
+    return run_id
+
+
+def test_a_correction_becomes_a_pattern_used_for_the_tenant(live_api: LiveApi,
+                                                           api_sessions: sessionmaker[Session]) -> None:
+    tenant, tokens = make_tenant(api_sessions)
+    run_id = _failed_run(live_api, api_sessions, tenant)
 
     with _client(live_api, tokens[Role.OPERATOR]) as http:
         missing = http.post(f"{V3}/runs/{run_id}/corrections", json={"step": "deploy", "failure_type": "POLICY"})
@@ -119,3 +128,51 @@ def test_a_correction_becomes_a_pattern_used_for_the_tenant(live_api: LiveApi,
         kb = knowledge.tenant_knowledge_base(session, tenant)
     other_build = b"licence-gate: component other-9.9 carries a clause we refuse\n"
     assert classify(other_build.replace(b"other-9.9", b"frobnicate-2.1"), kb=kb).type.value == "POLICY"
+
+
+@contextmanager
+def _portal(api: LiveApi, token: str) -> Iterator[tuple[httpx.Client, str]]:
+    """A portal session signed in with ``token``, and its form token."""
+    with httpx.Client(base_url=api.url, follow_redirects=False, timeout=30) as http:
+        signed = http.post("/portal/login", data={"token": token})
+        assert signed.status_code == 303, signed.text
+        http.cookies.set("mb_portal", signed.cookies["mb_portal"], path="/portal")
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', http.get("/portal/settings/builder/autofix").text)
+        assert csrf is not None
+        yield http, csrf[1]
+
+
+def test_the_portal_takes_a_correction_and_an_admin_accepts_its_pattern(
+        live_api: LiveApi, api_sessions: sessionmaker[Session]) -> None:
+    tenant, tokens = make_tenant(api_sessions)
+    run_id = _failed_run(live_api, api_sessions, tenant)
+    with _portal(live_api, tokens[Role.VIEWER]) as (viewer, viewer_csrf):
+        assert 'id="correct"' not in viewer.get(f"/portal/runs/{run_id}").text  # no form for a viewer
+        refused = viewer.post(f"/portal/runs/{run_id}/corrections",
+                              data={"csrf": viewer_csrf, "step": "licences", "failure_type": "POLICY"})
+        assert refused.status_code == 403 and "operator role" in refused.text
+
+    with _portal(live_api, tokens[Role.OPERATOR]) as (operator, csrf):
+        run_page = operator.get(f"/portal/runs/{run_id}").text
+        assert 'id="correct"' in run_page and "<option>licences</option>" in run_page
+        bad = operator.post(f"/portal/runs/{run_id}/corrections",
+                            data={"csrf": csrf, "step": "licences", "failure_type": "NOT_A_CLASS"})
+        assert bad.status_code == 422 and "failure_type" in bad.text
+        made = operator.post(f"/portal/runs/{run_id}/corrections",
+                             data={"csrf": csrf, "step": "licences", "failure_type": "POLICY", "note": "our gate"})
+        assert made.status_code == 303 and made.headers["location"].startswith("/portal/corrections?notice=")
+        listed = operator.get(made.headers["location"]).text
+        assert "recorded as POLICY" in listed and "clause we refuse" in listed and "our gate" in listed
+        assert "Accept the pattern" not in listed  # an operator proposes, an admin accepts
+        (correction_id,) = re.findall(r'id="correction-([^"]+)"', listed)
+
+    with _portal(live_api, tokens[Role.ADMIN]) as (admin, admin_csrf):
+        assert "Accept the pattern" in admin.get("/portal/corrections").text
+        accepted = admin.post(f"/portal/corrections/{correction_id}/accept", data={"csrf": admin_csrf})
+        assert accepted.status_code == 303, accepted.text
+        after = admin.get(accepted.headers["location"]).text
+        assert "counts from the next failed step on" in after and "Accept the pattern" not in after
+        assert admin.post(f"/portal/corrections/{correction_id}/accept", data={"csrf": admin_csrf}).status_code == 409
+    with _client(live_api, tokens[Role.VIEWER]) as http:
+        entries = http.get(f"{V3}/tenants/{tenant}/patterns").json()["entries"]
+        assert [e["failure_type"] for e in entries] == ["POLICY"]

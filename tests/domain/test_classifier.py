@@ -210,3 +210,17 @@ def test_json_shape():
     assert {"type", "confidence", "evidence", "retry_after", "fingerprint", "patterns"} <= data.keys()
     assert data["type"] == "RATE_LIMIT"
     assert all(set(e) == {"line", "text", "pattern"} for e in data["evidence"])
+
+
+def test_a_line_that_two_entries_match_is_shown_once():
+    # "E   AssertionError: ..." is both pytest's assert line and Python's AssertionError; the
+    # GitHub Actions exit line is both the anchor and nothing else.
+    log = ("tests/test_x.py::test_x FAILED\n"
+           "E   AssertionError: totals differ\n"
+           "FAILED tests/test_x.py::test_x - AssertionError: totals differ\n"
+           "##[error]Process completed with exit code 1.\n")
+    signal = classify(log)
+    assert signal.type is FailureType.TEST_ASSERT
+    lines = [e.line for e in signal.evidence if e.line is not None]
+    assert len(lines) == len(set(lines)) >= 3
+    assert len({e.pattern for e in signal.evidence}) == len(signal.evidence)

@@ -33,8 +33,11 @@ HS_SCANNER = Scanner(KB, HyperscanEngine(KB))
 RE_SCANNER = Scanner(KB, RegexEngine(KB))
 
 
-def _found(scanner: Scanner, log: bytes) -> dict[int, list[tuple[int, bytes]]]:
-    result = scanner.scan(io.BytesIO(log))
+def _found(scanner: Scanner, log: bytes | io.BufferedIOBase) -> dict[int, list[tuple[int, bytes]]]:
+    return _hits(scanner.scan(io.BytesIO(log) if isinstance(log, bytes) else log))
+
+
+def _hits(result: scanner.ScanResult) -> dict[int, list[tuple[int, bytes]]]:
     return {i: [(h.line, h.text) for h in hits] for i, hits in result.hits.items()} | {
         -1: [(result.lines, b"")]}
 
@@ -60,6 +63,29 @@ def test_any_bytes_classify_without_crashing(data, exit_code):
     assert 0.0 <= signal.confidence <= 1.0
     assert len(signal.evidence) <= 5
     signal.to_dict()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(LINE, st.binary(min_size=70, max_size=300)), max_size=60).map(b"\n".join),
+       st.integers(min_value=1, max_value=300))
+def test_reading_from_the_end_finds_what_reading_from_the_start_finds(log, chunk_bytes):
+    # bytes and regular files are read backwards, other streams forwards: the same hits either way
+    small = Scanner(KB, HS_SCANNER.engine, chunk_bytes=chunk_bytes)
+    backward, forward = small.scan(log), small.scan(io.BytesIO(log))
+    assert _hits(backward) == _hits(forward)
+    assert (backward.tail, backward.nonblank) == (forward.tail, forward.nonblank)
+    assert backward.bytes_read == forward.bytes_read
+
+
+def test_over_long_lines_are_cut_alike_whichever_way_the_log_is_read(tmp_path):
+    log = b"x" * 150_000 + b"\nE   assert 1 == 2\n" + b"y" * 70_000 + b"\nok\n" + b"z" * 65_536
+    log += b"\n" + b"w" * 300_000 + b"\nE   assert 2 == 3"  # a line longer than a chunk is cut in pieces
+    path = tmp_path / "long.log"
+    path.write_bytes(log)
+    with path.open("rb") as fh:
+        from_file = _found(HS_SCANNER, fh)
+    assert from_file == _hits(HS_SCANNER.scan(log)) == _found(HS_SCANNER, log)
+    assert from_file[-1] == [(15, b"")]  # pieces of 65,536 bytes: 3 + 1 + 2 + 1 + 2 (and an empty line) + 5 + 1
 
 
 @settings(max_examples=100, deadline=None)
@@ -97,16 +123,18 @@ DENSE_LINES = [b"WARNING: Retrying (Retry(total=4)) after connection broken by '
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_a_dense_log_keeps_the_same_last_hits_as_a_line_by_line_scan(seed, monkeypatch):
+@pytest.mark.parametrize("read", ["forwards", "backwards"])
+def test_a_dense_log_keeps_the_same_last_hits_as_a_line_by_line_scan(seed, read, monkeypatch):
     rng = random.Random(seed)
     lines = [rng.choice(DENSE_LINES) for _ in range(40_000)]
     for at in rng.sample(range(40_000), 40):  # a rare message: its last hits lie further back
         lines[at] = b"Segmentation fault (core dumped)"
     log = b"".join(line + b"\n" for line in lines) + b"a last quiet line\n"
-    dense = HS_SCANNER.scan(io.BytesIO(log))
+    source = (lambda: io.BytesIO(log)) if read == "forwards" else (lambda: log)
+    dense = HS_SCANNER.scan(source())
     assert dense.dense_chunks > 0
     monkeypatch.setattr(scanner, "DENSE_CANDIDATES", 10**9)
-    exact = Scanner(KB, HyperscanEngine(KB)).scan(io.BytesIO(log))
+    exact = Scanner(KB, HyperscanEngine(KB)).scan(source())
     assert exact.dense_chunks == 0
 
     def hits(result):
@@ -122,3 +150,12 @@ def test_the_reference_engine_reads_dense_chunks_the_same_way():
     hs, ref = HS_SCANNER.scan(io.BytesIO(log)), RE_SCANNER.scan(io.BytesIO(log))
     assert hs.dense_chunks == ref.dense_chunks > 0
     assert {i: list(v) for i, v in hs.hits.items()} == {i: list(v) for i, v in ref.hits.items()}
+
+
+def test_a_dense_log_read_backwards_costs_one_fast_pass_per_chunk_once_its_last_hits_are_found():
+    log = b"".join(line + b"\n" for line in DENSE_LINES) * 20_000
+    result = Scanner(KB, HS_SCANNER.engine, chunk_bytes=64 << 10).scan(log)
+    assert result.dense_chunks > 40
+    # the lines read are those of the last chunk's windows, not of every chunk
+    assert result.matched_lines < 2 * scanner.DENSE_WINDOW_BYTES // 20
+    assert result.lines == 20_000 * len(DENSE_LINES)

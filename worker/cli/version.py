@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
-from importlib import metadata
 from pathlib import Path
 
 DISTRIBUTION = "meta-builder"
 
 
 def package_version() -> str:
+    from importlib import metadata  # imported when asked: every `metabuilder` process builds --version
+
     try:
         return metadata.version(DISTRIBUTION)
     except metadata.PackageNotFoundError:  # imported from a source tree that was never installed
@@ -22,6 +22,8 @@ def source_commit() -> str | None:
     root = Path(__file__).resolve().parent.parent
     if not (root / ".git").exists():
         return None
+    import subprocess
+
     try:
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
                              capture_output=True, text=True, timeout=5, check=True)
