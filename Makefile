@@ -33,7 +33,6 @@ soak: $(STAMP)
 	$(BIN)/python scripts/soak.py --runs 44 --report bench/SOAK.md
 
 lint: $(STAMP)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check ruff
 	$(BIN)/ruff check .
 	PYTHON=$(BIN)/python scripts/mypy.sh
 

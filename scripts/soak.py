@@ -64,7 +64,8 @@ class Soak:
     def __init__(self, home: Path, runs: int, seed: int) -> None:
         self.home, self.runs, self.rng = home, runs, random.Random(seed)
         self.prefix = f"soak-{seed}"
-        self.settings = Settings.from_env({"META_BUILDER_HOME": str(home), "META_BUILDER_TASK_QUEUE_PREFIX": self.prefix})
+        self.settings = Settings.from_env({"META_BUILDER_HOME": str(home),
+                                           "META_BUILDER_TASK_QUEUE_PREFIX": self.prefix})
         self.effects = home / "effects"
         self.logs = home / "logs"
         port = int(os.environ.get("META_BUILDER_DEV_SERVER_PORT") or free_port())
@@ -83,8 +84,8 @@ class Soak:
                "META_BUILDER_METRICS_PORT": "0", "META_BUILDER_SDK_METRICS_PORT": "0"}
         env.pop("DATABASE_URL", None)
         with (self.logs / f"worker-{name}.log").open("ab") as out:
-            self.workers[name] = subprocess.Popen([sys.executable, "-m", "metabuilder.worker.cli", "worker"], cwd=ROOT, env=env,
-                                                  stdout=out, stderr=subprocess.STDOUT)
+            self.workers[name] = subprocess.Popen([sys.executable, "-m", "metabuilder.worker.cli", "worker"],
+                                                  cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
 
     def running_on(self, pid: int) -> list[tuple[str, int, int]]:
         with transaction(self.sessions) as s:

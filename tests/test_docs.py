@@ -7,7 +7,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "SETTINGS.md"
-PACKAGES = ("domain", "store", "workflows", "adapters", "activities", "service", "worker", "api", "telemetry", "migrations")
+PACKAGES = ("domain", "store", "workflows", "adapters", "activities", "service", "worker", "api", "telemetry",
+            "migrations")
 PREFIXES = (r"(?:META_BUILDER_|META_V\d_|FEATURE_META_|TEMPORAL_|DATABASE_URL\b|RUN_SMOKE\b|SMOKE_|RC_CHECKS\b"
             r"|STAGING_|METABUILDER\b)")
 NAME = re.compile(rf"\b({PREFIXES}[A-Z0-9_]*)")

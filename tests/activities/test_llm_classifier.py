@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from metabuilder.adapters.git import WorkspaceCache
-from metabuilder.adapters.llm import LlmSettings
 from metabuilder.activities.steps import StepActivities
 from metabuilder.activities.workspace import Workspace
+from metabuilder.adapters.git import WorkspaceCache
+from metabuilder.adapters.llm import LlmSettings
 from metabuilder.domain.taxonomy import FailureType
 from metabuilder.migrations import upgrade
 from metabuilder.store.db import make_engine, session_factory

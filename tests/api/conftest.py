@@ -22,9 +22,9 @@ from metabuilder.domain.access import Role
 from metabuilder.migrations import upgrade
 from metabuilder.store import access
 from metabuilder.store.db import make_engine, session_factory, transaction
-from tests.conftest import git
 from metabuilder.worker.devserver import DevServer, free_port, port_open
 from metabuilder.worker.settings import Settings
+from tests.conftest import git
 
 
 @dataclass(frozen=True)

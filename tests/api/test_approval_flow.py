@@ -14,10 +14,10 @@ from temporalio.client import Client
 
 from metabuilder.store import repository
 from metabuilder.store.db import transaction
-from tests.api.conftest import LiveApi, make_tenant, wait_status, workspace
 from metabuilder.worker.devserver import DevServer, temporal_cli
 from metabuilder.worker.runtime import POOLS, build_workers, running_workers
 from metabuilder.worker.settings import Settings
+from tests.api.conftest import LiveApi, make_tenant, wait_status, workspace
 
 SECURITY = """\
 name: audited

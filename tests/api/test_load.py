@@ -29,9 +29,9 @@ from metabuilder.domain.access import Role
 from metabuilder.domain.policy import AutofixSettings
 from metabuilder.migrations import upgrade
 from metabuilder.store.db import make_engine, session_factory
-from tests.api.conftest import make_tenant, metabuilder
 from metabuilder.worker.api_server import SHUTDOWN_GRACE_SECONDS
 from metabuilder.worker.devserver import free_port
+from tests.api.conftest import make_tenant, metabuilder
 
 RUNS = "/api/meta/v3/runs"
 

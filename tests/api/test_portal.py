@@ -17,10 +17,10 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from metabuilder.worker.cli.demo import EXAMPLE
 from tests.api.conftest import LiveApi, LiveWorker, make_tenant, wait_status
 from tests.autofix.test_retries import flaky_command
 from tests.conftest import git
-from metabuilder.worker.cli.demo import EXAMPLE
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",

@@ -15,9 +15,9 @@ from metabuilder.domain.payloads import RunView
 from metabuilder.domain.runs import RunStatus, StepStatus
 from metabuilder.store import approvals, repository
 from metabuilder.store.db import transaction
+from metabuilder.worker.settings import Settings
 from tests.autofix.conftest import finish, start_autofix
 from tests.autofix.test_ladder import keep_histories
-from metabuilder.worker.settings import Settings
 
 SECURITY = """\
   - name: audit

@@ -11,12 +11,12 @@ from temporalio.testing import WorkflowEnvironment
 from metabuilder.domain.runs import RunStatus, StepStatus
 from metabuilder.store import repository
 from metabuilder.store.db import transaction
+from metabuilder.worker.runtime import POOLS, build_workers, running_workers
+from metabuilder.worker.settings import Settings
 from tests.autofix.conftest import finish, start_autofix, with_llm
 from tests.conftest import git
 from tests.fakes.openai_server import fake_openai
 from tests.workflows.test_build_run import record_history
-from metabuilder.worker.runtime import POOLS, build_workers, running_workers
-from metabuilder.worker.settings import Settings
 
 # Fails while app.py has trailing spaces, as a linter would; the fix command strips them.
 LINT = """\

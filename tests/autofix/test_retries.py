@@ -13,9 +13,9 @@ from metabuilder.domain.payloads import StepResult
 from metabuilder.domain.runs import RunStatus
 from metabuilder.store import repository
 from metabuilder.store.db import transaction
+from metabuilder.worker.settings import Settings
 from tests.autofix.conftest import finish, start_autofix
 from tests.workflows.test_build_run import record_history
-from metabuilder.worker.settings import Settings
 
 
 async def step_activity_in_history(handle: WorkflowHandle[Any, Any], activity_id: str) -> tuple[float, StepResult]:

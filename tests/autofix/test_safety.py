@@ -22,14 +22,14 @@ from metabuilder.domain.payloads import RunView
 from metabuilder.domain.runs import RunStatus, StepStatus
 from metabuilder.store import approvals, repository
 from metabuilder.store.db import transaction
+from metabuilder.worker.cli.approvals import cmd_approvals
+from metabuilder.worker.runtime import POOLS, build_workers, running_workers
+from metabuilder.worker.settings import Settings
 from tests.autofix.conftest import finish, start_autofix, with_llm
 from tests.autofix.test_gates import pending_gate
 from tests.autofix.test_ladder import keep_histories, strategies
 from tests.conftest import git
 from tests.fakes.openai_server import FakeOpenAI, fake_openai
-from metabuilder.worker.cli.approvals import cmd_approvals
-from metabuilder.worker.runtime import POOLS, build_workers, running_workers
-from metabuilder.worker.settings import Settings
 
 
 @pytest.fixture

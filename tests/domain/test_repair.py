@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from metabuilder.domain.plans import RepairOptions, Step, parse_plan
-from metabuilder.domain.repair import LADDER, PROPOSE_AT_GATE, DeltaKind, Fixer, Rung, apply_delta, fixers_for, propose_replan
+from metabuilder.domain.repair import (
+    LADDER,
+    PROPOSE_AT_GATE,
+    DeltaKind,
+    Fixer,
+    Rung,
+    apply_delta,
+    fixers_for,
+    propose_replan,
+)
 from metabuilder.domain.signals import Evidence, FailureSignal
 from metabuilder.domain.taxonomy import FailureType
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from metabuilder.adapters.git import WorkspaceCache
 from metabuilder.activities.steps import StepActivities
 from metabuilder.activities.workspace import Workspace
+from metabuilder.adapters.git import WorkspaceCache
 from metabuilder.domain.knowledge import PatternEntry
 from metabuilder.domain.taxonomy import FailureType
 from metabuilder.migrations import upgrade

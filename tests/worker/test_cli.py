@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import git
 from metabuilder.worker.devserver import DevServer, free_port
 from metabuilder.worker.settings import Settings
+from tests.conftest import git
 
 ROOT = Path(__file__).parent.parent.parent
 
@@ -170,8 +170,8 @@ def test_demo_runs_on_its_own_embedded_server(tmp_path: Path) -> None:
            "META_BUILDER_DEV_SERVER_UI_PORT": str(ui)}
     env_clean = {k: v for k, v in os.environ.items() if k not in ("TEMPORAL_ADDRESS", "DATABASE_URL")}
     try:
-        res = subprocess.run([sys.executable, "-m", "metabuilder.worker.cli", "demo"], cwd=ROOT, env={**env_clean, **env},
-                             capture_output=True, text=True, timeout=180)
+        res = subprocess.run([sys.executable, "-m", "metabuilder.worker.cli", "demo"], cwd=ROOT,
+                             env={**env_clean, **env}, capture_output=True, text=True, timeout=180)
         assert res.returncode == 0, res.stdout + res.stderr
         assert "The demo behaved as designed" in res.stdout
         assert f"Web UI http://127.0.0.1:{ui}" in res.stdout
@@ -228,8 +228,9 @@ def test_tenants_and_tokens(env: dict[str, str]) -> None:
 def test_a_gate_listed_and_approved_from_the_cli(env: dict[str, str], user_repo: Path, tmp_path: Path) -> None:
     plan = write_plan(tmp_path / "plan.yaml",
                       "  - name: deploy\n    command: echo deployed > d.txt\n    requires_approval: true\n")
-    run = subprocess.Popen([sys.executable, "-m", "metabuilder.worker.cli", "run", str(plan), "--workspace", str(user_repo),
-                            "--run-id", "cli-gate-1", "--with-worker"], cwd=ROOT, env={**os.environ, **env},
+    run = subprocess.Popen([sys.executable, "-m", "metabuilder.worker.cli", "run", str(plan),
+                            "--workspace", str(user_repo), "--run-id", "cli-gate-1", "--with-worker"],
+                           cwd=ROOT, env={**os.environ, **env},
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for _ in range(300):

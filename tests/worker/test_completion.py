@@ -41,7 +41,7 @@ def test_bash_completes_commands_options_and_choices(script: Path, line: str, ex
 
 
 def test_zsh_script_loads_the_same_completion() -> None:
-    res = subprocess.run([sys.executable, "-m", "metabuilder.worker.cli", "completion", "zsh"], capture_output=True, text=True,
-                         timeout=60)
+    res = subprocess.run([sys.executable, "-m", "metabuilder.worker.cli", "completion", "zsh"],
+                         capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and res.stdout.startswith("#compdef metabuilder")
     assert "complete -o filenames -F _metabuilder_complete metabuilder" in res.stdout

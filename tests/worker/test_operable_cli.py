@@ -11,9 +11,9 @@ import pytest
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 
-from tests.worker.test_cli import metabuilder
 from metabuilder.worker.devserver import DevServer, free_port
 from metabuilder.workflows import search_attributes
+from tests.worker.test_cli import metabuilder
 
 
 def test_version_names_the_package_version(tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ from temporalio.service import RPCError
 
 from metabuilder.domain.runs import workflow_id
 from metabuilder.service.runs import RunExistsError, SubmitOptions, submit
-from tests.conftest import git
 from metabuilder.worker.settings import Settings
+from tests.conftest import git
 
 
 def run_branches(settings: Settings) -> list[str]:
