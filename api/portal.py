@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from metabuilder.api.deps import ConfigDep, SessionDep, TemporalDep, principal_of
 from metabuilder.api.errors import PORTAL_PREFIX, ApiError
+from metabuilder.api.routes import breakers as breaker_routes
 from metabuilder.api.routes import knowledge as knowledge_routes
 from metabuilder.api.routes import runs as run_routes
 from metabuilder.api.routes import settings as settings_routes
@@ -203,6 +204,31 @@ def accept_correction(request: Request, correction_id: str, principal: User, ses
     require(principal, Role.ADMIN, "accepting a pattern")
     entry = knowledge_routes.accept_correction(principal.tenant, correction_id, principal, session)
     return back(PREFIX + "/corrections", f"pattern {entry.id} added: it counts from the next failed step on")
+
+
+# --- circuit breakers ---------------------------------------------------------------------------
+
+@router.get("/breakers", response_class=HTMLResponse)
+def breakers_page(request: Request, principal: User, config: ConfigDep) -> Response:
+    return page(request, "breakers.html", principal, breakers=breaker_routes.list_breakers(principal, config))
+
+
+@router.post("/breakers")
+def override_breaker(request: Request, principal: User, config: ConfigDep,
+                     csrf: Annotated[str, Form(max_length=64)] = "",
+                     failure_class: Annotated[str, Form(max_length=32)] = "",
+                     dependency: Annotated[str, Form(max_length=255)] = "",
+                     action: Annotated[str, Form(max_length=16)] = "") -> Response:
+    """Force a breaker open or closed, or reset it (admin; POST /api/meta/v4/circuit-breakers from a form)."""
+    check_form(request, csrf)
+    require(principal, Role.ADMIN, "overriding a circuit breaker")
+    try:
+        body = breaker_routes.BreakerOverrideIn.model_validate(
+            {"failure_class": failure_class, "dependency": dependency, "action": action})
+    except ValidationError as err:
+        raise RequestValidationError(err.errors()) from None
+    after = breaker_routes.override_breaker(body, principal, config)
+    return back(PREFIX + "/breakers", f"breaker {after.failure_class} on {after.dependency} is {after.state}")
 
 
 # --- approvals ----------------------------------------------------------------------------------

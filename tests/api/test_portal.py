@@ -7,9 +7,11 @@ to refresh the ones in the docs)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,6 +19,9 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from metabuilder.domain.breakers import BreakerKey, BreakerPolicy, record_failure
+from metabuilder.domain.taxonomy import FailureType
+from metabuilder.store import breakers
 from metabuilder.worker.cli.demo import EXAMPLE
 from tests.api.conftest import LiveApi, LiveWorker, make_tenant, wait_status
 from tests.autofix.test_retries import flaky_command
@@ -182,3 +187,27 @@ def test_forms_need_the_cookie_s_form_token_and_the_role(live_api: LiveApi, api_
         assert viewer_post.status_code == 403 and "admin role" in viewer_post.text
         missing = http.get("/portal/runs/no-such-run")
         assert missing.status_code == 404 and "unknown run id" in missing.text and "<html" in missing.text
+
+
+async def test_breakers_page_lists_the_tenants_breakers_and_an_admin_closes_one(
+        live_api: LiveApi, api_sessions, browser: Browser, shots: Path) -> None:  # type: ignore[no-untyped-def]
+    tenant, tokens = make_tenant(api_sessions)
+    key = BreakerKey(tenant, FailureType.TRANSIENT, "pypi.org:443")
+    for ago in (20.0, 15.0, 10.0):
+        breakers.change(api_sessions, key, functools.partial(record_failure, now=time.time() - ago,
+                                                             policy=BreakerPolicy(threshold=3), run_id="r"))
+    breakers.set_waiting(api_sessions, key, "run-waiting-1", "install")
+    viewer = await sign_in(browser, live_api, tokens["viewer"])  # type: ignore[index]
+    await viewer.goto("/portal/breakers")
+    row = viewer.locator("tr[id='breaker-TRANSIENT-pypi.org:443']")
+    await expect(row.locator(".status")).to_have_text("open")
+    await expect(row).to_contain_text("3 failures within 60s")
+    await expect(row).to_contain_text("run-wait")
+    await expect(row.get_by_role("button", name="close")).to_have_count(0)  # a viewer may not
+
+    admin = await sign_in(browser, live_api, tokens["admin"])  # type: ignore[index]
+    await admin.goto("/portal/breakers")
+    await admin.screenshot(path=shots / "portal-breakers.png", full_page=True)
+    await admin.locator("tr[id='breaker-TRANSIENT-pypi.org:443']").get_by_role("button", name="close").click()
+    await expect(admin.get_by_role("status")).to_have_text("breaker TRANSIENT on pypi.org:443 is closed")
+    await expect(admin.locator("tr[id='breaker-TRANSIENT-pypi.org:443'] .status")).to_have_text("closed")
