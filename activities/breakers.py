@@ -41,6 +41,9 @@ from metabuilder.domain.taxonomy import FailureType
 from metabuilder.store import breakers as store
 from metabuilder.telemetry import events
 
+OPEN_CHECK_SECONDS = 1.0
+"""How long a worker trusts its last look at whether a tenant has any breaker open."""
+
 
 @dataclass(frozen=True)
 class BreakerSettings:
@@ -69,6 +72,7 @@ class Breakers:
     def __init__(self, sessions: sessionmaker[Session], settings: BreakerSettings | None = None) -> None:
         self.sessions = sessions
         self.settings = settings or BreakerSettings()
+        self._open_seen: dict[str, tuple[float, bool]] = {}
 
     def _policy(self, key: BreakerKey) -> BreakerPolicy:
         return policy_for(key.failure_class, self.settings.policies) or BreakerPolicy()
@@ -76,14 +80,31 @@ class Breakers:
     def _moved(self, transition: Transition | None, run_id: str) -> None:
         if transition is not None:
             events.breaker_transition(transition, run_id)
+            if transition.after is not BreakerState.CLOSED:  # this worker knows at once, without a look
+                self._open_seen[transition.key.tenant] = (time.monotonic(), True)
 
-    def needs(self, run_id: str, declared: Sequence[str], earlier_evidence: Sequence[str] = ()) -> list[str]:
+    def needs(self, run_id: str, declared: Sequence[str], earlier_evidence: Sequence[str] = (), *,
+              tenant: str | None = None, step_name: str | None = None) -> list[str]:
         """What a step of the run depends on: its ``needs:``, what the evidence of its earlier
-        failed attempts names, and what its run has waited on."""
+        failed attempts names, what its run has waited on, and (given the tenant and the step's
+        name) what runs of the same plan wait on at the same step."""
         if not self.settings.enabled:
             return []
+        learned: list[str] = []
+        if tenant is not None and step_name is not None and self._any_open(tenant):
+            learned = store.needed_by_the_same_step(self.sessions, tenant, run_id, step_name)
         return list(dict.fromkeys([*declared, *named_dependencies(earlier_evidence),
-                                   *store.waited_on(self.sessions, run_id)]))
+                                   *store.waited_on(self.sessions, run_id), *learned]))
+
+    def _any_open(self, tenant: str) -> bool:
+        """Whether the tenant has a breaker that is not closed, read at most once a second per
+        tenant: most steps run while every breaker is closed, and then cost no query."""
+        now = time.monotonic()
+        cached = self._open_seen.get(tenant)
+        if cached is None or now - cached[0] > OPEN_CHECK_SECONDS:
+            cached = (now, store.any_open(self.sessions, tenant))
+            self._open_seen[tenant] = cached
+        return cached[1]
 
     def admit(self, tenant: str, run_id: str, step_name: str, dependencies: Sequence[str]) -> Wait | None:
         """None: the step may run (every breaker closed, or this run is the probe)."""

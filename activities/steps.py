@@ -196,18 +196,21 @@ class StepActivities:
     async def _needs(self, inp: StepInput, number: int) -> list[str]:
         """What the step depends on, for its breakers: its ``needs:``, and after an earlier attempt
         (a retry, or a run again after a wait) what those attempts' failures named and what the
-        run waited on. Nothing is read for the first attempt of a step that declares nothing."""
+        run waited on; and, while the tenant has a breaker open, what runs of the same plan wait on
+        at this step (a first attempt that declares nothing costs no query when all are closed)."""
         if self.breakers is None or not self.breakers.settings.enabled:
-            return []
-        if number == 1 and not inp.step.needs:
             return []
 
         def read() -> list[str]:
             assert self.breakers is not None
-            with transaction(self.sessions) as session:
-                evidence = [r.evidence for r in repository.step_attempts(session, inp.run.run_id, inp.step_index,
-                                                                         1, number - 1) if r.evidence]
-            return self.breakers.needs(inp.run.run_id, inp.step.needs, evidence)
+            evidence: list[str] = []
+            if number > 1:
+                with transaction(self.sessions) as session:
+                    evidence = [r.evidence for r in repository.step_attempts(session, inp.run.run_id,
+                                                                             inp.step_index, 1, number - 1)
+                                if r.evidence]
+            return self.breakers.needs(inp.run.run_id, inp.step.needs, evidence, tenant=inp.run.tenant,
+                                       step_name=inp.step.name)
 
         return await asyncio.to_thread(read)
 

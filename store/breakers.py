@@ -27,7 +27,7 @@ from metabuilder.domain.breakers import (
 )
 from metabuilder.domain.taxonomy import FailureType
 from metabuilder.store.db import transaction
-from metabuilder.store.models import CircuitBreakerState, CircuitBreakerWait, utcnow
+from metabuilder.store.models import BuildRun, CircuitBreakerState, CircuitBreakerWait, utcnow
 from metabuilder.store.repository import ensure_tenant
 
 _ATTEMPTS = 20
@@ -62,10 +62,13 @@ def _columns(b: Breaker) -> dict[str, object]:
             "forced": b.forced}
 
 
-def _row(s: Session, key: BreakerKey) -> CircuitBreakerState | None:
-    return s.scalars(select(CircuitBreakerState).where(
+def _row(s: Session, key: BreakerKey, *, lock: bool = False) -> CircuitBreakerState | None:
+    """The breaker's row; ``lock``: held until the transaction ends (``FOR UPDATE`` on PostgreSQL;
+    SQLite has one writer at a time anyway)."""
+    stmt = select(CircuitBreakerState).where(
         CircuitBreakerState.tenant_id == key.tenant, CircuitBreakerState.failure_class == str(key.failure_class),
-        CircuitBreakerState.dependency == key.dependency)).one_or_none()
+        CircuitBreakerState.dependency == key.dependency)
+    return s.scalars(stmt.with_for_update() if lock else stmt).one_or_none()
 
 
 def get(sessions: sessionmaker[Session], key: BreakerKey) -> Breaker:
@@ -89,7 +92,7 @@ def change(sessions: sessionmaker[Session], key: BreakerKey, step: Step,
     for _ in range(_ATTEMPTS):
         try:
             with transaction(sessions) as s:
-                row = _row(s, key)
+                row = _row(s, key, lock=True)
                 if row is None:
                     ensure_tenant(s, key.tenant)
                     row = CircuitBreakerState(tenant_id=key.tenant, failure_class=str(key.failure_class),
@@ -199,6 +202,29 @@ def waits_of(session: Session, run_id: str) -> list[str]:
         .join(CircuitBreakerWait, CircuitBreakerWait.breaker_id == CircuitBreakerState.id)
         .where(CircuitBreakerWait.run_id == run_id).order_by(CircuitBreakerWait.id))
     return [f"{t}/{c}/{d}" for t, c, d in rows]
+
+
+def any_open(sessions: sessionmaker[Session], tenant: str) -> bool:
+    """Has the tenant a breaker that is not closed?"""
+    with transaction(sessions) as s:
+        found = s.scalars(select(CircuitBreakerState.id).where(
+            CircuitBreakerState.tenant_id == tenant, CircuitBreakerState.state != "closed").limit(1)).first()
+        return found is not None
+
+
+def needed_by_the_same_step(sessions: sessionmaker[Session], tenant: str, run_id: str, step_name: str) -> list[str]:
+    """The dependencies of the tenant's open breakers that runs of the same plan wait on at the same
+    step: what this step will need too, before it has failed on it."""
+    same_plan = select(BuildRun.plan_id).where(BuildRun.id == run_id).scalar_subquery()
+    with transaction(sessions) as s:
+        rows = s.scalars(
+            select(CircuitBreakerState.dependency).distinct()
+            .join(CircuitBreakerWait, CircuitBreakerWait.breaker_id == CircuitBreakerState.id)
+            .join(BuildRun, BuildRun.id == CircuitBreakerWait.run_id)
+            .where(CircuitBreakerState.tenant_id == tenant, CircuitBreakerState.state != "closed",
+                   CircuitBreakerWait.step_name == step_name, CircuitBreakerWait.run_id != run_id,
+                   BuildRun.plan_id == same_plan))
+        return sorted(rows)
 
 
 def clear_waiting(sessions: sessionmaker[Session], run_id: str) -> None:

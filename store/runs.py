@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, defer, joinedload
 
 from metabuilder.domain.payloads import RunRecord
 from metabuilder.domain.runs import AttemptStatus, RunStatus
-from metabuilder.store.models import BuildRun, ScaffoldPlan, utcnow
+from metabuilder.store.models import BuildRun, CircuitBreakerWait, ScaffoldPlan, utcnow
 from metabuilder.store.plans import ensure_plan_of
 from metabuilder.store.rows import upsert
 from metabuilder.store.steps import close_open_attempts
@@ -41,6 +41,8 @@ def record_run(session: Session, record: RunRecord) -> str | None:
             session, record.run_id, AttemptStatus.CANCELLED if cancelled else AttemptStatus.LOST,
             f"[metabuilder] closed when the run ended {record.status.value}: the attempt's worker never "
             "reported how it ended")
+        # nor does an ended run wait on a circuit breaker any more
+        session.execute(delete(CircuitBreakerWait).where(CircuitBreakerWait.run_id == record.run_id))
     return previous
 
 

@@ -37,6 +37,6 @@ def seeded(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
                                                       queue="cpu", command="true", commit_before="a" * 40, worker="w"))
         approvals.record_gate(session, "acme", GateView(
             gate_id="acme-1-gate-1", run_id="acme-1", step="build", kind="escalation", action="rerun",
-            reason="seeded", opened_at=now.isoformat(), expires_at=(now + timedelta(hours=1)).isoformat()))
+            reason="seeded", opened_at=now, expires_at=now + timedelta(hours=1)))
         plans.ensure_plan_of(session, "acme", parse_plan(PLAN), PLAN)
     return sessions
