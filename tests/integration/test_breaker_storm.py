@@ -29,6 +29,7 @@ from metabuilder.worker.settings import Settings
 from metabuilder.workflows.build_run import BuildRunWorkflow
 from tests.fakes.flaky_service import FlakyService, flaky_service
 from tests.integration.conftest import start_worker
+from tests.workflows.test_build_run import record_history
 
 RUNS = 30
 CONCURRENCY = 4
@@ -109,7 +110,13 @@ async def test_another_tenants_breaker_on_the_same_dependency_is_its_own(
             service.recover()
             beta = await start(client, tuned, user_repo, service.url, "beta", 1)
             views = await settle(acme + beta, timeout=120)
+            histories = [(await r.handle.fetch_history()).to_json() for r in acme]
     assert [v.status for v in views] == [RunStatus.SUCCEEDED] * 6
+    # At least one of acme's runs was held by the open breaker and waited on a timer: the history
+    # of that shape is kept for the replay tests.
+    held = [h for h in histories if '"BreakerOpen"' in h]
+    assert held, "no run of acme waited on its breaker"
+    record_history("breaker_wait", held[0])
     beta_breakers = store.list_breakers(sessions, "beta")
     assert all(r.breaker.trips == 0 for r in beta_breakers)
 
