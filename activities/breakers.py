@@ -90,11 +90,12 @@ class Breakers:
         name) what runs of the same plan wait on at the same step."""
         if not self.settings.enabled:
             return []
-        learned: list[str] = []
-        if tenant is not None and step_name is not None and self._any_open(tenant):
-            learned = store.needed_by_the_same_step(self.sessions, tenant, run_id, step_name)
-        return list(dict.fromkeys([*declared, *named_dependencies(earlier_evidence),
-                                   *store.waited_on(self.sessions, run_id), *learned]))
+        known = [*declared, *named_dependencies(earlier_evidence)]
+        if tenant is not None and not self._any_open(tenant):
+            return list(dict.fromkeys(known))  # every breaker closed: nothing to wait on, no query
+        learned = store.needed_by_the_same_step(self.sessions, tenant, run_id, step_name) \
+            if tenant is not None and step_name is not None else []
+        return list(dict.fromkeys([*known, *store.waited_on(self.sessions, run_id), *learned]))
 
     def _any_open(self, tenant: str) -> bool:
         """Whether the tenant has a breaker that is not closed, read at most once a second per
@@ -115,6 +116,8 @@ class Breakers:
             policy = self._policy(b.key)
             decision = store.admit_run(self.sessions, b.key, run_id, policy, now)
             self._moved(decision.transition, run_id)
+            if decision.admission is Admission.PROBE:  # its success must find the breaker to close
+                self._open_seen[tenant] = (time.monotonic(), True)
             if decision.admission is Admission.WAIT:
                 return self._wait(b.key, run_id, step_name, decision.until or now + policy.cooldown_seconds, policy)
         return None

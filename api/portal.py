@@ -13,14 +13,14 @@ import asyncio
 import hashlib
 import hmac
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, Form, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from metabuilder.api.deps import ConfigDep, SessionDep, TemporalDep, principal_of
@@ -48,6 +48,7 @@ COOKIE = "mb_portal"
 DECISION_SHOWN_WITHIN = 5.0
 """Seconds a decision waits for the run to record it, so that the next page shows it decided."""
 
+M = TypeVar("M", bound=BaseModel)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 
@@ -96,6 +97,14 @@ def require(principal: Principal, role: Role, doing: str) -> None:
     """403 unless ``principal`` has ``role`` or above, saying what needed it."""
     if not principal.role.allows(role):
         raise ApiError(403, f"{doing} needs the {role} role or above; {principal.user!r} is {principal.role}")
+
+
+def form_body(model: type[M], data: dict[str, Any]) -> M:
+    """A form's fields as the API's body model; invalid, answered like an API body: 422 naming each field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise RequestValidationError(err.errors()) from None
 
 
 def page(request: Request, name: str, principal: Principal | None, status_code: int = 200, **context: Any) -> Response:
@@ -180,11 +189,7 @@ def correct(request: Request, run_id: str, principal: User, session: SessionDep,
     """Say what a failed step's failure really was (POST /runs/{id}/corrections, from a form)."""
     check_form(request, csrf)
     require(principal, Role.OPERATOR, "correcting the classifier")
-    try:
-        body = knowledge_routes.CorrectionIn.model_validate({"step": step, "failure_type": failure_type,
-                                                             "note": note.strip()})
-    except ValidationError as err:
-        raise RequestValidationError(err.errors()) from None
+    body = form_body(knowledge_routes.CorrectionIn, {"step": step, "failure_type": failure_type, "note": note.strip()})
     row = knowledge_routes.correct(run_id, body, principal, session)
     proposed = "; a pattern is proposed for an admin to accept" if row.proposed_pattern else ""
     return back(PREFIX + "/corrections", f"step {row.step} of run {run_id[:8]} recorded as {row.corrected}{proposed}")
@@ -222,11 +227,8 @@ def override_breaker(request: Request, principal: User, config: ConfigDep,
     """Force a breaker open or closed, or reset it (admin; POST /api/meta/v4/circuit-breakers from a form)."""
     check_form(request, csrf)
     require(principal, Role.ADMIN, "overriding a circuit breaker")
-    try:
-        body = breaker_routes.BreakerOverrideIn.model_validate(
-            {"failure_class": failure_class, "dependency": dependency, "action": action})
-    except ValidationError as err:
-        raise RequestValidationError(err.errors()) from None
+    body = form_body(breaker_routes.BreakerOverrideIn,
+                     {"failure_class": failure_class, "dependency": dependency, "action": action})
     after = breaker_routes.override_breaker(body, principal, config)
     return back(PREFIX + "/breakers", f"breaker {after.failure_class} on {after.dependency} is {after.state}")
 
@@ -296,10 +298,7 @@ def change_settings(request: Request, principal: User, session: SessionDep, conf
         return back(path, "reset to the platform defaults")
     fields = {"autofix_enabled": autofix_enabled, "max_total_attempts": max_total_attempts,
               "max_per_step_attempts": max_per_step_attempts, "backoff_cap_seconds": backoff_cap_seconds}
-    try:
-        body = SettingsIn.model_validate({k: v.strip() for k, v in fields.items() if v.strip()})
-    except ValidationError as err:  # answered like an API body: 422 naming each field
-        raise RequestValidationError(err.errors()) from None
+    body = form_body(SettingsIn, {k: v.strip() for k, v in fields.items() if v.strip()})
     change_tenant_settings(session, config.platform, principal.tenant, overrides_of(body), merge=False, where="form",
                            tenant=principal.tenant)
     return back(path, "saved")
