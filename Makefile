@@ -6,8 +6,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export META_BUILDER_HOME ?= $(CURDIR)/.metabuilder
+# Test processes (pytest-xdist): each gets its own Temporal dev server and databases.
+TEST_WORKERS ?= 2
 
-.PHONY: demo test bench soak lint up stop clean rc smoke dist check-wheel
+.PHONY: demo eval test bench soak soak-chaos lint up stop clean rc smoke dist check-wheel
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,10 +20,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/metabuilder demo
 
+# The golden tasks on the real engine (embedded dev server, recorded LLM answers): about a minute.
+eval: $(STAMP)
+	$(BIN)/metabuilder eval
+
 test: $(STAMP)
 	@scripts/ensure-postgres.sh
 	@scripts/ensure-test-tools.sh
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_classifier.py
@@ -31,6 +37,11 @@ bench: $(STAMP)
 # Not in CI: about 2 minutes of runs through worker SIGKILLs and a Temporal restart (scripts/soak.py).
 soak: $(STAMP)
 	$(BIN)/python scripts/soak.py --runs 44 --report bench/SOAK.md
+
+# Not in CI either: 200 runs x 5 steps with 10% chaos across the recoverable fault types, through
+# the same kills and restart (docs/CANARY_AND_CHAOS.md#soak); 5 minutes on 2 cores at load 7 (bench/SOAK_CHAOS.md).
+soak-chaos: $(STAMP)
+	$(BIN)/python scripts/soak.py --runs 200 --steps 5 --chaos 0.1 --deadline 2400 --report bench/SOAK_CHAOS.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

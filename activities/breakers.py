@@ -13,6 +13,7 @@ close its breaker.
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +74,10 @@ class Breakers:
         self.sessions = sessions
         self.settings = settings or BreakerSettings()
         self._open_seen: dict[str, tuple[float, bool]] = {}
+        self._opened: list[tuple[Transition, str]] = []
+        """Breakers that opened here, with the run that opened them, until ``opened()`` takes them
+        (to notify the tenant's webhooks from the activity's event loop)."""
+        self._opened_lock = threading.Lock()
 
     def _policy(self, key: BreakerKey) -> BreakerPolicy:
         return policy_for(key.failure_class, self.settings.policies) or BreakerPolicy()
@@ -82,6 +87,15 @@ class Breakers:
             events.breaker_transition(transition, run_id)
             if transition.after is not BreakerState.CLOSED:  # this worker knows at once, without a look
                 self._open_seen[transition.key.tenant] = (time.monotonic(), True)
+            if transition.after is BreakerState.OPEN and transition.before is BreakerState.CLOSED:
+                with self._opened_lock:
+                    self._opened.append((transition, run_id))
+
+    def opened(self) -> list[tuple[Transition, str]]:
+        """The breakers that opened here since the last call (each once), with the run that opened them."""
+        with self._opened_lock:
+            taken, self._opened = self._opened, []
+        return taken
 
     def needs(self, run_id: str, declared: Sequence[str], earlier_evidence: Sequence[str] = (), *,
               tenant: str | None = None, step_name: str | None = None) -> list[str]:
@@ -96,6 +110,12 @@ class Breakers:
         learned = store.needed_by_the_same_step(self.sessions, tenant, run_id, step_name) \
             if tenant is not None and step_name is not None else []
         return list(dict.fromkeys([*known, *store.waited_on(self.sessions, run_id), *learned]))
+
+    def known_closed(self, tenant: str) -> bool:
+        """Whether this worker's last look (at most a second old) found every breaker of the
+        tenant closed: then :meth:`needs` asks nothing of the database."""
+        cached = self._open_seen.get(tenant)
+        return cached is not None and time.monotonic() - cached[0] <= OPEN_CHECK_SECONDS and not cached[1]
 
     def _any_open(self, tenant: str) -> bool:
         """Whether the tenant has a breaker that is not closed, read at most once a second per

@@ -10,6 +10,7 @@ result instead of running the command again.
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +27,7 @@ t0=$EPOCHREALTIME
 bash -c "$1"
 status=$?
 t1=$EPOCHREALTIME
+times >"$2"
 commit=
 if [ "$status" -eq 0 ]; then
   unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE GIT_OBJECT_DIRECTORY GIT_COMMON_DIR
@@ -45,7 +47,7 @@ if [ "$status" -eq 0 ]; then
   fi
   [ -n "$commit" ] || echo "[metabuilder] the step's changes could not be committed and pushed" >&2
 fi
-printf 'exit=%s\\ncommit=%s\\ntimes=%s %s %s\\nend\\n' "$status" "$commit" "$t0" "$t1" "$EPOCHREALTIME" > "$2"
+printf 'exit=%s\\ncommit=%s\\ntimes=%s %s %s\\nend\\n' "$status" "$commit" "$t0" "$t1" "$EPOCHREALTIME" >> "$2"
 exit "$status"
 """.replace("@GIT@", shlex.join(["git", *BOT_CONFIG]))
 
@@ -76,6 +78,9 @@ class Recorded:
     """The commit after the step (pushed), or "" when its changes could not be committed and pushed."""
     times: tuple[float, ...] = ()
     """Wall clock (epoch seconds) at the wrapper's start, the command's end and the record's writing."""
+    cpu_seconds: float = 0.0
+    """User and system CPU time of the command and everything it ran (the wrapper's children's
+    rusage, from the shell's ``times`` builtin: no process is spawned to take it)."""
 
     @property
     def adoptable(self) -> bool:
@@ -92,13 +97,25 @@ def read_recorded(path: Path) -> Recorded | None:
         fields = dict(line.split("=", 1) for line in lines if "=" in line)
         if "end" not in lines:
             return None
-        recorded = Recorded(exit_code=int(fields["exit"]), commit=fields.get("commit", "").strip())
+        recorded = Recorded(exit_code=int(fields["exit"]), commit=fields.get("commit", "").strip(),
+                            cpu_seconds=_children_cpu(lines))
     except (OSError, KeyError, ValueError):
         return None
     try:  # only for the benchmark: a locale's decimal comma, or anything odd, leaves them out
         return replace(recorded, times=tuple(float(t.replace(",", ".")) for t in fields.get("times", "").split()))
     except ValueError:
         return recorded
+
+
+_CLOCK = re.compile(r"(\d+)m(\d+(?:[.,]\d+)?)s")
+
+
+def _children_cpu(lines: list[str]) -> float:
+    """CPU seconds from ``times``' second line (the children's user and system time), else 0."""
+    plain = [line for line in lines if "=" not in line and line != "end"]
+    if len(plain) < 2:
+        return 0.0
+    return sum(int(m) * 60 + float(sec.replace(",", ".")) for m, sec in _CLOCK.findall(plain[1]))
 
 
 def result_path(log_path: Path) -> Path:

@@ -16,6 +16,7 @@ import httpx
 
 from metabuilder.adapters.llm import LlmSettings
 from metabuilder.domain.llm_classify import build_messages, cache_key, read_answer
+from metabuilder.domain.privacy import EffectivePrivacy, llm_refusal, redact_messages
 from metabuilder.domain.signals import FailureSignal
 
 CACHE_ENTRIES = 1024
@@ -25,6 +26,8 @@ class LlmClassifier:
     def __init__(self, settings: LlmSettings) -> None:
         self.settings = settings
         self.calls = 0
+        self.refused = 0
+        """Calls the privacy settings refused (nothing was sent)."""
         self._answers: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -39,9 +42,13 @@ class LlmClassifier:
         return str(resp.json()["choices"][0]["message"]["content"] or "")
 
     def classify(self, signal: FailureSignal, step_name: str, exit_code: int | None,
-                 window: Sequence[str]) -> FailureSignal:
-        """``signal`` as the LLM reads it, when ``signal`` is UNKNOWN; else ``signal`` itself."""
+                 window: Sequence[str], privacy: EffectivePrivacy | None = None) -> FailureSignal:
+        """``signal`` as the LLM reads it, when ``signal`` is UNKNOWN; else ``signal`` itself (also
+        when the tenant's privacy mode or allowlists refuse the call: nothing is sent then)."""
         if signal.type.value != "UNKNOWN" or not window:
+            return signal
+        if privacy is not None and llm_refusal(privacy, self.settings.url):
+            self.refused += 1
             return signal
         key = cache_key(step_name, exit_code, window)
         with self._lock:
@@ -50,7 +57,10 @@ class LlmClassifier:
                 self._answers.move_to_end(key)
         if content is None:
             try:
-                content = self._ask(build_messages(step_name, exit_code, signal, window))
+                messages = build_messages(step_name, exit_code, signal, window)
+                if privacy is not None:
+                    messages, _ = redact_messages(privacy, messages)
+                content = self._ask(messages)
             except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
                 return signal  # not cached: the next failure may find the endpoint back
             with self._lock:

@@ -13,20 +13,23 @@ import contextlib
 import errno
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from metabuilder.activities.completion import Completion
+from metabuilder.activities.step_watch import StepWatch, StepWatcher, Watched
 from metabuilder.adapters.git import WorkspaceCache
 from metabuilder.domain.payloads import STEP_CANNOT_START
 from metabuilder.domain.sandbox import step_environment
 from metabuilder.store.db import transaction
 from metabuilder.telemetry.spans import span
+
+T = TypeVar("T")
 
 TIMEOUT_EXIT_CODE = 124
 """Exit code reported for a command killed at its timeout (as coreutils' ``timeout``)."""
@@ -40,21 +43,29 @@ class Workspace:
     """Checkouts of run branches and the commands run in them, on one worker."""
 
     def __init__(self, artifacts_dir: Path, git: WorkspaceCache, *,
-                 heartbeat_interval_seconds: float = 1.0) -> None:
+                 heartbeat_interval_seconds: float = 1.0, watcher: StepWatcher | None = None) -> None:
         self.artifacts_dir = artifacts_dir
         self.git = git
         """The run checkouts: diffs, patches, commits and pushes go through it."""
         self.heartbeat_interval_seconds = heartbeat_interval_seconds
+        self.watcher = watcher
+        """Ships a watched command's log and lease to the database while it runs (None: neither)."""
+
+    def watch(self, watched: Watched, log_path: Path) -> StepWatch | None:
+        """The lease and log shipping of one attempt (None when step logs are off)."""
+        return self.watcher.watch(watched, log_path) if self.watcher else None
 
     def log_path(self, run_id: str, step_index: int, step_name: str, label: str) -> Path:
         return self.artifacts_dir / run_id / f"{step_index:03d}-{step_name}" / f"{label}.log"
 
     @staticmethod
-    def step_env(step_env: dict[str, str], run_id: str, step: str, commit: str, attempt: int) -> dict[str, str]:
-        return step_environment(os.environ, step_env, {
-            "METABUILDER_RUN_ID": run_id, "METABUILDER_STEP": step,
-            "METABUILDER_COMMIT": commit, "METABUILDER_ATTEMPT": str(attempt),
-        })
+    def step_env(step_env: dict[str, str], run_id: str, step: str, commit: str, attempt: int,
+                 attempt_key: str = "") -> dict[str, str]:
+        ours = {"METABUILDER_RUN_ID": run_id, "METABUILDER_STEP": step,
+                "METABUILDER_COMMIT": commit, "METABUILDER_ATTEMPT": str(attempt)}
+        if attempt_key:
+            ours["METABUILDER_ATTEMPT_KEY"] = attempt_key
+        return step_environment(os.environ, step_env, ours)
 
     @contextlib.asynccontextmanager
     async def checkout(self, run_id: str, repo_url: str, branch: str, commit: str) -> AsyncIterator[tuple[Path, Path]]:
@@ -68,13 +79,15 @@ class Workspace:
 
     async def execute(self, command: str, timeout: float, workdir: Path, log_path: Path,
                       pgid_file: Path, env: dict[str, str], completion: Completion | None = None,
-                      ) -> tuple[int, bool, str]:
+                      watch: StepWatch | None = None) -> tuple[int, bool, str]:
         """Run the command, its output going straight to ``log_path``; return (exit code, timed
         out, tail). With ``completion``, under the wrapper that records its end durably.
 
         The command's process group is recorded in ``pgid_file`` while it runs, so that if this
         worker dies the next attempt on this machine kills it before touching the checkout.
-        ``ApplicationError`` (``StepCannotStart``, not retryable) when it cannot be started at all."""
+        ``ApplicationError`` (``StepCannotStart``, not retryable) when it cannot be started at all.
+        ``watch`` follows the log while the command runs and is stopped at its end: the caller
+        writes its final part (``StepWatch.final``) with the attempt's final row."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         argv = ["bash", "-c", command] if completion is None else completion.argv(command)
         timed_out = False
@@ -95,6 +108,8 @@ class Workspace:
             with span("step.pgid_file"):
                 pgid_file.write_text(str(proc.pid))
             heartbeat = asyncio.create_task(self._heartbeat_loop())
+            if watch is not None:
+                watch.start()
             try:
                 try:
                     with span("step.process"):
@@ -111,6 +126,9 @@ class Workspace:
                 with contextlib.suppress(asyncio.CancelledError):
                     await heartbeat
                 pgid_file.unlink(missing_ok=True)
+                if watch is not None:
+                    log.flush()
+                    await asyncio.shield(watch.stop())
         code = proc.returncode if proc.returncode is not None else -1
         if timed_out:
             code = TIMEOUT_EXIT_CODE
@@ -119,6 +137,19 @@ class Workspace:
         with span("step.log_tail"):
             tail = read_tail(log_path)
         return code, timed_out, tail
+
+    async def heartbeating(self, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable`` while heartbeating: a run's first checkout on a worker, or the first
+        classification in a fresh worker (it compiles the knowledge base), takes seconds on a
+        loaded machine, longer than a short heartbeat timeout, which would have Temporal retry
+        the attempt, even a failure that must not be retried."""
+        beat = asyncio.create_task(self._heartbeat_loop())
+        try:
+            return await awaitable
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
 
     async def _heartbeat_loop(self) -> None:
         # The first heartbeat waits one interval: each heartbeat is a write on the server, and a

@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import tempfile
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,11 @@ class NotAGitRepository(ValueError):
 async def git(*args: str, cwd: Path | str | None = None, env: dict[str, str] | None = None,
               check: bool = True) -> str:
     """Run git and return its stdout; ``GitError`` with stderr when it fails and ``check``."""
-    full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})}
+    # EMAIL: with no user.email, git names reflog entries (a checkout, a worktree) after the host's
+    # DNS name; a worker whose hostname does not resolve (a container, a fresh VM) then waits out
+    # the resolver's timeout (10 s) on every checkout. A configured user.email still wins.
+    full_env = {"EMAIL": "metabuilder@localhost", **os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C",
+                **(env or {})}
     proc = await asyncio.create_subprocess_exec(
         "git", *args, cwd=cwd, env=full_env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -57,8 +62,17 @@ async def ensure_shared_repo(repo_url: str) -> None:
     path = Path(repo_url)
     if (path / "HEAD").exists():
         return
-    path.mkdir(parents=True, exist_ok=True)
-    await git("init", "--quiet", "--bare", str(path))
+    # Made beside it and renamed into place: concurrent first submissions (threads, processes)
+    # never run `git init` in one directory at once; the one whose rename loses uses the winner's.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fresh = path.parent / f".{path.name}.init-{uuid.uuid4().hex[:8]}"
+    await git("init", "--quiet", "--bare", str(fresh))
+    try:
+        os.rename(fresh, path)  # atomic; onto an empty directory too, never onto a repository
+    except OSError:
+        shutil.rmtree(fresh, ignore_errors=True)
+        if not (path / "HEAD").exists():
+            raise
 
 
 async def snapshot(workspace: Path) -> tuple[Path, str]:
@@ -112,6 +126,59 @@ async def _snapshot(workspace: Path) -> tuple[Path, str]:
     return top, commit
 
 
+async def checked_out_branch(top: Path) -> str:
+    """The branch checked out in the user's repository at ``top`` ('' for a detached HEAD)."""
+    return (await git("symbolic-ref", "--quiet", "--short", "HEAD", cwd=top, check=False)).strip()
+
+
+class TargetMoved(GitError):
+    """The branch to fast-forward holds commits the new head does not: it moved since the run began."""
+
+
+async def fast_forward(repo_url: str, branch: str, commit: str) -> str | None:
+    """Move ``branch`` of the shared repository to ``commit`` (already in it) if that is a
+    fast-forward, atomically: ``TargetMoved`` if the branch holds a commit ``commit`` does not
+    (or it moved while this ran). A missing branch is created. Returns where the branch was
+    (None: it did not exist)."""
+    if _is_remote(repo_url):
+        return await _fast_forward_remote(repo_url, branch, commit)
+    if not (Path(repo_url) / "HEAD").exists():
+        raise GitError(f"the shared repository {repo_url} does not exist")
+    ref = f"refs/heads/{branch}"
+    before = (await git("rev-parse", "--verify", "--quiet", ref, cwd=repo_url, check=False)).strip() or None
+    if before is not None and before != commit and not await _is_ancestor(repo_url, before, commit):
+        raise TargetMoved(f"branch {branch} is at {before[:12]}, which {commit[:12]} does not contain: "
+                          "it moved since the run started; fast-forward only")
+    try:
+        await git("update-ref", ref, commit, before or "0" * 40, cwd=repo_url)
+    except GitError:
+        raise TargetMoved(f"branch {branch} moved while it was being fast-forwarded to {commit[:12]}") from None
+    return before
+
+
+async def _is_ancestor(repo: str, ancestor: str, commit: str) -> bool:
+    proc = await asyncio.create_subprocess_exec("git", "merge-base", "--is-ancestor", ancestor, commit, cwd=repo,
+                                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    return await proc.wait() == 0
+
+
+async def _fast_forward_remote(repo_url: str, branch: str, commit: str) -> str | None:
+    ref = f"refs/heads/{branch}"
+    listed = (await git("ls-remote", "--heads", repo_url, ref)).split()
+    before = listed[0] if listed else None
+    async with _scratch() as tmp:
+        await git("fetch", "--quiet", "--no-tags", repo_url, commit, *([before] if before else []), cwd=tmp)
+        if before is not None and before != commit and not await _is_ancestor(tmp, before, commit):
+            raise TargetMoved(f"branch {branch} is at {before[:12]}, which {commit[:12]} does not contain: "
+                              "it moved since the run started; fast-forward only")
+        try:  # the lease: refused if the branch moved since it was read
+            await git("push", "--quiet", f"--force-with-lease={ref}:{before or ''}", repo_url, f"{commit}:{ref}",
+                      cwd=tmp)
+        except GitError:
+            raise TargetMoved(f"branch {branch} moved while it was being fast-forwarded to {commit[:12]}") from None
+    return before
+
+
 async def publish(top: Path, commit: str, repo_url: str, branch: str) -> None:
     """Push ``commit`` of the user's repository to ``branch`` of the shared repository, a new
     branch: ``GitError`` if it exists already (another run's, which must stay as it is).
@@ -151,12 +218,33 @@ def _is_remote(repo_url: str) -> bool:
 
 async def delete_branch(repo_url: str, branch: str, commit: str) -> None:
     """Delete ``branch`` of the shared repository if it is still at ``commit``."""
+    if _is_remote(repo_url):
+        async with _scratch() as tmp:
+            await git("push", "--quiet", f"--force-with-lease=refs/heads/{branch}:{commit}", repo_url,
+                      f":refs/heads/{branch}", cwd=tmp)
+        return
     await git("update-ref", "-d", f"refs/heads/{branch}", commit, cwd=repo_url)
 
 
 async def branch_at(repo_url: str, branch: str, commit: str) -> None:
-    """Create ``branch`` of the shared repository at ``commit`` (already in it), e.g. for a retry."""
+    """Create ``branch`` of the shared repository at ``commit`` (already in it), e.g. for a retry;
+    ``GitError`` if the branch exists. A remote one gets a push from a scratch repository holding
+    just that commit (a shallow fetch: the server has the rest)."""
+    if _is_remote(repo_url):
+        async with _scratch() as tmp:
+            await git("fetch", "--quiet", "--no-tags", "--depth=1", repo_url, commit, cwd=tmp)
+            await git("push", "--quiet", f"--force-with-lease=refs/heads/{branch}:", repo_url,
+                      f"{commit}:refs/heads/{branch}", cwd=tmp)
+        return
     await git("update-ref", f"refs/heads/{branch}", commit, "0" * 40, cwd=repo_url)
+
+
+@contextlib.asynccontextmanager
+async def _scratch() -> AsyncIterator[str]:
+    """An empty bare repository to push from, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="metabuilder-git-") as tmp:
+        await git("init", "--quiet", "--bare", tmp)
+        yield tmp
 
 
 @dataclass

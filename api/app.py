@@ -4,11 +4,30 @@ from __future__ import annotations
 
 from fastapi import Depends, FastAPI
 
-from metabuilder.api import errors, health, metrics, onehop, openapi, portal
+from metabuilder.api import errors, health, metrics, onehop, openapi, portal, portal_settings
 from metabuilder.api.config import ApiConfig
 from metabuilder.api.deps import TemporalGateway, TokenCache, known_query_only
 from metabuilder.api.guards import LimitBody, ShedLoad
-from metabuilder.api.routes import approvals, audit, breakers, classify, plans, runs, settings
+from metabuilder.api.request_id import RequestId
+from metabuilder.api.routes import (
+    approvals,
+    audit,
+    breakers,
+    budgets,
+    canary,
+    chaos,
+    classify,
+    hosts,
+    plans,
+    privacy,
+    promote,
+    runs,
+    settings,
+    stats,
+    timeline,
+    v4_settings,
+    webhooks,
+)
 from metabuilder.api.routes import knowledge as knowledge_routes
 
 DESCRIPTION = """\
@@ -29,10 +48,13 @@ def create_app(config: ApiConfig) -> FastAPI:
                        per_path={path: classify.MAX_BODY_BYTES for path in classify.PATHS})
     app.add_middleware(ShedLoad, max_in_flight=config.max_in_flight)
     # outside the shedding: shed requests are counted (503)
-    metrics.install(app, config.sessions, config.breaker_alert_after_seconds)
+    metrics.install(app, config.sessions, config.breaker_alert_after_seconds, queue_prefix=config.task_queue_prefix)
+    app.add_middleware(RequestId)  # outermost: a shed or refused request has an id too
     onehop.wrap(portal.router)
+    app.include_router(onehop.wrap(portal_settings.router))
     portal.install(app)
-    for module in (runs, approvals, settings, plans, classify, audit, knowledge_routes, breakers):
+    for module in (runs, approvals, settings, plans, classify, audit, knowledge_routes, breakers, timeline, stats,
+                   v4_settings, chaos, hosts, privacy, budgets, promote, canary, webhooks):
         app.include_router(onehop.wrap(module.router))
 
     health.install(app)

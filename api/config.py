@@ -10,8 +10,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
 from metabuilder.domain.breakers import DEFAULT_POLICIES, BreakerPolicy
+from metabuilder.domain.budget_settings import BudgetSettings
+from metabuilder.domain.chaos import ChaosSettings
 from metabuilder.domain.policy import AutofixSettings
+from metabuilder.domain.privacy import PLATFORM_DEFAULT, Privacy
 from metabuilder.domain.taxonomy import FailureType
+from metabuilder.domain.v4 import V4Settings
+from metabuilder.service.diagnostics import Deployment
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,21 @@ class ApiConfig:
     breaker_policies: Mapping[FailureType, BreakerPolicy] = field(default_factory=lambda: dict(DEFAULT_POLICIES))
     """The circuit breakers' policies (``META_V4_BREAKER_POLICIES``), for overrides through the API."""
     breaker_alert_after_seconds: float = 900.0
+    privacy: Privacy = PLATFORM_DEFAULT
+    """The platform level of the privacy mode and allowlists (``META_V4_PRIVACY_MODE``...)."""
     """Served on ``/metrics`` for the CircuitBreakerOpenTooLong alert."""
+    v4: V4Settings = field(default_factory=V4Settings)
+    """The platform level of the v4 settings (priority and fairness of the runs it starts)."""
+    chaos: ChaosSettings = field(default_factory=ChaosSettings)
+    """``META_V4_CHAOS_*``: the retention window and scope defaults of ``/api/meta/v4/chaos/stats``."""
+    budgets: BudgetSettings = field(default_factory=BudgetSettings)
+    """The platform level of the budgets (``META_V4_DEFAULT_*_BUDGET_*``, the model catalogue)."""
+    tenant_max_active_runs: int = 0
+    """Runs one tenant may have open at once (``META_BUILDER_TENANT_MAX_ACTIVE_RUNS``; 0: no limit)."""
+    deployment_name: str = "meta-builder"
+    """The Worker Deployment of the workers (``META_BUILDER_DEPLOYMENT_NAME``): ``/api/meta/v4/canary/stats``."""
     token_cache_seconds: float = 2.0
     """How long the API keeps who a token stands for (0: ask the DB on every request); a token
     revoked with ``metabuilder tokens revoke`` is refused at most this long after."""
+    diagnostics: Deployment | None = None
+    """What the portal's diagnostics page checks (``metabuilder doctor``'s checks; None: no page)."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Annotated, TypeVar
+from types import UnionType
+from typing import Annotated, TypeVar, Union, get_args, get_origin
 from urllib.parse import urlencode
 
 from fastapi import Depends, Request, Response
@@ -38,12 +39,22 @@ async def get_config(request: Request) -> ApiConfig:
 ConfigDep = Annotated[ApiConfig, Depends(get_config)]
 
 
-async def get_session(config: ConfigDep) -> AsyncIterator[Session]:
-    """One transaction per request, committed when the route returns without an error.
+async def open_session(config: ConfigDep) -> Session:
+    """The request's session, for a ``def`` route: it connects on its first query, in the route's
+    thread, and ``onehop`` ends its transaction in that same thread as the route returns or fails.
+    Not a generator: one with a cleanup would cost an exit stack and two context managers per
+    request, a tenth of a short read's CPU, to close what ``onehop`` has closed already."""
+    return config.sessions()
 
-    The session connects on its first query, in the route's thread; a ``def`` route ends it in
-    that same thread (``onehop``), so that neither end costs a thread-pool hop of its own. Any
-    transaction still open afterwards is ended here, in the thread pool."""
+
+SessionDep = Annotated[Session, Depends(open_session)]
+"""The session of a ``def`` route (``onehop.wrap`` refuses it anywhere else)."""
+
+
+async def get_session(config: ConfigDep) -> AsyncIterator[Session]:
+    """One transaction per request, committed when the route returns without an error, for an
+    ``async def`` route: the session connects on its first query and is ended here, in the
+    thread pool."""
     session = config.sessions()
     try:
         yield session
@@ -68,10 +79,11 @@ def end_session(session: Session, commit: bool) -> None:
         session.close()  # rolls back whatever was not committed
 
 
-SessionDep = Annotated[Session, Depends(get_session, scope="function")]
-"""``scope="function"``: the transaction ends (and its pooled connection goes back) as soon as
-the route returns, not after the response is sent. Held until then, connections sat ``idle in
-transaction`` while the responses queued, and the pool ran dry under load."""
+AsyncSessionDep = Annotated[Session, Depends(get_session, scope="function")]
+"""The session of an ``async def`` route. ``scope="function"``: the transaction ends (and its
+pooled connection goes back) as soon as the route returns, not after the response is sent. Held
+until then, connections sat ``idle in transaction`` while the responses queued, and the pool ran
+dry under load."""
 
 
 def principal_of(config: ApiConfig, token: str) -> Principal | None:
@@ -170,22 +182,55 @@ when Temporal is down."""
 
 
 async def known_query_only(request: Request) -> None:
-    """Refuse a query parameter the route does not take (a typo would otherwise be ignored)."""
+    """Refuse a query parameter the route does not take (a typo would otherwise be ignored), and
+    one of a single value given twice (which of them counts would be a guess)."""
     route = request.scope.get("route")
     if route is None or not request.url.path.startswith("/api/") or not request.query_params:
         return
-    known = _query_names(route.dependant)
-    unknown = sorted(set(request.query_params) - known)
+    known, many = _query_names_of(route.dependant)
+    given = request.query_params
+    unknown = sorted(set(given) - known)
     if unknown:
         expected = ", ".join(sorted(known)) or "none"
         raise ApiError(422, f"unknown query parameter {', '.join(map(repr, unknown))} (expected: {expected})")
+    if len(given.multi_items()) > len(given):  # some name is repeated
+        twice = sorted(k for k in given if k not in many and len(given.getlist(k)) > 1)
+        if twice:
+            raise ApiError(422, f"query parameter {', '.join(map(repr, twice))} given more than once "
+                                "(it takes one value)")
 
 
-def _query_names(dependant: Dependant) -> set[str]:
+_QUERY_NAMES: dict[int, tuple[Dependant, frozenset[str], frozenset[str]]] = {}
+"""A route's query parameter names and those that take several values, by its dependant (kept
+with it, so that an id is not reused)."""
+
+
+def _query_names_of(dependant: Dependant) -> tuple[frozenset[str], frozenset[str]]:
+    found = _QUERY_NAMES.get(id(dependant))
+    if found is None or found[0] is not dependant:
+        if len(_QUERY_NAMES) >= 10_000:  # apps made and dropped (tests): forget the routes of old ones
+            _QUERY_NAMES.clear()
+        names, many = _query_names(dependant)
+        found = _QUERY_NAMES[id(dependant)] = (dependant, frozenset(names), frozenset(many))
+    return found[1], found[2]
+
+
+def _query_names(dependant: Dependant) -> tuple[set[str], set[str]]:
     names = {p.alias for p in dependant.query_params}
+    many = {p.alias for p in dependant.query_params if _takes_many(p.field_info.annotation)}
     for sub in dependant.dependencies:
-        names |= _query_names(sub)
-    return names
+        sub_names, sub_many = _query_names(sub)
+        names |= sub_names
+        many |= sub_many
+    return names, many
+
+
+def _takes_many(annotation: object) -> bool:
+    """Whether a query parameter's type is a sequence (``list[str]``, ``list[int] | None``...)."""
+    origin = get_origin(annotation)
+    if origin in (list, tuple, set, frozenset):
+        return True
+    return origin in (Union, UnionType) and any(_takes_many(a) for a in get_args(annotation))
 
 
 class Pager:
@@ -206,4 +251,9 @@ class Pager:
         return rows[:limit]
 
 
-PagerDep = Annotated[Pager, Depends(Pager)]
+async def get_pager(request: Request, response: Response) -> Pager:
+    return Pager(request, response)
+
+
+PagerDep = Annotated[Pager, Depends(get_pager)]
+"""Made by an ``async def``: FastAPI calls a class given to ``Depends`` in the thread pool, a hop."""

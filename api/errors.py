@@ -127,11 +127,17 @@ def responses(*codes: int) -> dict[int | str, dict[str, object]]:
 
 def problem_media_type(openapi: dict[str, Any]) -> dict[str, Any]:
     """The OpenAPI document with every 4xx/5xx response body under ``application/problem+json``,
-    the media type they are sent with (FastAPI puts them under ``application/json``)."""
+    the media type they are sent with (FastAPI puts them under ``application/json``, or under the
+    route's own media type for a route that answers text)."""
     for item in openapi.get("paths", {}).values():
         for operation in item.values():
             for code, response in operation.get("responses", {}).items():
                 content = response.get("content", {})
-                if str(code)[:1] in "45" and "application/json" in content:
-                    content[PROBLEM_JSON] = content.pop("application/json")
+                if str(code)[:1] not in "45":
+                    continue
+                # A route answering text (a step log) has its error models under its own media type.
+                for media in ("application/json", "text/plain"):
+                    if media in content:
+                        content[PROBLEM_JSON] = content.pop(media)
+                        break
     return openapi

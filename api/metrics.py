@@ -8,11 +8,13 @@ from the DB projection at scrape time, which are the same whichever API process 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from datetime import timedelta
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -20,6 +22,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metabuilder.api.breaker_metrics import BreakerCollector
+from metabuilder.api.host_metrics import HostCollector
+from metabuilder.api.queue_metrics import QueueCollector
 from metabuilder.domain.runs import RunStatus
 from metabuilder.store import autofix as autofix_rows
 from metabuilder.store import runs as run_rows
@@ -29,6 +33,8 @@ from metabuilder.telemetry.metrics import AUTOFIX_SUCCESS_RATIO, HTTP_REQUEST_SE
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
+QUEUE_CONNECT_TIMEOUT = 2.0
+"""A scrape waits at most this long for a first connection to Temporal (then the queue gauges are absent)."""
 SUCCESS_WINDOW = timedelta(hours=24)
 """``autofix_success_ratio`` is over the runs that finished in this window."""
 
@@ -73,17 +79,34 @@ class ProjectionCollector(Collector):
         )
 
 
-def install(app: FastAPI, sessions: sessionmaker[Session], breaker_alert_after_seconds: float = 900.0) -> None:
-    """Add ``GET /metrics`` and time every request by its route template."""
+def install(app: FastAPI, sessions: sessionmaker[Session], breaker_alert_after_seconds: float = 900.0,
+            queue_prefix: str | None = None) -> None:
+    """Add ``GET /metrics`` and time every request by its route template; with ``queue_prefix``,
+    the queue gauges of those task queues too (asked of Temporal at each scrape), and the
+    workers and step leases of that deployment."""
     projection = CollectorRegistry(auto_describe=True)
     projection.register(ProjectionCollector(sessions))
     projection.register(BreakerCollector(sessions, breaker_alert_after_seconds))
+    projection.register(HostCollector(sessions, queue_prefix or "metabuilder"))
+    queues = QueueCollector(queue_prefix) if queue_prefix is not None else None
+    if queues is not None:
+        projection.register(queues)
+    scraping = asyncio.Lock()  # one scrape at a time fills and reads the queue figures
 
     @app.get("/metrics", tags=["health"], response_class=Response,
              responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
-    def metrics() -> Response:
-        """Prometheus metrics of this process and of the DB projection (no token needed)."""
-        return Response(generate_latest(REGISTRY) + generate_latest(projection), media_type=CONTENT_TYPE_LATEST)
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics of this process, of the DB projection and of the task queues (no token needed)."""
+        async with scraping:
+            if queues is not None:
+                try:
+                    client = await asyncio.wait_for(request.app.state.temporal.client(), QUEUE_CONNECT_TIMEOUT)
+                except Exception:  # noqa: BLE001 (metabuilder_queue_stats_up 0 says it)
+                    queues.latest, queues.up = [], 0
+                else:
+                    await queues.refresh(client)
+            body = await run_in_threadpool(lambda: generate_latest(REGISTRY) + generate_latest(projection))
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(TimeRequests)
 

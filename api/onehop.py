@@ -18,13 +18,14 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.datastructures import DefaultPlaceholder
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import ResponseValidationError
 from fastapi.routing import APIRoute
 from fastapi.utils import is_body_allowed_for_status_code
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from metabuilder.api.deps import Pager, end_session
+from metabuilder.api.deps import Pager, end_session, open_session
 
 
 def wrap(router: APIRouter) -> APIRouter:
@@ -32,10 +33,22 @@ def wrap(router: APIRouter) -> APIRouter:
     an app (the app builds its routes from the endpoints). Idempotent: routers are module-level
     and each app made from them (tests make many) wraps them again."""
     for route in router.routes:
-        if (isinstance(route, APIRoute) and not inspect.iscoroutinefunction(route.endpoint)
-                and not getattr(route.endpoint, WRAPPED, False)):
+        if not isinstance(route, APIRoute):
+            continue
+        asynchronous = inspect.iscoroutinefunction(route.endpoint)
+        if _opens_session(route.dependant, top=not asynchronous):
+            raise TypeError(f"{route.path}: SessionDep is for the parameters of a def route, which this ends; "
+                            "an async def route takes AsyncSessionDep")
+        if not asynchronous and not getattr(route.endpoint, WRAPPED, False):
             route.endpoint = route.dependant.call = _one_hop(route, route.endpoint)
     return router
+
+
+def _opens_session(dependant: Dependant, top: bool) -> bool:
+    """Whether ``open_session`` is among ``dependant``'s dependencies other than its own parameters
+    (``top``: those are allowed): a session that the endpoint does not see is one it cannot end."""
+    return any((sub.call is open_session and not top) or _opens_session(sub, top=False)
+               for sub in dependant.dependencies)
 
 
 WRAPPED = "__metabuilder_one_hop__"

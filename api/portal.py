@@ -10,6 +10,7 @@ shows exactly what the API answers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 from pathlib import Path
@@ -22,23 +23,35 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
+from temporalio.service import RPCError
 
-from metabuilder.api.deps import ConfigDep, SessionDep, TemporalDep, principal_of
+from metabuilder.api import charts
+from metabuilder.api.deps import AsyncSessionDep, ConfigDep, SessionDep, TemporalDep, principal_of
 from metabuilder.api.errors import PORTAL_PREFIX, ApiError
 from metabuilder.api.routes import breakers as breaker_routes
+from metabuilder.api.routes import budgets as budget_routes
+from metabuilder.api.routes import hosts as host_routes
 from metabuilder.api.routes import knowledge as knowledge_routes
+from metabuilder.api.routes import promote as promote_routes
 from metabuilder.api.routes import runs as run_routes
 from metabuilder.api.routes import settings as settings_routes
-from metabuilder.api.routes.views import gate_out
+from metabuilder.api.routes import stats as stats_routes
+from metabuilder.api.routes.views import gate_out, run_out
 from metabuilder.api.schemas import SettingsIn
 from metabuilder.api.settings_body import overrides_of
 from metabuilder.domain.access import Principal, Role
 from metabuilder.domain.approvals import Decision, GateStatus
 from metabuilder.domain.policy import ENV_VARS
+from metabuilder.domain.runs import RunStatus
 from metabuilder.domain.taxonomy import FailureType
 from metabuilder.service.approvals import decide_gate
-from metabuilder.service.errors import Conflict
+from metabuilder.service.budgets import run_budget
+from metabuilder.service.errors import Conflict, Unavailable
+from metabuilder.service.promote import approvals as promotion_approvals
+from metabuilder.service.queues import PoolStats, queue_stats
+from metabuilder.service.run_panel import run_panel
 from metabuilder.service.settings import change_tenant_settings
+from metabuilder.service.tenancy import own_run
 from metabuilder.store import approvals
 from metabuilder.store import runs as run_rows
 from metabuilder.store.db import transaction
@@ -163,7 +176,7 @@ def runs_page(request: Request, principal: User, session: SessionDep, config: Co
               status: str | None = None) -> Response:
     rows = run_rows.list_runs(session, tenant=principal.tenant, status=status or None, limit=100)
     pending = approvals.list_gates(session, tenant=principal.tenant, status=GateStatus.PENDING.value)
-    return page(request, "runs.html", principal, runs=[run_routes.run_out(r, config) for r in rows],
+    return page(request, "runs.html", principal, runs=[run_out(r, config) for r in rows],
                 status=status or "", pending=len(pending))
 
 
@@ -173,10 +186,47 @@ def run_page(request: Request, run_id: str, principal: User, session: SessionDep
     autofix = run_routes.autofix_history(run_id, principal, session)
     settings = settings_routes.run_settings(run_id, principal, session)
     failed_steps = list(dict.fromkeys(s.name for s in run.steps if s.exit_code not in (None, 0)))
+    row = own_run(session, run_id, principal.tenant)
+    budget = run_budget(session, config.budgets, run_id, tenant=principal.tenant)
     return page(request, "run.html", principal, run=run, autofix=autofix, settings=settings,
                 deltas=run_routes.plan_deltas(run_id, principal, session),
                 diffs=[a for a in autofix.repair_attempts if a.diff], failed_steps=failed_steps,
-                can_correct=principal.role.allows(Role.OPERATOR), classes=[t.value for t in FailureType])
+                can_correct=principal.role.allows(Role.OPERATOR), classes=[t.value for t in FailureType],
+                budget=budget, panel=run_panel(session, row, budget["dimensions"]),
+                final=RunStatus(run.status).is_final, source_branch=row.source_branch,
+                risk_approvals=promotion_approvals(session, run_id),
+                can_promote=principal.role.allows(Role.ADMIN) and run.status == RunStatus.SUCCEEDED)
+
+
+@router.post("/runs/{run_id}/promote")
+async def promote_run(request: Request, run_id: str, principal: User, config: ConfigDep,
+                      csrf: Annotated[str, Form(max_length=64)] = "",
+                      target_branch: Annotated[str, Form(max_length=200)] = "",
+                      approve_risks: Annotated[str, Form(max_length=10)] = "",
+                      reason: Annotated[str, Form(max_length=2000)] = "") -> Response:
+    """Fast-forward the run's target branch to its head (admin; POST /api/meta/v4/runs/{id}/promote from a form)."""
+    check_form(request, csrf)
+    require(principal, Role.ADMIN, "promoting a run")
+    body = form_body(promote_routes.PromoteIn, {"target_branch": target_branch.strip() or None,
+                                                "approve_risks": bool(approve_risks), "reason": reason.strip()})
+    done = await promote_routes.promote_run(run_id, principal, config, body)
+    was = f"from {done.previous[:12]}" if done.previous else "(a new branch)"
+    return back(f"{PREFIX}/runs/{run_id}", f"promoted: {done.target_branch} is at {done.commit[:12]} {was}")
+
+
+# --- statistics ---------------------------------------------------------------------------------
+
+STATS_WINDOWS = {"24h": 24, "7d": 24 * 7, "30d": 24 * 30}
+
+
+@router.get("/stats", response_class=HTMLResponse)
+async def stats_page(request: Request, principal: User, config: ConfigDep, window: str = "7d") -> Response:
+    """The tenant's run statistics as charts drawn on the server (SVG; no script)."""
+    if window not in STATS_WINDOWS:
+        raise ApiError(422, f"window {window!r}: one of {', '.join(STATS_WINDOWS)}")
+    stats = await asyncio.to_thread(stats_routes.read_run_stats, config, principal.tenant, STATS_WINDOWS[window])
+    return page(request, "stats.html", principal, stats=stats, window=window, windows=list(STATS_WINDOWS),
+                charts=charts.stats_charts(stats))
 
 
 # --- corrections of the classifier --------------------------------------------------------------
@@ -231,6 +281,27 @@ def override_breaker(request: Request, principal: User, config: ConfigDep,
                      {"failure_class": failure_class, "dependency": dependency, "action": action})
     after = breaker_routes.override_breaker(body, principal, config)
     return back(PREFIX + "/breakers", f"breaker {after.failure_class} on {after.dependency} is {after.state}")
+
+
+# --- workers and step logs ----------------------------------------------------------------------
+
+@router.get("/workers", response_class=HTMLResponse)
+async def workers_page(request: Request, principal: User, config: ConfigDep, temporal: TemporalDep) -> Response:
+    shown_workers = await host_routes.list_workers(principal, config, temporal)
+    queues: list[PoolStats] = []
+    if shown_workers.temporal:
+        with contextlib.suppress(Unavailable, RPCError):
+            queues = await queue_stats(await temporal.client(), config.task_queue_prefix)
+    return page(request, "workers.html", principal, workers=shown_workers.workers, leases=shown_workers.leases,
+                temporal=shown_workers.temporal, queues=queues)
+
+
+@router.get("/runs/{run_id}/steps/{step}/log")
+async def step_log(run_id: str, step: str, principal: User, config: ConfigDep, attempt: int | None = None,
+                   follow: bool = False) -> Response:
+    """The API's step log (plain text, or with ``follow=1`` server-sent events) for the signed-in
+    user: a browser's EventSource carries the cookie, not a bearer token."""
+    return await host_routes.step_log(run_id, step, principal, config, attempt=attempt, follow=follow)
 
 
 # --- approvals ----------------------------------------------------------------------------------
@@ -294,14 +365,50 @@ def change_settings(request: Request, principal: User, session: SessionDep, conf
     path = PREFIX + "/settings/builder/autofix"
     if action == "reset":
         change_tenant_settings(session, config.platform, principal.tenant, {}, merge=False, where="form",
-                               tenant=principal.tenant)
+                               tenant=principal.tenant, actor=principal.user)
         return back(path, "reset to the platform defaults")
     fields = {"autofix_enabled": autofix_enabled, "max_total_attempts": max_total_attempts,
               "max_per_step_attempts": max_per_step_attempts, "backoff_cap_seconds": backoff_cap_seconds}
     body = form_body(SettingsIn, {k: v.strip() for k, v in fields.items() if v.strip()})
     change_tenant_settings(session, config.platform, principal.tenant, overrides_of(body), merge=False, where="form",
-                           tenant=principal.tenant)
+                           tenant=principal.tenant, actor=principal.user)
     return back(path, "saved")
+
+
+BUDGET_FIELDS = {"cost_usd_per_day": "USD per day", "cost_usd_per_month": "USD per month",
+                 "tokens_per_day": "Tokens per day", "tokens_per_month": "Tokens per month",
+                 "concurrent_runs": "Concurrent runs", "run.time_seconds": "Run time budget (seconds)",
+                 "run.cost_usd": "Run cost budget (USD)", "run.attempts": "Run attempts budget"}
+"""The tenant budget's fields on the Budgets settings page (``run.*``: the defaults of its runs)."""
+
+
+@router.get("/settings/builder/budgets", response_class=HTMLResponse)
+def budgets_page(request: Request, principal: User, session: SessionDep, config: ConfigDep) -> Response:
+    current = budget_routes.get_tenant_budget(principal.tenant, principal, session, config)
+    saved = {**{k: v for k, v in current.settings.items() if k != "run"},
+             **{f"run.{k}": v for k, v in (current.settings.get("run") or {}).items()}}
+    return page(request, "budgets.html", principal, budget=current, saved=saved, fields=BUDGET_FIELDS)
+
+
+@router.post("/settings/builder/budgets")
+async def change_budgets(request: Request, principal: User, session: AsyncSessionDep,
+                         config: ConfigDep) -> Response:
+    """Save the tenant's budgets (a field left empty: no limit at the tenant's level), or reset them."""
+    form = await request.form()
+    check_form(request, str(form.get("csrf", "")))
+    require(principal, Role.ADMIN, "changing budgets")
+    path = PREFIX + "/settings/builder/budgets"
+    data: dict[str, Any] = {}
+    if form.get("action") != "reset":
+        for key in BUDGET_FIELDS:
+            raw = str(form.get(key, "")).strip()[:30]
+            if raw:
+                head, _, rest = key.partition(".")
+                (data.setdefault("run", {}) if rest else data)[rest or head] = raw
+    body = form_body(budget_routes.TenantBudgetIn, data)
+    await run_in_threadpool(lambda: budget_routes.replace_tenant_budget(principal.tenant, body, principal, session,
+                                                                        config))
+    return back(path, "reset: no tenant budgets" if form.get("action") == "reset" else "saved")
 
 
 # --- errors -------------------------------------------------------------------------------------

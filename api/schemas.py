@@ -10,7 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from metabuilder.domain.access import Role
 from metabuilder.domain.approvals import GateKind, GateStatus
 from metabuilder.domain.limits import MAX_PLAN_BYTES
+from metabuilder.domain.pools import PriorityClass
 from metabuilder.domain.runs import RunStatus
+from metabuilder.domain.sla import SlaClass
 
 
 class Strict(BaseModel):
@@ -82,6 +84,17 @@ class RunIn(Strict):
                            description="A git working tree on the API's host, inside the allowed roots.")
     settings: SettingsIn | None = None
     """Run-level auto-fix overrides."""
+    priority: PriorityClass | None = Field(
+        default=None, description="high, normal or low: the run's Temporal priority, over the plan's and steps' "
+                                  "own (with v4 on).")
+    v4_enabled: bool | None = Field(
+        default=None, description="Run-level FEATURE_META_V4_ENABLED: priority and fairness keys for this run.")
+    sla: SlaClass | None = Field(
+        default=None, description="fast, normal or thorough: the run's SLA class, over the plan's `sla:` (its "
+                                  "priority, time budget, model tier and repair depth; with v4 on).")
+    privacy: dict[str, Any] | None = Field(
+        default=None, description="The run's own privacy settings (mode, llm_allowlist, domain_allowlist, "
+                                  "redact_patterns): they may only tighten the tenant's.")
 
 
 class StepAttemptOut(BaseModel):
@@ -116,11 +129,44 @@ class RunOut(BaseModel):
     web_ui_url: str | None = None
 
 
+class RiskSignalOut(BaseModel):
+    name: str
+    detail: str
+    severe: bool
+
+
+class ConfidenceOut(BaseModel):
+    """How far to trust a repaired run: its weakest repair's score, level, parts and risk signals."""
+
+    score: float
+    level: str
+    step: str
+    parts: dict[str, float]
+    risks: list[RiskSignalOut]
+
+
+class SlaOut(BaseModel):
+    """A run's SLA class, what it means, and how the run stands against its deadline."""
+
+    sla_class: SlaClass
+    priority: str
+    time_budget_seconds: float
+    model_tier: str
+    repair_depth: int
+    candidates: int
+    source: str = Field(description="run (the API's or CLI's sla) or plan (its sla:).")
+    deadline: datetime | None = Field(default=None, description="The run's start plus its time budget.")
+    state: str = Field(description="ok, warning (past 80% of the time budget) or violated (past the deadline).")
+
+
 class RunDetailOut(RunOut):
     steps: list[StepAttemptOut]
     gates: list[GateOut]
     waiting_on: list[str] = Field(default_factory=list, description=(
         "While the status is waiting_on_breaker: the circuit breakers it waits on (tenant/CLASS/dependency)."))
+    confidence: ConfidenceOut | None = Field(default=None, description=(
+        "For a run auto-fix repaired: confidence 0..1, level (high, medium, low), its parts and risk signals."))
+    sla: SlaOut | None = Field(default=None, description="The run's SLA class (v4), or null for none.")
 
 
 class RunAccepted(BaseModel):
@@ -209,6 +255,10 @@ class AuditEventOut(BaseModel):
     run_id: str | None
     data: dict[str, Any]
     created_at: datetime
+    target: str | None = Field(default=None, description="What changed: ``run:<id>``, ``tenant:<id>/autofix``...")
+    request_id: str | None = Field(default=None, description="The request (``X-Request-ID``) or CLI call that did it.")
+    before: Any = None
+    after: Any = None
 
 
 # --- approvals ----------------------------------------------------------------------------------

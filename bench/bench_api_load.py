@@ -103,8 +103,16 @@ def seed(url: str, runs: int) -> tuple[str, list[str]]:
 
 
 @contextlib.contextmanager
-def api_process(src: Path, url: str, tmp: Path, port: int, workers: int = 1) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, "PYTHONPATH": str(importable(src, tmp)), "META_BUILDER_HOME": str(tmp / "home"),
+def api_process(src: Path, url: str, tmp: Path, port: int, workers: int = 1,
+                without: tuple[str, ...] = ()) -> Iterator[subprocess.Popen[bytes]]:
+    path = [str(importable(src, tmp))]
+    if without:  # modules the server must not find (uvicorn then falls back to h11 and asyncio)
+        hide = tmp / "without"
+        hide.mkdir(exist_ok=True)
+        for name in without:
+            (hide / f"{name}.py").write_text(f"raise ImportError('{name} hidden by the benchmark')\n")
+        path.insert(0, str(hide))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), "META_BUILDER_HOME": str(tmp / "home"),
            "DATABASE_URL": url,
            "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}", "META_BUILDER_LOG_FORMAT": "json"}
     log = (tmp / "api.log").open("w")
@@ -238,7 +246,8 @@ def bench(kind: str, args: argparse.Namespace) -> dict[str, object]:
         port = args.port or free_port()
         url = f"http://127.0.0.1:{port}"
         paths = [p for run_id in ids for p in ("/api/meta/v3/runs?limit=50", f"/api/meta/v3/runs/{run_id}")]
-        with api_process(Path(args.src), db_url, tmp, port, args.workers) as proc:
+        without = tuple(m for m in args.without.split(",") if m)
+        with api_process(Path(args.src), db_url, tmp, port, args.workers, without) as proc:
             load(url, token, paths, "50x2")  # warm-up
             cpu_before = cpu_seconds(proc.pid)
             light = load(url, token, paths, "50x4")
@@ -252,7 +261,8 @@ def bench(kind: str, args: argparse.Namespace) -> dict[str, object]:
             overload_rows = [r for r in over["requests"] if float(r[0]) < end]
             health = [r for r in over["healthz"] if float(r[0]) < end]
             result = {
-                "db": kind, "label": args.label + (f", {args.workers} processes" if args.workers > 1 else ""),
+                "db": kind, "label": args.label + (f", {args.workers} processes" if args.workers > 1 else "")
+                + (f", without {args.without}" if without else ""),
                 "runs": args.runs, "load": os.getloadavg()[0],
                 "light": {"rate": 50, **summary(light["requests"]), "cpu_ms_per_request": ms(cpu_per_request)},
                 "steady": {"rate": args.rate, **summary(steady["requests"]),
@@ -298,6 +308,8 @@ def main() -> None:
     parser.add_argument("--src", default=str(ROOT), help="checkout to serve the API from (default: this one)")
     parser.add_argument("--label", default="this checkout")
     parser.add_argument("--workers", type=int, default=1, help="API processes (`metabuilder api --workers`)")
+    parser.add_argument("--without", default="", help="modules hidden from the server, e.g. httptools,uvloop "
+                        "(uvicorn then uses h11 and asyncio's own loop)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("META_BUILDER_API_PORT", "0")))
     parser.add_argument("--json", metavar="FILE", help="also write the raw results here")
     args = parser.parse_args()

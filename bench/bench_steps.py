@@ -10,7 +10,9 @@ durable record of the step's end, log capture, heartbeats and the DB projection.
 Per-step latency is the gap between consecutive ``ActivityTaskScheduled`` events of a run's
 history (one full step cycle: dispatch, work, completion, next workflow task). The breakdown
 comes from the same histories (dispatch, activity, back in the workflow) and from timing spans
-inside the worker (``telemetry/spans.py``): each phase's median and its share per step.
+inside the worker (``telemetry/spans.py``): each phase's median and its share per step. CPU time
+per step (the worker process, the steps' processes, the dev server) is printed too: on a shared
+machine it moves much less with the load than the wall clock.
 The workers and the SDK's core log at warning level to a file (``--log``), never between the
 tables.
 """
@@ -96,6 +98,20 @@ def plan(steps: int) -> str:
     return "name: bench\nsteps:\n" + "".join(f"  - {{name: s{i}, command: 'true'}}\n" for i in range(steps))
 
 
+def cpu_seconds(server_pid: int | None) -> tuple[float, float, float]:
+    """CPU time so far of this process (the workers), of its reaped children (the steps' processes)
+    and of the dev server: unlike wall time, it hardly moves with the load of a shared machine."""
+    t = os.times()
+    server = 0.0
+    if server_pid is not None:
+        try:
+            fields = Path(f"/proc/{server_pid}/stat").read_text().rpartition(")")[2].split()
+            server = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    return t.user + t.system, t.children_user + t.children_system, server
+
+
 def ms(values: list[float]) -> float:
     return statistics.median(values) * 1000 if values else 0.0
 
@@ -127,14 +143,16 @@ async def main(args: argparse.Namespace) -> None:
                                task_queue_prefix=f"b-{uuid.uuid4().hex[:8]}")
             sessions = prepare_database(settings)
             repo = await one_commit_repo(root / "repo")
-            results = await measure(client, settings, sessions, repo, args, shapes)
+            server_pid = server.process.pid if server.process is not None else None
+            results = await measure(client, settings, sessions, repo, args, shapes, server_pid)
         finally:
             server.stop()
     report(results, args, shapes)
 
 
 async def measure(client: Client, settings: Settings, sessions, repo: Path,  # type: ignore[no-untyped-def]
-                  args: argparse.Namespace, shapes: list[tuple[int, ...]]) -> dict[str, dict[str, object]]:
+                  args: argparse.Namespace, shapes: list[tuple[int, ...]],
+                  server_pid: int | None = None) -> dict[str, dict[str, object]]:
     opts = SubmitOptions.of(settings)
     bare_queue = f"bare-{uuid.uuid4().hex[:8]}"
 
@@ -160,7 +178,11 @@ async def measure(client: Client, settings: Settings, sessions, repo: Path,  # t
             for name, fn in (("bare Temporal", bare_run), ("Meta-Builder", mb_run)):
                 r = results[name]
                 SPANS.start()
-                seq = await cycles(await fn(args.steps))
+                before = cpu_seconds(server_pid)
+                handle = await fn(args.steps)
+                after = cpu_seconds(server_pid)
+                r.setdefault("cpu", []).append([(b - a) / args.steps for a, b in zip(before, after, strict=True)])  # type: ignore[union-attr]
+                seq = await cycles(handle)
                 r.setdefault("seq", []).append(seq)  # type: ignore[union-attr]
                 r.setdefault("spans", []).append(SPANS.stop())  # type: ignore[union-attr]
                 for runs, steps in shapes:
@@ -198,6 +220,16 @@ def report(results: dict[str, dict[str, object]], args: argparse.Namespace, shap
         seq = r["seq"]  # type: ignore[assignment]
         parts = [ms([g for c in seq for g in getattr(c, f)]) for f in ("dispatch", "inside", "back", "gaps")]
         print(f"{name:16}" + "".join(f"{p:>12.1f}" for p in parts))
+
+    print("\nCPU time per step of the sequential runs (medians, ms; hardly moved by the machine's load):")
+    print(f"{'':16}{'worker':>12}{'processes':>12}{'server':>12}{'total':>12}")
+    totals = {}
+    for name, r in results.items():
+        cpu: list[list[float]] = r["cpu"]  # type: ignore[assignment]
+        parts = [statistics.median(c[i] for c in cpu) * 1000 for i in range(3)]
+        totals[name] = sum(parts)
+        print(f"{name:16}" + "".join(f"{p:>12.1f}" for p in [*parts, totals[name]]))
+    print(f"{'ratio MB/bare':16}{'':36}{totals['Meta-Builder'] / max(totals['bare Temporal'], 1e-9):>11.2f}x")
 
     table(f"Inside Meta-Builder's worker, the sequential runs ({args.steps} steps each)",
           results["Meta-Builder"]["spans"], per="step.process", unit="step")  # type: ignore[arg-type]

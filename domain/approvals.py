@@ -197,3 +197,29 @@ def audit_event(gate: GateView) -> str:
     if gate.status == GateStatus.CANCELLED:
         return "approval.cancelled"
     return "approval.granted" if gate.status == GateStatus.APPROVED else "approval.rejected"
+
+
+@dataclass(frozen=True)
+class ApproverQuery:
+    """Who a decision names, asked of the DB when the decision arrives (the ``approver_role``
+    activity): the role they hold in the run's tenant *now*, not when the gate opened."""
+
+    tenant: str
+    user: str
+
+
+def approver_refusal(gate: GateView, decision: Decision, inp: DecisionInput, tenant: str,
+                     role: str | None) -> str | None:
+    """Why the approver that ``inp`` names may not decide ``gate`` (None: they may). ``role`` is
+    their current role in ``tenant`` (None: no such user there)."""
+    who = inp.by.strip()
+    needs = " or ".join(gate.deciders)
+    if not who:
+        return f"{decision.value} of gate {gate.gate_id} refused: the decision names no approver ('by')"
+    if role is None:
+        return (f"{decision.value} of gate {gate.gate_id} by {who!r} refused: no user {who!r} in tenant "
+                f"{tenant!r} (deciding needs the {needs} role)")
+    if role not in gate.deciders:
+        return (f"{decision.value} of gate {gate.gate_id} by {who!r} refused: {who!r} is {role} in tenant "
+                f"{tenant!r}; deciding needs the {needs} role")
+    return None

@@ -20,12 +20,12 @@ and applies these functions under a compare-and-set on the row's version.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from metabuilder.domain.settings_json import json_value
 from metabuilder.domain.taxonomy import FailureType
 
 
@@ -317,10 +317,7 @@ def parse_policies(text: str, source: str = "META_V4_BREAKER_POLICIES") -> dict[
     policies = dict(DEFAULT_POLICIES)
     if not text.strip():
         return policies
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{source}: not JSON ({err.msg} at character {err.pos})") from None
+    data = json_value(text, source)
     if not isinstance(data, dict):
         raise ValueError(f"{source}: expected a JSON object of failure class -> policy")
     fields = set(BreakerPolicy.__dataclass_fields__)

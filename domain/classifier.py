@@ -58,6 +58,8 @@ EXIT_CODES: dict[int, tuple[FailureType, float, str]] = {
     136: (FailureType.RUNTIME, 0.45, "floating point exception, SIGFPE (exit 136)"),
     137: (FailureType.INFRA, 0.55, "killed, SIGKILL (exit 137): out of memory or a hard limit"),
     139: (FailureType.RUNTIME, 0.55, "segmentation fault, SIGSEGV (exit 139)"),
+    152: (FailureType.INFRA, 0.45, "CPU time limit exceeded, SIGXCPU (exit 152)"),
+    153: (FailureType.INFRA, 0.5, "file size limit exceeded, SIGXFSZ (exit 153)"),
 }
 
 # A step's name hints at what it checks; too weak to decide alone (below MIN_CONFIDENCE).
@@ -172,18 +174,21 @@ def _classify_patterns(
 
 def _with_model(signal: FailureSignal, result: ScanResult, anchor: Evidence | None,
                 model: Model | None) -> FailureSignal:
-    from metabuilder.domain.learned import features, window_lines
+    from metabuilder.domain.learned import features, informative, window_lines
 
     if model is None or (signal.type is not FailureType.UNKNOWN and signal.confidence >= WEAK_CONFIDENCE):
         return signal
     tail_lines = result.tail.count(b"\n") + (0 if result.tail.endswith(b"\n") or not result.tail else 1)
     lines = window_lines(result.tail, result.lines - tail_lines + 1, anchor.line if anchor else None)
-    prediction = model.predict(features(text for _, text in lines))
+    prediction = model.predict(features(text for _, text in lines), thin=not informative(text for _, text in lines))
     if not prediction.answered:
         return signal
     label, p = prediction.label, prediction.probability
     scores = {**signal.scores, f"model.{label.value}": round(p, 3)}
-    if signal.type is not FailureType.UNKNOWN and label is not signal.type and p <= signal.confidence:
+    # Where the patterns answer, the model may only choose among the classes they found evidence
+    # for (a weak answer is mostly a close call between two); it answers alone only where they abstain.
+    if signal.type is not FailureType.UNKNOWN and label is not signal.type and (
+            p <= signal.confidence or label.value not in signal.scores):
         return replace(signal, scores=scores)
     if label is signal.type:  # two independent readings agree
         return replace(signal, confidence=round(max(signal.confidence, p), 3), scores=scores,

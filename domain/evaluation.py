@@ -34,6 +34,7 @@ TOOL_FAMILIES: dict[str, tuple[str, ...]] = {
     "django-admin": ("django",), "psql": ("sql",), "sqlite3": ("sql",), "detect-secrets-hook": ("secrets",),
     "pytest": ("pytest",), "python": ("python",), "mvn": ("surefire", "junit", "java"), "maven": ("surefire", "junit"),
     "pip-audit": ("audit",), "npm": ("node", "audit"), "tsc": ("tsc",), "eslint": ("eslint",),
+    "php": ("ruby-php",), "ruby": ("ruby-php",), "minitest": ("ruby-php",),
 }
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +116,22 @@ def expected_calibration_error(scored: Iterable[tuple[float, bool]], bins: int =
                for b in buckets if b) if total else 0.0
 
 
-def choose_threshold(candidates: Iterable[float], score: Callable[[float], float]) -> float:
-    """The candidate with the best ``score`` (ties: the higher threshold, the safer abstention)."""
-    return max(sorted(set(candidates)), key=lambda t: (round(score(t), 6), t))
+THRESHOLD_TOLERANCE = 0.005
+"""Macro-F1 differences below this (about one log's worth on these corpora) do not pick a threshold."""
+
+
+def choose_threshold(candidates: Iterable[float], score: Callable[[float], float],
+                     tiebreak: Callable[[float], float] | None = None,
+                     tolerance: float = THRESHOLD_TOLERANCE) -> float:
+    """The candidate with the best ``score``. Candidates within ``tolerance`` of the best are
+    taken as equal: of those, the one with the best ``tiebreak``, then the higher threshold (the
+    safer abstention). Without a tolerance a flat curve picks its noise: a threshold that wins
+    by one held-out log."""
+    ordered = sorted(set(candidates))
+    scores = {t: round(score(t), 6) for t in ordered}
+    best = max(scores.values())
+    near = [t for t in ordered if scores[t] >= best - tolerance]
+    return max(near, key=lambda t: (round(tiebreak(t), 6) if tiebreak else 0.0, t))
 
 
 @dataclass

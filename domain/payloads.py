@@ -17,11 +17,13 @@ from metabuilder.domain.approvals import GateProposal, GateView
 from metabuilder.domain.outcomes import EventOutcome, Fixer, RepairOutcome, Strategy
 from metabuilder.domain.plans import Plan, Queue, RepairOptions, Step
 from metabuilder.domain.policy import AttemptBudget, AutofixPolicy
+from metabuilder.domain.pools import Scheduling
 from metabuilder.domain.protected import ProtectedCheck
 from metabuilder.domain.repair import PlanDelta
 from metabuilder.domain.runs import RunStatus, StepStatus
 from metabuilder.domain.sandbox import Verdict
 from metabuilder.domain.signals import FailureSignal
+from metabuilder.domain.sla import RunSla
 from metabuilder.domain.taxonomy import FailureType
 
 STEP_FAILED = "StepFailed"
@@ -47,6 +49,8 @@ class WorkspaceRef:
     base_commit: str
     source: str = ""
     """Where the workspace came from (the user's checkout), for display only."""
+    source_branch: str = ""
+    """The branch checked out there ('' for a detached HEAD): the target of ``promote``."""
 
 
 @dataclass(frozen=True)
@@ -82,19 +86,33 @@ class BuildRunInput:
     existed lack it in their input and replay as they ran: escalated, ``requires_approval``
     ignored. An input flag, not ``workflow.patched``: a patch marker recorded right after a local
     activity that outlived its workflow task failed to replay (seen with temporalio 1.35)."""
+    scheduling: Scheduling | None = None
+    """v4 priority and fairness of the run's steps and repair children; None (v4 off, and runs
+    started before v4) schedules them without a Temporal ``Priority``, as before."""
+    verify_approvers: bool = False
+    """Accept a gate decision only from a user who holds a deciding role in the run's tenant when
+    the decision arrives (asked by the ``approver_role`` local activity). Older inputs lack it and
+    replay as they ran: any decision that passed the validator was taken."""
+    sla: RunSla | None = None
+    """The run's SLA class (``domain.sla``): its deadline, model tier, repair depth and candidates.
+    None (no class named, v4 off, and runs started before SLA classes): no deadline, the whole ladder."""
 
     def context(self) -> RunContext:
         """What the run's steps and its repair children need of it (not the plan, nor its text)."""
         return RunContext(run_id=self.run_id, workspace=self.workspace, tenant=self.tenant,
                           task_queue_prefix=self.task_queue_prefix,
-                          heartbeat_timeout_seconds=self.heartbeat_timeout_seconds, autofix=self.autofix)
+                          heartbeat_timeout_seconds=self.heartbeat_timeout_seconds, autofix=self.autofix,
+                          scheduling=self.scheduling)
 
     def settings(self) -> dict[str, Any]:
         """The run's auto-fix settings as stored and shown (``enabled`` false without auto-fix)."""
+        sla: dict[str, Any] = {"sla": self.sla.as_dict()} if self.sla else {}
+        if self.scheduling is not None and self.scheduling.override:  # kept for the run's retries
+            sla["priority"] = {"class": self.scheduling.priority.value, "source": "run"}
         if self.autofix is None:
-            return {"enabled": False}
+            return {"enabled": False, **sla}
         p = self.autofix.policy
-        return {"enabled": True, "max_total_attempts": p.max_total_attempts,
+        return {**sla, "enabled": True, "max_total_attempts": p.max_total_attempts,
                 "max_per_step_attempts": p.max_per_step_attempts, "backoff_cap_seconds": p.max_delay_seconds,
                 "sources": dict(self.autofix.sources)}
 
@@ -120,6 +138,8 @@ class RunContext:
     task_queue_prefix: str = "metabuilder"
     heartbeat_timeout_seconds: float = 10.0
     autofix: AutofixConfig | None = None
+    scheduling: Scheduling | None = None
+    """v4 priority and fairness (None: no Temporal ``Priority``, as before v4)."""
 
     @property
     def ref(self) -> RunRef:
@@ -234,6 +254,12 @@ class RunView:
     """Approval gates opened so far, pending or decided."""
     waiting_on: str | None = None
     """While the status is ``waiting_on_breaker``: the breaker (``tenant/CLASS/dependency``)."""
+    sla: RunSla | None = None
+    """The run's SLA class and what it means (None: none)."""
+    sla_deadline: datetime | None = None
+    """When the run's time budget ends (its start plus the class's ``time_budget_seconds``)."""
+    sla_state: str = "ok"
+    """``ok``, ``warning`` (past 80% of the time budget) or ``violated`` (past the deadline)."""
 
 
 @dataclass(frozen=True)
@@ -256,6 +282,7 @@ class RunRecord:
     iteration: int = 1
     retry_of: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    source_branch: str = ""
 
 
 @dataclass(frozen=True)
@@ -285,6 +312,8 @@ class PatchProposal:
     cost_usd: float = 0.0
     context: list[str] = field(default_factory=list)
     """What the fixer was shown: ``path (why)`` per file sent to the LLM."""
+    model_reason: str = ""
+    """Why this model was chosen (the run's SLA tier and the money left; ``domain.models_catalogue``)."""
 
 
 @dataclass(frozen=True)
@@ -299,6 +328,49 @@ class FixInput:
     log_tail: str = ""
     label: str = ""
     """Distinguishes this proposal's log and records (``fix-1``...)."""
+    model_tier: str | None = None
+    """The strongest model tier the run's SLA class allows (None: no SLA class, the platform's model)."""
+    candidate: int = 0
+    """Best of N: which of the candidates this is (0 for a single proposal)."""
+    reservation: str = ""
+    """The budget reservation the LLM call's cost settles (``reserve_budget``); empty: none."""
+    model: str = ""
+    """The catalogue model the reservation was priced at (an SLA tier's choice); empty: chosen by the fixer."""
+    model_reason: str = ""
+    """Why that model (the money left, a step down)."""
+
+
+@dataclass(frozen=True)
+class ReserveInput:
+    """Reserve the worst case of an LLM call against the run's and its tenant's budgets."""
+
+    run_id: str
+    tenant: str
+    reservation: str
+    """Its idempotency key: ``<run>/<repair label>``."""
+    step: str
+    prompt_chars: int
+    """The characters of the log tail and command the prompt carries (the reservation adds the
+    most the context files may add)."""
+    model_tier: str | None = None
+    """The run's SLA tier: the reservation chooses the catalogue model and is priced at it."""
+
+
+@dataclass(frozen=True)
+class ReserveResult:
+    reserved: bool
+    """False: a budget is short (``shortfall`` says which); the call must not be made."""
+    reservation: str = ""
+    """The reservation to settle; empty when nothing needed reserving (no LLM, no price)."""
+    model: str = ""
+    cost_usd: float = 0.0
+    tokens: int = 0
+    shortfall: str = ""
+    dimension: str = ""
+    action: str = ""
+    """``domain.budgets.ShortAction`` when short: what the run does instead."""
+    model_reason: str = ""
+    """With an SLA tier: why ``model`` was chosen (empty: the platform's model)."""
 
 
 @dataclass(frozen=True)
@@ -385,6 +457,8 @@ class RepairInput:
     """Next timeline sequence number."""
     applied_deltas: list[str] = field(default_factory=list)
     rollback_steps: list[Step] = field(default_factory=list)
+    sla: RunSla | None = None
+    """The run's SLA class: the ladder's depth, the model tier, best of N (None: the whole ladder)."""
 
     @property
     def signal(self) -> FailureSignal:
@@ -445,3 +519,49 @@ class BreakerWait:
     """The last attempt number this execution of the step used (0: it was held before its first)."""
     result: StepResult | None = None
     """The failed attempt's result, when the failure itself opened (or met) the breaker."""
+
+
+@dataclass(frozen=True)
+class SlaEvent:
+    """One SLA entry of a run's timeline (``mb_v4_run_sla_events``): a deadline warning or
+    violation, a model choice, the candidates of a best-of-N patch, a rung the depth skipped."""
+
+    kind: str
+    """``sla.warning``, ``sla.violated``, ``sla.depth``, ``model.chosen``, ``patch.candidates``."""
+    key: str
+    """Unique within the run and kind (a retried write records nothing twice)."""
+    at: datetime
+    summary: str
+    step: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SlaRecord:
+    run_id: str
+    tenant: str
+    events: list[SlaEvent] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class VerifyInput:
+    """Best of N: re-run the failed step with one candidate patch, in a checkout of its own."""
+
+    run: RunRef
+    step_index: int
+    step: Step
+    commit: str
+    proposal: PatchProposal
+    candidate: int
+    write_scope: list[str] = field(default_factory=list)
+    protected_checks: list[ProtectedCheck] = field(default_factory=list)
+    signal_type: str = ""
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    candidate: int
+    passed: bool
+    changed_lines: int = 0
+    exit_code: int | None = None
+    reason: str = ""

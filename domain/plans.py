@@ -27,7 +27,9 @@ import yaml
 
 from metabuilder.domain import limits
 from metabuilder.domain.approvals import MAX_GATE_TIMEOUT_SECONDS, ApprovalOptions, Decision
+from metabuilder.domain.pools import PriorityClass
 from metabuilder.domain.protected import ProtectedCheck, check_to_dict, parse_checks
+from metabuilder.domain.sla import SlaClass
 from metabuilder.domain.yaml_reader import Problem as PlanProblem
 from metabuilder.domain.yaml_reader import YamlReader, YamlSyntaxError, compose, kind_of
 
@@ -62,6 +64,8 @@ class Step:
     needs: list[str] = field(default_factory=list)
     """Services the step depends on (``pypi``, ``staging-db:5432``): while a circuit breaker on one
     of them is open, the step waits instead of running (``domain.breakers``)."""
+    priority: PriorityClass | None = None
+    """``high``, ``normal`` or ``low`` (None: the plan's); a run's ``--priority`` beats it (``domain.pools``)."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,10 @@ class Plan:
     approvals: ApprovalOptions = field(default_factory=ApprovalOptions)
     protected_checks: list[ProtectedCheck] = field(default_factory=list)
     """Checks patches may not weaken, on top of the bundled ones (:mod:`domain.protected`)."""
+    priority: PriorityClass | None = None
+    """The priority of the plan's steps that name none (None: normal)."""
+    sla: SlaClass | None = None
+    """The run's SLA class (``fast``, ``normal``, ``thorough``; ``domain.sla``); the API's or CLI's beats it."""
 
 
 class PlanError(ValueError):
@@ -123,12 +131,13 @@ def parse_duration(value: object, maximum: float = MAX_TIMEOUT_SECONDS) -> float
     return seconds
 
 
-_PLAN_KEYS = {"name", "description", "steps", "write_scope", "repair", "approvals", "protected_checks"}
+_PLAN_KEYS = {"name", "description", "steps", "write_scope", "repair", "approvals", "protected_checks", "priority",
+              "sla"}
 _APPROVAL_KEYS = {"timeout", "on_expiry"}
 _REPAIR_KEYS = {"migrate", "install", "install_allowlist"}
 _STEP_KEYS = {
     "name", "command", "queue", "timeout", "env", "fix", "rollback", "fallback",
-    "requires_approval", "optional", "idempotent", "needs",
+    "requires_approval", "optional", "idempotent", "needs", "priority",
 }
 _NEED = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}")
 MAX_NEEDS = 16
@@ -165,6 +174,8 @@ def parse_plan(text: str, source: str = "<plan>") -> Plan:
     approvals = _parse_approvals(reader, top["approvals"][1]) if "approvals" in top else ApprovalOptions()
     protected = parse_checks(reader, top["protected_checks"][1], "protected_checks") \
         if "protected_checks" in top else []
+    priority = reader.choice(top["priority"][1], "priority", PriorityClass, "priority") if "priority" in top else None
+    sla = reader.choice(top["sla"][1], "sla", SlaClass, "SLA class") if "sla" in top else None
 
     steps: list[Step] = []
     if "steps" not in top:
@@ -198,7 +209,7 @@ def parse_plan(text: str, source: str = "<plan>") -> Plan:
         raise PlanError(reader.problems)
     assert name is not None
     return Plan(name=name, steps=steps, description=description, write_scope=write_scope, repair=repair,
-                approvals=approvals, protected_checks=protected)
+                approvals=approvals, protected_checks=protected, priority=priority, sla=sla)
 
 
 def _valid_plan_name(reader: YamlReader, node: yaml.Node, name: str) -> bool:
@@ -340,6 +351,8 @@ def _parse_step(reader: YamlReader, node: yaml.Node, index: int) -> Step | None:
     }
     idempotent = reader.boolean(n, f"{label}.idempotent") if (n := get("idempotent")) is not None else True
     needs = _needs(reader, get("needs"), f"{label}.needs")
+    priority = reader.choice(n, f"{label}.priority", PriorityClass, "priority") \
+        if (n := get("priority")) is not None else None
     if len(reader.problems) != before or name is None or command is None:
         return None
     return Step(
@@ -347,7 +360,7 @@ def _parse_step(reader: YamlReader, node: yaml.Node, index: int) -> Step | None:
         fix_command=optional_text["fix"], rollback_command=optional_text["rollback"],
         fallback_command=optional_text["fallback"],
         requires_approval=flags["requires_approval"], optional=flags["optional"],
-        idempotent=idempotent, needs=needs,
+        idempotent=idempotent, needs=needs, priority=priority,
     )
 
 
@@ -414,6 +427,8 @@ def step_to_dict(step: Step) -> dict[str, object]:
         out["idempotent"] = False
     if step.needs:
         out["needs"] = list(step.needs)
+    if step.priority is not None:
+        out["priority"] = step.priority.value
     return out
 
 
@@ -432,5 +447,9 @@ def plan_to_dict(plan: Plan) -> dict[str, object]:
                              "on_expiry": plan.approvals.on_expiry.value}
     if plan.protected_checks:
         data["protected_checks"] = [check_to_dict(c) for c in plan.protected_checks]
+    if plan.priority is not None:
+        data["priority"] = plan.priority.value
+    if plan.sla is not None:
+        data["sla"] = plan.sla.value
     data["steps"] = [step_to_dict(s) for s in plan.steps]
     return data

@@ -98,6 +98,14 @@ def run_branch(run_id: str) -> str:
     return f"metabuilder/runs/{run_id}"
 
 
+def attempt_key(run_id: str, step_index: int, attempt: int) -> str:
+    """The idempotency key of one step attempt, ``<run>/<step index>/<attempt>``: the attempt's DB
+    row is upserted by it, its log, result file and commit ref are named from the same three parts,
+    and the command sees it as ``METABUILDER_ATTEMPT_KEY`` (to make its own side effects idempotent).
+    Attempt numbers go on across Temporal retries and re-executions, so no two attempts share one."""
+    return f"{run_id}/{step_index:03d}/{attempt}"
+
+
 def attempt_ref(run_id: str, step_index: int, attempt: int) -> str:
     """Ref that keeps the commit of one step attempt reachable (and inspectable) forever."""
     return f"refs/metabuilder/{run_id}/step-{step_index:03d}/attempt-{attempt}"

@@ -360,16 +360,22 @@ def _line_ends(chunk: bytes) -> int:
     return len(chunk) - len(chunk.replace(b"\n", b""))
 
 
-def _read_ahead(chunks: Iterator[bytes]) -> Iterator[tuple[int, bytes, int]]:
-    """(raw size, cleaned chunk, line ends in it) triples; past the first chunk, reading and cleaning run in a helper
-    thread while the caller scans (Hyperscan releases the GIL), at most two chunks ahead."""
+def _cleaned(raw: bytes) -> tuple[int, bytes, int, bool]:
+    """(raw size, cleaned chunk, line ends in it, whether its last line is open). Openness is the
+    raw chunk's: a last line made only of escapes cleans to nothing, yet it is a line of the log."""
+    cleaned = clean(raw)
+    return len(raw), cleaned, _line_ends(cleaned), not raw.endswith(b"\n")
+
+
+def _read_ahead(chunks: Iterator[bytes]) -> Iterator[tuple[int, bytes, int, bool]]:
+    """:func:`_cleaned` chunks; past the first chunk, reading and cleaning run in a helper thread
+    while the caller scans (Hyperscan releases the GIL), at most two chunks ahead."""
     first = next(chunks, None)
     if first is None:
         return
     second = next(chunks, None)
     if second is None:
-        cleaned = clean(first)
-        yield len(first), cleaned, _line_ends(cleaned)
+        yield _cleaned(first)
         return
     ahead: queue.Queue[object] = queue.Queue(maxsize=2)
     stop = threading.Event()
@@ -387,8 +393,7 @@ def _read_ahead(chunks: Iterator[bytes]) -> Iterator[tuple[int, bytes, int]]:
     def produce() -> None:
         try:
             for raw in itertools.chain([second], chunks):
-                cleaned = clean(raw)
-                if not offer((len(raw), cleaned, _line_ends(cleaned))):
+                if not offer(_cleaned(raw)):
                     return
             offer(_DONE)
         except BaseException as err:  # a read error reaches the caller, in its thread
@@ -397,8 +402,7 @@ def _read_ahead(chunks: Iterator[bytes]) -> Iterator[tuple[int, bytes, int]]:
     helper = threading.Thread(target=produce, name="log-read-ahead", daemon=True)
     helper.start()
     try:
-        cleaned = clean(first)
-        yield len(first), cleaned, _line_ends(cleaned)
+        yield _cleaned(first)
         while (item := ahead.get()) is not _DONE:
             if isinstance(item, BaseException):
                 raise item
@@ -443,14 +447,12 @@ class Scanner:
         line_base = 0  # lines before the current chunk
         tail = b""
         dense = False
-        for raw_size, chunk, line_ends in _read_ahead(line_chunks(source, self.chunk_bytes)):
+        for raw_size, chunk, line_ends, open_end in _read_ahead(line_chunks(source, self.chunk_bytes)):
             result.bytes_read += raw_size
             if not result.nonblank and chunk.strip():
                 result.nonblank = True
             dense = self._scan_chunk(chunk, line_base, result, dense)
-            line_base += line_ends
-            if not chunk.endswith(b"\n"):
-                line_base += 1
+            line_base += line_ends + open_end
             tail = (tail + chunk)[-TAIL_BYTES:] if len(chunk) < TAIL_BYTES else chunk[-TAIL_BYTES:]
         result.lines = line_base
         if len(tail) == TAIL_BYTES and (cut := tail.find(b"\n")) >= 0:
@@ -468,11 +470,11 @@ class Scanner:
         raw = _copies(buffer, reversed(pieces))
         lines_below, tail, dense = 0, b"", False
         everything = len(self.kb.entries)
-        for raw_size, chunk, line_ends in _read_ahead(raw):
+        for raw_size, chunk, line_ends, open_end in _read_ahead(raw):
             result.bytes_read += raw_size
             if not result.nonblank and chunk.strip():
                 result.nonblank = True
-            lines = line_ends + (0 if chunk.endswith(b"\n") else 1)
+            lines = line_ends + open_end
             if len(tail) < TAIL_BYTES:
                 tail = chunk[-TAIL_BYTES:] + tail
             if len(state.done) < everything:

@@ -14,6 +14,8 @@ from metabuilder.domain.approvals import Decision, DecisionInput, GateView
 from metabuilder.domain.runs import workflow_id
 from metabuilder.service.errors import Conflict, Unavailable
 from metabuilder.service.tenancy import own_gate
+from metabuilder.store import approvals
+from metabuilder.store.audit import REQUEST_ID
 from metabuilder.store.db import transaction
 
 UPDATE_TIMEOUT = timedelta(seconds=15)
@@ -26,6 +28,17 @@ def gate_run(sessions: sessionmaker[Session], gate_id: str, tenant: str | None =
         return own_gate(session, gate_id, tenant).run_id
 
 
+def _audit_request(sessions: sessionmaker[Session], tenant: str, gate: GateView) -> None:
+    with transaction(sessions) as session:
+        approvals.record_decision_request(session, tenant, gate, REQUEST_ID.get())
+
+
+def _gate_of(sessions: sessionmaker[Session], gate_id: str, tenant: str | None) -> tuple[str, str]:
+    with transaction(sessions) as session:
+        gate = own_gate(session, gate_id, tenant)
+        return gate.run_id, gate.tenant_id
+
+
 async def decide_gate(connect: Callable[[], Awaitable[Client]], sessions: sessionmaker[Session],
                       gate_id: str, decision: Decision, *, by: str, reason: str = "",
                       tenant: str | None = None) -> GateView:
@@ -35,12 +48,16 @@ async def decide_gate(connect: Callable[[], Awaitable[Client]], sessions: sessio
     ``Unavailable`` when no worker or server answers within :data:`UPDATE_TIMEOUT`. ``connect``
     is called only once the gate is known, so an unknown gate is reported even without Temporal.
     """
-    run_id = await asyncio.to_thread(gate_run, sessions, gate_id, tenant)
+    run_id, gate_tenant = await asyncio.to_thread(_gate_of, sessions, gate_id, tenant)
     client = await connect()
     handle = client.get_workflow_handle(workflow_id(run_id))
     try:
-        return await handle.execute_update(decision.value, DecisionInput(gate_id=gate_id, by=by, reason=reason),
-                                           result_type=GateView, rpc_timeout=UPDATE_TIMEOUT)
+        decided = await handle.execute_update(decision.value, DecisionInput(gate_id=gate_id, by=by, reason=reason),
+                                              result_type=GateView, rpc_timeout=UPDATE_TIMEOUT)
+        # The run's worker writes the decision's audit event too: the same row, so it is written once,
+        # and this write ties it to the request that made it.
+        await asyncio.to_thread(_audit_request, sessions, gate_tenant, decided)
+        return decided
     except WorkflowUpdateFailedError as err:
         raise Conflict(getattr(err.cause, "message", str(err.cause))) from None
     except WorkflowUpdateRPCTimeoutOrCancelledError:

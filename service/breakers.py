@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import time
-import uuid
 from collections.abc import Mapping
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,7 +20,7 @@ from metabuilder.domain.breakers import (
 from metabuilder.domain.taxonomy import FailureType
 from metabuilder.service.errors import BadRequest
 from metabuilder.store import breakers
-from metabuilder.store.models import AuditEvent, utcnow
+from metabuilder.store.audit import write_audit
 
 
 def breaker_key(tenant: str, failure_class: str, dependency: str,
@@ -45,16 +44,16 @@ def _state(b: Breaker) -> dict[str, object]:
 
 
 def force(sessions: sessionmaker[Session], key: BreakerKey, action: Override, actor: str,
-          policies: Mapping[FailureType, BreakerPolicy] = DEFAULT_POLICIES, request_id: str = "") -> Breaker:
+          policies: Mapping[FailureType, BreakerPolicy] = DEFAULT_POLICIES) -> Breaker:
     """An operator opens, closes or resets a breaker; the audit log records before and after."""
     policy = policy_for(key.failure_class, policies)
     assert policy is not None  # breaker_key checked it
 
     def audit(session: Session, before: Breaker, after: Breaker) -> None:
-        session.add(AuditEvent(id=str(uuid.uuid4()), tenant_id=key.tenant, run_id=None, event=f"breaker.{action}",
-                               actor=actor, created_at=utcnow(),
-                               data={"failure_class": str(key.failure_class), "dependency": key.dependency,
-                                     "before": _state(before), "after": _state(after), "request_id": request_id}))
+        write_audit(session, f"breaker.{action}", tenant=key.tenant, actor=actor,
+                    target=f"breaker:{key.failure_class}/{key.dependency}", before=_state(before), after=_state(after),
+                    data={"failure_class": str(key.failure_class), "dependency": key.dependency,
+                          "before": _state(before), "after": _state(after)})
 
     after, _ = breakers.change(sessions, key, functools.partial(override, action=action, now=time.time(),
                                                                 policy=policy), audit=audit)

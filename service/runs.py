@@ -7,9 +7,10 @@ import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import yaml
+from sqlalchemy import Row
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
@@ -26,14 +27,17 @@ from metabuilder.adapters.git import (
     NotAGitRepository,
     branch_at,
     branch_exists,
+    checked_out_branch,
     delete_branch,
     publish,
     snapshot,
 )
 from metabuilder.domain import limits
+from metabuilder.domain.confidence import Confidence
 from metabuilder.domain.payloads import AutofixConfig, BuildRunInput, RunView, WorkspaceRef
 from metabuilder.domain.plans import Plan, parse_plan, plan_to_dict
 from metabuilder.domain.policy import AutofixSettings, EffectiveSettings, effective_settings
+from metabuilder.domain.pools import PriorityClass
 from metabuilder.domain.runs import (
     WORKFLOW_QUEUE,
     RunStatus,
@@ -44,16 +48,23 @@ from metabuilder.domain.runs import (
     validate_run_id,
     workflow_id,
 )
+from metabuilder.domain.sla import SlaClass
+from metabuilder.service.confidence import confidence_of
 from metabuilder.service.errors import BadRequest, Conflict, NotFound
+from metabuilder.service.run_limits import TenantRunLimit, check_tenant_limit
+from metabuilder.service.scheduling import V4Choice
 from metabuilder.service.tenancy import own_run
 from metabuilder.store import approvals, breakers
+from metabuilder.store import autofix as autofix_rows
 from metabuilder.store import plans as plan_rows
+from metabuilder.store import runs as run_rows
 from metabuilder.store import steps as step_rows
 from metabuilder.store import tenants as tenant_rows
 from metabuilder.store.db import transaction
 from metabuilder.store.models import ApprovalGate, BuildRun, BuildStep
 from metabuilder.workflows import search_attributes as sa
 from metabuilder.workflows.build_run import BuildRunWorkflow
+from metabuilder.workflows.priority import temporal_priority
 
 RETRYABLE = frozenset({RunStatus.FAILED, RunStatus.ESCALATED, RunStatus.ROLLED_BACK, RunStatus.CANCELLED})
 
@@ -85,16 +96,22 @@ class SubmitOptions:
     """The run's resolved auto-fix settings (see ``resolve_autofix``); None or disabled: off."""
     search_attributes: bool = True
     """Index runs by status, tenant and plan; off for a server without them (Temporal's test server)."""
+    v4: V4Choice | None = None
+    """v4 on or off for the run, and its priority (see ``service.scheduling.resolve_v4``); None: off."""
+    tenant_max_active_runs: int = 0
+    """Runs a tenant may have open at once (0: no limit); see ``service.run_limits``."""
 
     @classmethod
     def of(cls, deployment: Deployment, *, tenant: str = "default", autofix: EffectiveSettings | None = None,
-           search_attributes: bool = True, heartbeat_timeout_seconds: float | None = None) -> SubmitOptions:
+           search_attributes: bool = True, heartbeat_timeout_seconds: float | None = None,
+           v4: V4Choice | None = None) -> SubmitOptions:
         """The options of runs submitted to ``deployment`` (its shared repository, task queues and
         heartbeat timeout, unless ``heartbeat_timeout_seconds`` says otherwise)."""
         heartbeat = (deployment.heartbeat_timeout_seconds if heartbeat_timeout_seconds is None
                      else heartbeat_timeout_seconds)
         return cls(shared_repo=deployment.shared_repo, task_queue_prefix=deployment.task_queue_prefix, tenant=tenant,
-                   heartbeat_timeout_seconds=heartbeat, autofix=autofix, search_attributes=search_attributes)
+                   heartbeat_timeout_seconds=heartbeat, autofix=autofix, search_attributes=search_attributes, v4=v4,
+                   tenant_max_active_runs=getattr(deployment, "tenant_max_active_runs", 0))
 
 
 def resolve_autofix(platform: AutofixSettings, sessions: sessionmaker[Session], tenant: str,
@@ -132,7 +149,9 @@ async def submit(client: Client, plan_text: str, plan_source: str, workspace: Pa
         return BuildRunInput(
             run_id=run_id, plan=plan, workspace=ref, tenant=opts.tenant, task_queue_prefix=opts.task_queue_prefix,
             plan_source=plan_text, heartbeat_timeout_seconds=opts.heartbeat_timeout_seconds,
-            autofix=autofix_config(opts.autofix), search_attributes=opts.search_attributes, approval_gates=True)
+            autofix=autofix_config(opts.autofix), search_attributes=opts.search_attributes, approval_gates=True,
+            scheduling=opts.v4.scheduling(opts.tenant, plan) if opts.v4 else None, verify_approvers=True,
+            sla=opts.v4.run_sla(plan) if opts.v4 else None)
 
     # Before anything is pushed: a run Temporal would refuse leaves no branch behind.
     await check_payload(client, run_input(WorkspaceRef(opts.shared_repo, branch, "0" * 40, str(workspace))))
@@ -142,8 +161,10 @@ async def submit(client: Client, plan_text: str, plan_source: str, workspace: Pa
         raise BadRequest(str(err)) from None
     if await branch_exists(opts.shared_repo, branch):
         raise RunExistsError(f"run {run_id} exists already; run ids are never reused")
+    source_branch = await checked_out_branch(top)  # where promote takes the healed head
     await publish(top, commit, opts.shared_repo, branch)
-    return await start(client, run_input(WorkspaceRef(opts.shared_repo, branch, commit, str(top))))
+    return await start(client, run_input(WorkspaceRef(opts.shared_repo, branch, commit, str(top), source_branch)),
+                       tenant_max_active_runs=opts.tenant_max_active_runs)
 
 
 async def check_payload(client: Client, inp: BuildRunInput) -> None:
@@ -175,7 +196,14 @@ async def prepare_retry(sessions: sessionmaker[Session], run_id: str, opts: Subm
         done = {s.name for s in step_rows.run_steps(session, run_id) if s.status == StepStatus.SUCCEEDED}
         overrides = {k: v for k, v in run.settings.items() if run.settings.get("sources", {}).get(k) == "run"}
         overrides.update(run.next_overrides)
-        head, tenant_id, iteration = run.head_commit, run.tenant_id, run.iteration
+        head, tenant_id, iteration, source_branch = run.head_commit, run.tenant_id, run.iteration, run.source_branch
+        run_sla = run.settings.get("sla") if isinstance(run.settings.get("sla"), dict) else None
+        run_priority = run.settings.get("priority") if isinstance(run.settings.get("priority"), dict) else None
+    if opts.v4 is not None and run_sla is not None and run_sla.get("source") == "run":
+        opts = replace(opts, v4=replace(opts.v4, sla=SlaClass(run_sla["class"])))  # the retry keeps the run's class
+    if opts.v4 is not None and opts.v4.priority is None and run_priority is not None:
+        # and the priority given for the run (``--priority``), unless the retry gives its own
+        opts = replace(opts, v4=replace(opts.v4, priority=PriorityClass(run_priority["class"])))
     remaining = [s for s in plan.steps if s.name not in done]
     if not remaining:
         raise Conflict(f"every step of run {run_id} succeeded already; there is nothing to retry")
@@ -186,18 +214,25 @@ async def prepare_retry(sessions: sessionmaker[Session], run_id: str, opts: Subm
     effective = resolve_autofix(platform, sessions, tenant_id, overrides)
     plan_text = yaml.safe_dump(plan_to_dict(retry_plan), sort_keys=False)
     return BuildRunInput(
-        run_id=new_id, plan=retry_plan, workspace=WorkspaceRef(opts.shared_repo, branch, head, source=f"run {run_id}"),
+        run_id=new_id, plan=retry_plan, workspace=WorkspaceRef(opts.shared_repo, branch, head, source=f"run {run_id}",
+                                                        source_branch=source_branch),
         tenant=tenant_id, task_queue_prefix=opts.task_queue_prefix, plan_source=plan_text,
         heartbeat_timeout_seconds=opts.heartbeat_timeout_seconds, autofix=autofix_config(effective),
-        search_attributes=opts.search_attributes, iteration=iteration + 1, retry_of=run_id, approval_gates=True)
+        search_attributes=opts.search_attributes, iteration=iteration + 1, retry_of=run_id, approval_gates=True,
+        scheduling=opts.v4.scheduling(tenant_id, retry_plan) if opts.v4 else None, verify_approvers=True,
+        sla=opts.v4.run_sla(retry_plan) if opts.v4 else None)
 
 
-async def start(client: Client, inp: BuildRunInput) -> Submitted:
+async def start(client: Client, inp: BuildRunInput, *, tenant_max_active_runs: int = 0) -> Submitted:
     """Start the workflow of a run whose workspace branch is in place; returns once it is accepted.
-    If Temporal refuses the run, the branch made for it is deleted: no branch is left without a run."""
+    If Temporal refuses the run, or its tenant has ``tenant_max_active_runs`` open already
+    (``TenantRunLimit``), the branch made for it is deleted: no branch is left without a run."""
     try:
+        if inp.search_attributes:
+            await check_tenant_limit(client, inp.tenant, task_queue(inp.task_queue_prefix, WORKFLOW_QUEUE),
+                                     tenant_max_active_runs)
         return await _start(client, inp)
-    except RunExistsError:
+    except (RunExistsError, TenantRunLimit):
         await _drop_branch(inp.workspace)  # made for this submission: the run under that id has its own
         raise
     except Exception:
@@ -235,6 +270,7 @@ async def _start(client: Client, inp: BuildRunInput) -> Submitted:
                 SearchAttributePair(sa.TENANT, inp.tenant), SearchAttributePair(sa.PLAN, plan.name),
                 SearchAttributePair(sa.RUN_STATUS, RunStatus.PENDING.value),
             ]) if inp.search_attributes else None,
+            priority=temporal_priority(inp.scheduling),
         )
     except WorkflowAlreadyStartedError:
         raise RunExistsError(f"run {run_id} exists already; run ids are never reused") from None
@@ -259,6 +295,35 @@ def run_detail(session: Session, run_id: str, tenant: str | None) -> RunDetail:
     return RunDetail(run, step_rows.run_steps(session, run_id),
                      approvals.list_gates(session, tenant=run.tenant_id, run_id=run_id),
                      breakers.waits_of(session, run_id) if run.status == RunStatus.WAITING_ON_BREAKER else [])
+
+
+@dataclass(frozen=True)
+class RunDetailRows:
+    """``RunDetail`` as the API shows it, read as plain rows (building ORM objects for a run, its
+    plan and its attempts was most of the CPU of a ``GET /runs/{id}``)."""
+
+    run: dict[str, Any]
+    """``store.views.run_fields``'s keys, and the run's ``settings``."""
+    steps: list[Row[Any]]
+    """``store.steps.STEP_VIEW`` of every attempt of every step, by step, then attempt."""
+    gates: list[Row[Any]]
+    """``store.approvals.GATE_VIEW`` of its gates."""
+    waiting_on: list[str]
+    confidence: Confidence | None
+    """For a run auto-fix acted in (``service.confidence.confidence_of``)."""
+
+
+def run_detail_rows(session: Session, run_id: str, tenant: str | None) -> RunDetailRows:
+    """``run_detail`` in plain rows, with the run's confidence; ``NotFound`` as ``own_run``."""
+    run = run_rows.run_summary(session, run_id)
+    if run is None or (tenant is not None and run["tenant"] != tenant):
+        raise NotFound(f"unknown run id {run_id!r}")
+    steps = step_rows.run_step_rows(session, run_id)
+    return RunDetailRows(
+        run, steps, approvals.run_gate_rows(session, tenant=run["tenant"], run_id=run_id),
+        breakers.waits_of(session, run_id) if run["status"] == RunStatus.WAITING_ON_BREAKER else [],
+        confidence_of(session, own_run(session, run_id, tenant), steps)
+        if autofix_rows.has_autofix(session, run_id) else None)
 
 
 @dataclass(frozen=True)

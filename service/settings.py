@@ -13,6 +13,7 @@ from metabuilder.domain.policy import AutofixSettings, EffectiveSettings, effect
 from metabuilder.service.tenancy import own_run, own_tenant
 from metabuilder.store import runs as run_rows
 from metabuilder.store import tenants as tenant_rows
+from metabuilder.store.audit import write_audit
 from metabuilder.store.models import BuildRun
 
 
@@ -36,22 +37,28 @@ def tenant_settings(session: Session, platform: AutofixSettings, tenant_id: str,
 
 def change_tenant_settings(session: Session, platform: AutofixSettings, tenant_id: str,
                            changes: Mapping[str, object], *, merge: bool, where: str,
-                           tenant: str | None) -> TenantAutofix:
+                           tenant: str | None, actor: str) -> TenantAutofix:
     """Set the tenant's overrides to ``changes`` (``{}`` resets it to the platform's values), or,
     with ``merge``, change those and keep the others. A bad value is a ``PolicyError`` naming
     ``where`` (``--set``, ``body``) and the setting."""
     tenant_id = own_tenant(tenant_id, tenant)
     parsed = parse_overrides(changes, where)
-    overrides = {**tenant_rows.tenant_autofix(session, tenant_id), **parsed} if merge else parsed
+    before = tenant_rows.tenant_autofix(session, tenant_id)
+    overrides = {**before, **parsed} if merge else parsed
     tenant_rows.set_tenant_autofix(session, tenant_id, overrides)
+    write_audit(session, "settings.tenant_changed", tenant=tenant_id, actor=actor, target=f"tenant:{tenant_id}/autofix",
+                before=before, after=overrides)
     return TenantAutofix(tenant_id, overrides, effective_settings(platform, overrides))
 
 
 def change_run_overrides(session: Session, run_id: str, changes: Mapping[str, object], *, merge: bool,
-                         where: str, tenant: str | None) -> BuildRun:
+                         where: str, tenant: str | None, actor: str) -> BuildRun:
     """Set (or, with ``merge``, change) the run-level overrides that the run's retries start with;
     the run itself keeps the settings it started with."""
     run = own_run(session, run_id, tenant)
     parsed = parse_overrides(changes, where)
-    run_rows.set_next_overrides(session, run, {**run.next_overrides, **parsed} if merge else parsed)
+    before = dict(run.next_overrides)
+    run_rows.set_next_overrides(session, run, {**before, **parsed} if merge else parsed)
+    write_audit(session, "settings.run_changed", tenant=run.tenant_id, actor=actor, target=f"run:{run.id}/settings",
+                run_id=run.id, before=before, after=dict(run.next_overrides))
     return run

@@ -94,15 +94,31 @@ def _stale(last_used: datetime | None, now: datetime) -> bool:
     return now - last_used >= LAST_USED_RESOLUTION
 
 
-def revoke_token(session: Session, token_id: str) -> bool:
+@dataclass(frozen=True)
+class RevokedToken:
+    token_id: str
+    user: str
+    tenant: str
+
+
+def revoke_token(session: Session, token_id: str) -> RevokedToken | None:
+    """Revoke an active token; None when there is no such token or it was revoked already."""
     row = session.get(ApiToken, token_id)
     if row is None or row.revoked_at is not None:
-        return False
+        return None
     row.revoked_at = utcnow()
-    return True
+    user = session.get(User, row.user_id)
+    assert user is not None
+    return RevokedToken(token_id=token_id, user=user.name, tenant=user.tenant_id)
 
 
 def list_tokens(session: Session, tenant_id: str) -> list[tuple[ApiToken, User]]:
     rows = session.execute(select(ApiToken, User).join(User, User.id == ApiToken.user_id)
                            .where(User.tenant_id == tenant_id).order_by(ApiToken.created_at))
     return [(t, u) for t, u in rows]
+
+
+def user_role(session: Session, tenant_id: str, name: str) -> Role | None:
+    """The role ``name`` holds in the tenant now; None when there is no such user."""
+    role = session.scalar(select(User.role).where(User.tenant_id == tenant_id, User.name == name))
+    return Role(role) if role is not None else None

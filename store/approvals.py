@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from metabuilder.domain.approvals import GateStatus, GateView, audit_event
@@ -16,8 +17,12 @@ from metabuilder.store.tenants import ensure_tenant
 def record_gate(session: Session, tenant: str, gate: GateView) -> bool:
     """Upsert a gate and write its audit event: ``approval.requested`` when it opens, then
     ``approval.granted``, ``.rejected`` or ``.expired``. Idempotent (keyed by the gate id).
-    Returns whether the audit event is new (False when the same state is written again)."""
+    Returns whether the gate's state is new (False when the same state is written again).
+
+    A decision made through the API is audited once: this event and the API's
+    (:func:`record_decision_request`) are the same row, whichever is written first."""
     ensure_tenant(session, tenant)
+    previous = session.scalar(select(ApprovalGate.status).where(ApprovalGate.id == gate.gate_id))
     upsert(session, ApprovalGate,
             {"id": gate.gate_id, "run_id": gate.run_id, "tenant_id": tenant, "step_name": gate.step,
              "kind": gate.kind, "action": gate.action, "status": gate.status, "reason": gate.reason,
@@ -28,15 +33,29 @@ def record_gate(session: Session, tenant: str, gate: GateView) -> bool:
              "decision_reason": gate.decision_reason,
              "proposal": asdict(gate.proposal) if gate.proposal else None},
             keys=["id"], update=["status", "decided_by", "decided_at", "decision_reason"])
-    event = "approval.requested" if gate.status == GateStatus.PENDING else audit_event(gate)
-    return upsert(session, AuditEvent,
-            {"id": stable_id(gate.gate_id, event), "tenant_id": tenant, "run_id": gate.run_id, "event": event,
-             "actor": gate.decided_by or "metabuilder",
-             "data": {"gate_id": gate.gate_id, "step": gate.step, "kind": gate.kind, "action": gate.action,
-                      "signal_type": gate.signal_type, "status": gate.status, "reason": gate.decision_reason
-                      or gate.reason, **_proposal_audit(gate)},
-             "created_at": utcnow()},
-            keys=["id"], update=[])
+    upsert(session, AuditEvent, _gate_audit(tenant, gate, None), keys=["id"], update=[])
+    return previous != str(gate.status)
+
+
+def record_decision_request(session: Session, tenant: str, gate: GateView, request_id: str | None) -> None:
+    """Tie a decided gate's audit event to the request that decided it (the API's): the same row
+    as the run's own (:func:`record_gate`), so the decision is audited once."""
+    ensure_tenant(session, tenant)
+    upsert(session, AuditEvent, _gate_audit(tenant, gate, request_id), keys=["id"], update=["request_id"])
+
+
+def _gate_audit(tenant: str, gate: GateView, request_id: str | None) -> dict[str, object]:
+    pending = gate.status == GateStatus.PENDING
+    event = "approval.requested" if pending else audit_event(gate)
+    return {"id": stable_id(gate.gate_id, event), "tenant_id": tenant, "run_id": gate.run_id, "event": event,
+            "actor": gate.decided_by or "metabuilder", "target": f"gate:{gate.gate_id}", "request_id": request_id,
+            "before": None if pending else {"status": str(GateStatus.PENDING)},
+            "after": {"status": str(gate.status)} if pending else {"status": str(gate.status),
+                                                                     "reason": gate.decision_reason},
+            "data": {"gate_id": gate.gate_id, "step": gate.step, "kind": gate.kind, "action": gate.action,
+                     "signal_type": gate.signal_type, "status": gate.status, "reason": gate.decision_reason
+                     or gate.reason, **_proposal_audit(gate)},
+            "created_at": utcnow()}
 
 
 def _proposal_audit(gate: GateView) -> dict[str, object]:
@@ -58,6 +77,21 @@ def list_gates(session: Session, *, tenant: str, run_id: str | None = None, stat
     if status is not None:
         stmt = stmt.where(ApprovalGate.status == status)
     return list(session.scalars(stmt.order_by(ApprovalGate.opened_at, ApprovalGate.id).limit(limit).offset(offset)))
+
+
+GATE_VIEW = (ApprovalGate.id, ApprovalGate.run_id, ApprovalGate.step_name, ApprovalGate.kind, ApprovalGate.action,
+             ApprovalGate.status, ApprovalGate.reason, ApprovalGate.signal_type, ApprovalGate.evidence,
+             ApprovalGate.deciders, ApprovalGate.on_expiry, ApprovalGate.opened_at, ApprovalGate.expires_at,
+             ApprovalGate.decided_by, ApprovalGate.decided_at, ApprovalGate.decision_reason, ApprovalGate.proposal)
+"""The columns ``store.views.gate_fields`` reads."""
+
+
+def run_gate_rows(session: Session, *, tenant: str, run_id: str, limit: int = 100) -> list[Row[Any]]:
+    """``list_gates`` of one run as plain rows of ``GATE_VIEW`` (read by attribute like an
+    ``ApprovalGate``), no ORM objects."""
+    return list(session.execute(
+        select(*GATE_VIEW).where(ApprovalGate.tenant_id == tenant, ApprovalGate.run_id == run_id)
+        .order_by(ApprovalGate.opened_at, ApprovalGate.id).limit(limit)))
 
 
 def recent_decisions(session: Session, *, tenant: str, limit: int = 20) -> list[ApprovalGate]:

@@ -144,8 +144,9 @@ class FlakeRate:
         return self.flaky / self.runs if self.runs else 0.0
 
 
-def flake_rates(session: Session, tenant: str) -> list[FlakeRate]:
-    """Per plan and step: in how many runs the step ran, and in how many it was found flaky."""
+def flake_rates(session: Session, tenant: str, plan: str | None = None) -> list[FlakeRate]:
+    """Per plan and step: in how many runs the step ran, and in how many it was found flaky;
+    ``plan``: of that plan name only."""
     ran = (select(ScaffoldPlan.name, BuildStep.name, func.count(func.distinct(BuildStep.run_id)))
            .join(BuildRun, BuildRun.id == BuildStep.run_id).join(ScaffoldPlan, ScaffoldPlan.id == BuildRun.plan_id)
            .where(BuildRun.tenant_id == tenant).group_by(ScaffoldPlan.name, BuildStep.name))
@@ -153,6 +154,8 @@ def flake_rates(session: Session, tenant: str) -> list[FlakeRate]:
              .join(BuildRun, BuildRun.id == AutoFixRun.run_id).join(ScaffoldPlan, ScaffoldPlan.id == BuildRun.plan_id)
              .where(BuildRun.tenant_id == tenant, AutoFixRun.outcome == "flaky")
              .group_by(ScaffoldPlan.name, AutoFixRun.step_name))
+    if plan is not None:
+        ran, flaky = ran.where(ScaffoldPlan.name == plan), flaky.where(ScaffoldPlan.name == plan)
     flaky_counts = {(p, s): n for p, s, n in session.execute(flaky)}
     return sorted((FlakeRate(p, s, n, flaky_counts.get((p, s), 0)) for p, s, n in session.execute(ran)),
                   key=lambda f: (-f.rate, f.plan, f.step))

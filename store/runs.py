@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, defer, joinedload
 
 from metabuilder.domain.payloads import RunRecord
 from metabuilder.domain.runs import AttemptStatus, RunStatus
-from metabuilder.store.models import BuildRun, CircuitBreakerWait, ScaffoldPlan, utcnow
+from metabuilder.store.models import BuildRun, CircuitBreakerWait, QueueLease, ScaffoldPlan, utcnow
 from metabuilder.store.plans import ensure_plan_of
 from metabuilder.store.rows import upsert
 from metabuilder.store.steps import close_open_attempts
@@ -26,7 +26,8 @@ def record_run(session: Session, record: RunRecord) -> str | None:
     upsert(session, BuildRun,
             {"id": record.run_id, "tenant_id": record.tenant, "plan_id": plan_id,
              "workflow_id": record.workflow_id, "status": record.status.value, "repo_url": record.repo_url,
-             "branch": record.branch, "source": record.source, "base_commit": record.base_commit,
+             "branch": record.branch, "source": record.source,
+             "source_branch": record.source_branch, "base_commit": record.base_commit,
              "head_commit": record.head_commit, "failed_step": record.failed_step, "error": record.error,
              "iteration": record.iteration, "retry_of": record.retry_of, "settings": dict(record.settings),
              "next_overrides": {}, "created_at": now, "updated_at": now,
@@ -43,6 +44,8 @@ def record_run(session: Session, record: RunRecord) -> str | None:
             "reported how it ended")
         # nor does an ended run wait on a circuit breaker any more
         session.execute(delete(CircuitBreakerWait).where(CircuitBreakerWait.run_id == record.run_id))
+        # and no worker holds any of its steps (a dead worker's lease would otherwise stay)
+        session.execute(delete(QueueLease).where(QueueLease.run_id == record.run_id))
     return previous
 
 
@@ -98,3 +101,11 @@ def run_summaries(session: Session, *, tenant: str, status: str | None = None, p
     if plan is not None:
         stmt = stmt.where(ScaffoldPlan.name == plan)
     return [dict(row) for row in session.execute(stmt).mappings()]
+
+
+def run_summary(session: Session, run_id: str) -> dict[str, Any] | None:
+    """One run as ``run_summaries`` reads it (plain, no ORM object), with its ``settings`` too."""
+    row = session.execute(select(*RUN_SUMMARY, BuildRun.settings)
+                          .join(ScaffoldPlan, ScaffoldPlan.id == BuildRun.plan_id)
+                          .where(BuildRun.id == run_id)).mappings().first()
+    return None if row is None else dict(row)

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, select, update
 from sqlalchemy.orm import Session
 
-from metabuilder.domain.runs import AttemptStatus
+from metabuilder.domain.runs import AttemptStatus, attempt_key
 from metabuilder.store.models import BuildStep, utcnow
 from metabuilder.store.rows import upsert
 
@@ -26,6 +26,11 @@ class StepAttempt:
     commit_before: str
     worker: str
 
+    @property
+    def idempotency_key(self) -> str:
+        """The attempt's key (``domain.runs.attempt_key``), unique among all attempts."""
+        return attempt_key(self.run_id, self.step_index, self.attempt)
+
 
 def step_started(session: Session, a: StepAttempt) -> None:
     """Record an attempt as running. Earlier attempts still running are settled by the attempt
@@ -35,6 +40,7 @@ def step_started(session: Session, a: StepAttempt) -> None:
             {"run_id": a.run_id, "step_index": a.step_index, "attempt": a.attempt, "name": a.name,
              "queue": a.queue, "command": a.command, "status": "running", "commit_before": a.commit_before,
              "worker": a.worker, "log_tail": "", "log_path": "", "started_at": utcnow(),
+             "idempotency_key": a.idempotency_key,
              "exit_code": None, "duration_seconds": None, "commit_after": None, "finished_at": None},
             keys=["run_id", "step_index", "attempt"],
             update=["status", "worker", "started_at", "exit_code", "duration_seconds", "commit_after",
@@ -65,7 +71,7 @@ def step_finished(session: Session, a: StepAttempt, *, status: str, exit_code: i
              "queue": a.queue, "command": a.command, "status": status, "commit_before": a.commit_before,
              "worker": a.worker, "exit_code": exit_code, "duration_seconds": duration_seconds,
              "commit_after": commit_after, "log_tail": log_tail, "log_path": log_path,
-             "started_at": utcnow(), "finished_at": utcnow(), **classified},
+             "started_at": utcnow(), "finished_at": utcnow(), "idempotency_key": a.idempotency_key, **classified},
             keys=["run_id", "step_index", "attempt"],
             update=["status", "worker", "exit_code", "duration_seconds", "commit_after", "log_tail",
                     "log_path", "finished_at", *classified])
@@ -113,3 +119,15 @@ def step_attempts(session: Session, run_id: str, step_index: int, first: int, la
 def run_steps(session: Session, run_id: str) -> list[BuildStep]:
     stmt = select(BuildStep).where(BuildStep.run_id == run_id).order_by(BuildStep.step_index, BuildStep.attempt)
     return list(session.scalars(stmt))
+
+
+STEP_VIEW = (BuildStep.step_index, BuildStep.attempt, BuildStep.name, BuildStep.queue, BuildStep.status,
+             BuildStep.exit_code, BuildStep.duration_seconds, BuildStep.commit_before, BuildStep.commit_after,
+             BuildStep.signal_type, BuildStep.log_tail)
+"""The columns ``store.views.step_fields`` reads."""
+
+
+def run_step_rows(session: Session, run_id: str) -> list[Row[Any]]:
+    """``run_steps`` as plain rows of ``STEP_VIEW`` (read by attribute like a ``BuildStep``), no ORM objects."""
+    stmt = select(*STEP_VIEW).where(BuildStep.run_id == run_id).order_by(BuildStep.step_index, BuildStep.attempt)
+    return list(session.execute(stmt))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import Row
+
 from metabuilder.store.models import ApprovalGate, BuildRun, BuildStep
 
 
@@ -16,8 +18,8 @@ def run_fields(run: BuildRun) -> dict[str, Any]:
             "finished_at": run.finished_at}
 
 
-def step_fields(step: BuildStep, lines: int | None = None) -> dict[str, Any]:
-    """One step attempt; ``lines`` keeps only the last lines of its log tail."""
+def step_fields(step: BuildStep | Row[Any], lines: int | None = None) -> dict[str, Any]:
+    """One step attempt (or a row of ``steps.STEP_VIEW``); ``lines`` keeps only the last lines of its log tail."""
     tail = step.log_tail if lines is None else "\n".join(step.log_tail.splitlines()[-lines:])
     return {"index": step.step_index, "attempt": step.attempt, "name": step.name, "queue": step.queue,
             "status": step.status, "exit_code": step.exit_code, "duration_seconds": step.duration_seconds,
@@ -25,7 +27,8 @@ def step_fields(step: BuildStep, lines: int | None = None) -> dict[str, Any]:
             "signal_type": step.signal_type, "log_tail": tail}
 
 
-def gate_fields(gate: ApprovalGate) -> dict[str, Any]:
+def gate_fields(gate: ApprovalGate | Row[Any]) -> dict[str, Any]:
+    """One approval gate (or a row of ``approvals.GATE_VIEW``)."""
     return {"gate_id": gate.id, "run_id": gate.run_id, "step": gate.step_name, "kind": gate.kind,
             "action": gate.action, "status": gate.status, "reason": gate.reason, "signal_type": gate.signal_type,
             "evidence": list(gate.evidence), "deciders": list(gate.deciders), "on_expiry": gate.on_expiry,

@@ -14,6 +14,7 @@ import structlog
 
 from metabuilder.domain.approvals import GateKind, GateStatus, GateView
 from metabuilder.domain.breakers import Transition
+from metabuilder.domain.canary import Sample
 from metabuilder.domain.payloads import AutofixEvent
 from metabuilder.domain.runs import RunStatus
 from metabuilder.telemetry import metrics
@@ -49,6 +50,14 @@ def run_status(run_id: str, previous: str | None, status: RunStatus, *, autofix:
     if failed_step:
         fields |= {"step_id": failed_step, "error": error}
     log.info("run.status", **fields)
+
+
+def canary_sample(sample: Sample) -> None:
+    """A finished run's canary sample was written (``store.canary``)."""
+    metrics.CANARY_RUNS.labels(sample.version, sample.outcome).inc()
+    metrics.CANARY_RUN_SECONDS.labels(sample.version).observe(sample.duration_seconds)
+    log.info("canary.sample", version=sample.version, outcome=sample.outcome,
+             duration_seconds=round(sample.duration_seconds, 3), attempts=sample.attempts, repairs=sample.repairs)
 
 
 def gate_recorded(run_id: str, gate: GateView) -> None:

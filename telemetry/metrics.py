@@ -52,6 +52,31 @@ RUN_TRANSITIONS = Counter(
 BREAKER_TRANSITIONS = Counter(
     "metabuilder_circuit_breaker_transitions_total",
     "Circuit breakers changing state (to closed, open or half_open), by failure class.", ["class", "to"])
+CHAOS_INJECTIONS = Counter(
+    "metabuilder_chaos_injections_total", "Chaos faults injected into step attempts, by fault type.", ["type"])
+CHAOS_RECOVERIES = Counter(
+    "metabuilder_chaos_recoveries_total",
+    "Chaos injections the step recovered from (a later attempt, or the same one for a latency, passed), by type.",
+    ["type"])
+CHAOS_RECOVERY_SECONDS = Histogram(
+    "metabuilder_chaos_recovery_seconds", "From a chaos injection until the step passed, by fault type.",
+    ["type"], buckets=DURATION_BUCKETS)
+SLA_VIOLATIONS = Counter(
+    "metabuilder_sla_violations_total",
+    "Runs past their SLA class's deadline (its time budget), by SLA class.", ["sla"])
+SLA_WARNINGS = Counter(
+    "metabuilder_sla_warnings_total",
+    "Runs past 80% of their SLA class's time budget, by SLA class.", ["sla"])
+for _sla in ("fast", "normal", "thorough"):  # at 0 from the start: the alert's increase() sees the first one
+    SLA_VIOLATIONS.labels(_sla)
+    SLA_WARNINGS.labels(_sla)
+CANARY_RUNS = Counter(
+    "metabuilder_canary_runs_total",
+    "Finished runs by the Worker Deployment version (build id) they were pinned to, and final status. "
+    "The version label is bounded: the few builds deployed at once.", ["version", "outcome"])
+CANARY_RUN_SECONDS = Histogram(
+    "metabuilder_canary_run_seconds", "From a run's start to its end, by the version it ran on.",
+    ["version"], buckets=DURATION_BUCKETS)
 STEP_ATTEMPTS = Counter(
     "metabuilder_step_attempts_total", "Finished step attempts, by worker pool and status.", ["queue", "status"])
 OPERATION_SECONDS = Histogram(
@@ -61,6 +86,16 @@ OPERATION_SECONDS = Histogram(
 HTTP_REQUEST_SECONDS = Histogram(
     "metabuilder_http_request_seconds", "API requests, by method, route template and status class.",
     ["method", "route", "status"], buckets=DURATION_BUCKETS)
+LLM_TOKENS = Counter(
+    "metabuilder_llm_tokens_total",
+    "LLM tokens metered, by model and direction (in: the prompt, out: the answer).", ["model", "direction"])
+COST_USD = Counter(
+    "metabuilder_cost_usd_total",
+    "Money metered (LLM calls at the catalogue's prices, step CPU-seconds at the pool's price), by pool.",
+    ["pool"])
+BUDGET_EXCEEDED = Counter(
+    "metabuilder_budget_exceeded_total",
+    "Reservations refused because a run's or tenant's budget was short, by dimension.", ["dimension"])
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -19,6 +19,7 @@ from metabuilder.store.db import make_engine, session_factory
 from metabuilder.worker.devserver import DevServer, free_port
 from metabuilder.worker.runtime import POOLS, build_workers, running_workers
 from metabuilder.worker.settings import Settings
+from tests.fakes.webhook_receiver import Receiver, webhook_receiver
 
 PG_ADMIN_DSN = os.environ.get("META_BUILDER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -100,3 +101,10 @@ def user_repo(tmp_path: Path) -> Path:
     git(repo, "add", "--all")
     git(repo, "commit", "--quiet", "-m", "initial")
     return repo
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on loopback that checks each delivery's signature."""
+    with webhook_receiver() as state:
+        yield state

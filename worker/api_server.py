@@ -10,12 +10,16 @@ development, like the workers.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
 from metabuilder.api.app import create_app as build_app
 from metabuilder.api.config import ApiConfig
+from metabuilder.service.diagnostics import Deployment
 from metabuilder.worker.runtime import connect
 from metabuilder.worker.settings import Settings
 
@@ -29,7 +33,23 @@ def api_config(settings: Settings, sessions: sessionmaker[Session]) -> ApiConfig
         shared_repo=settings.shared_repo, task_queue_prefix=settings.task_queue_prefix,
         heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds, namespace=settings.temporal_namespace,
         workspace_roots=list(settings.workspace_roots), ui_url=settings.ui_url,
-        breaker_policies=settings.breakers.policies, breaker_alert_after_seconds=settings.breaker_alert_after_seconds)
+        breaker_policies=settings.breakers.policies, breaker_alert_after_seconds=settings.breaker_alert_after_seconds,
+        v4=settings.v4, chaos=settings.chaos, deployment_name=settings.deployment.name,
+        tenant_max_active_runs=settings.tenant_max_active_runs,
+        privacy=settings.privacy, budgets=settings.budgets, diagnostics=diagnostics(settings, sessions))
+
+
+def diagnostics(settings: Settings, sessions: sessionmaker[Session]) -> Deployment:
+    """The doctor's view of this deployment, for the portal's diagnostics page."""
+    from metabuilder.worker.cli.doctor import revisions
+    from metabuilder.worker.cli.version import version_string
+
+    return Deployment(connect=lambda: connect(settings, start_embedded=False), address=settings.address,
+                      database_url=settings.database_url, sessions=lambda: sessions,
+                      task_queue_prefix=settings.task_queue_prefix, privacy=settings.privacy, llm=settings.llm,
+                      version=version_string(), revisions=lambda: revisions(settings.database_url),
+                      canary_deployment=settings.deployment.name if settings.deployment.versioning else None,
+                      canary=settings.v4.canary)
 
 
 def create_app() -> FastAPI:
@@ -53,6 +73,16 @@ def create_app() -> FastAPI:
 SHUTDOWN_GRACE_SECONDS = 5
 """After SIGTERM, requests in progress get this long to finish; then the server stops. Without a
 bound, uvicorn waited for every queued request, for minutes after an overload."""
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (as uvicorn picks it for ``--workers N``), else
+    asyncio's own: the API process alone, which runs no workflow code."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop  # type: ignore[no-any-return]
 
 
 def _options(settings: Settings) -> dict[str, object]:

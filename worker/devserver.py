@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
@@ -25,6 +26,9 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from metabuilder.workflows import search_attributes
+
+if TYPE_CHECKING:
+    from metabuilder.worker.settings import Settings
 
 TUNING = (
     "--sqlite-pragma", "journal_mode=wal",
@@ -35,6 +39,14 @@ TUNING = (
     "--dynamic-config-value", "matching.numTaskqueueReadPartitions=1",
     "--dynamic-config-value", "matching.numTaskqueueWritePartitions=1",
 )
+
+SCHEDULING = (
+    "--dynamic-config-value", "matching.useNewMatcher=true",
+    "--dynamic-config-value", "matching.enableFairness=true",
+)
+"""Priority and fairness on the task queues (v4, ``domain.pools``): the priority matcher serves
+lower priority keys first, and fairness shares each priority level between fairness keys (the
+tenants) by weight. A self-hosted cluster needs the same dynamic config (docs/operations.md)."""
 
 
 class DevServerError(RuntimeError):
@@ -76,6 +88,11 @@ class DevServer:
     ui: bool = True
     process: subprocess.Popen[bytes] | None = None
 
+    @classmethod
+    def of_home(cls, settings: Settings) -> DevServer:
+        """The embedded server of ``settings``' home: its data under ``<home>/temporal``, its ports."""
+        return cls(settings.home / "temporal", settings.dev_server_port, settings.dev_server_ui_port)
+
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
@@ -97,7 +114,7 @@ class DevServer:
             temporal_cli(), "server", "start-dev",
             "--ip", "127.0.0.1", "--port", str(self.port),
             "--db-filename", str(self.db_file), "--log-level", "warn",
-            *TUNING,
+            *TUNING, *SCHEDULING,
         ]
         for key in search_attributes.ALL:
             cmd += ["--search-attribute", f"{key.name}=Keyword"]
@@ -140,6 +157,12 @@ class DevServer:
         client = await Client.connect(self.address, namespace=namespace)
         await ensure_search_attributes(client, namespace)
         return client
+
+    def recorded_here(self) -> bool:
+        """Whether this data directory's pid file names a dev server that is still running on its
+        data file (False: whatever listens on the port, if anything, is another home's server)."""
+        pid = _read_pid(self.pid_file)
+        return pid is not None and self._is_ours(pid)
 
     def _is_ours(self, pid: int) -> bool:
         """Whether ``pid`` is still this server: a dev server on our data file (pids are reused)."""

@@ -5,15 +5,23 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
 
 from metabuilder.activities.breakers import BreakerSettings
+from metabuilder.activities.step_watch import LogSettings
 from metabuilder.adapters.llm import LlmSettings
 from metabuilder.domain.breakers import parse_policies
+from metabuilder.domain.budget_settings import BudgetSettings, platform_budgets
+from metabuilder.domain.canary import DEPLOYMENT_NAME, DeploymentSettings, check_build_id, check_deployment_name
+from metabuilder.domain.chaos import ChaosSettings, FaultParams, parse_weights
+from metabuilder.domain.models_catalogue import ModelSpec
+from metabuilder.domain.notifications import WebhookSettings
 from metabuilder.domain.policy import AutofixSettings, PolicyError, platform_settings
+from metabuilder.domain.privacy import PLATFORM_DEFAULT, Privacy, parse_privacy
+from metabuilder.domain.v4 import V4Settings, platform_v4
 from metabuilder.telemetry.tracing import TracingMode
 from metabuilder.telemetry.tracing import missing_modules as tracing_missing_modules
 
@@ -69,6 +77,10 @@ class Settings:
     """``META_BUILDER_API_WORKERS``: API processes sharing the port (``metabuilder api``)."""
     api_access_log: bool = True
     """``META_BUILDER_API_ACCESS_LOG``: a log event per request served by the API."""
+    api_url: str | None = None
+    """``META_BUILDER_API_URL``: the API the CLI talks to when it has a token (default: ``api_host:api_port``)."""
+    api_token: str = ""
+    """``META_BUILDER_API_TOKEN``: with it, ``metabuilder approve|reject`` decide through the API."""
     workspace_roots: tuple[Path, ...] = ()
     """Directories the API may start runs from (``META_BUILDER_WORKSPACE_ROOTS``, ``:``-separated)."""
     metrics_host: str = "127.0.0.1"
@@ -83,9 +95,46 @@ class Settings:
     """``META_V4_BREAKERS_ENABLED`` and ``META_V4_BREAKER_POLICIES``: circuit breakers (``domain.breakers``)."""
     breaker_alert_after_seconds: float = 900.0
     """``META_V4_BREAKER_ALERT_AFTER_SECONDS``: served on ``/metrics`` for the CircuitBreakerOpenTooLong alert."""
+    v4: V4Settings = field(default_factory=V4Settings)
+    """The platform level of the v4 group: ``FEATURE_META_V4_ENABLED``, ``META_V4_MAX_WORKERS``,
+    ``META_V4_FAIRNESS_WEIGHTS`` (``domain.v4``)."""
+    chaos: ChaosSettings = field(default_factory=ChaosSettings)
+    """``META_V4_CHAOS_*``: fault injection into step attempts (``domain.chaos``); off by default."""
+    # Worker lifecycle (issue 16, part B)
+    worker_grace_seconds: float = 30.0
+    """``META_BUILDER_WORKER_GRACE_SECONDS``: on SIGTERM/SIGINT a worker stops polling and gives the
+    steps it runs this long to finish; those still running then are cancelled (their command is
+    killed, and Temporal retries the attempt on another worker)."""
+    step_logs: LogSettings = field(default_factory=LogSettings)
+    """``META_BUILDER_STEP_LOG_DB``, ``..._MAX_BYTES``, ``..._FLUSH_SECONDS``: step logs shipped to the
+    database while the step runs (``activities.step_watch``)."""
+    tenant_max_active_runs: int = 0
+    """``META_BUILDER_TENANT_MAX_ACTIVE_RUNS``: runs one tenant may have open at once; a submission or
+    retry beyond it is refused (409). 0: no limit (``service.run_limits``)."""
+    privacy: Privacy = PLATFORM_DEFAULT
+    """``META_V4_PRIVACY_MODE``, ``META_V4_LLM_ALLOWLIST``, ``META_V4_DOMAIN_ALLOWLIST``, ``META_V4_REDACT_PATTERNS``:
+    the platform level of what may leave for an LLM and where outbound calls may go (``domain.privacy``)."""
+    budgets: BudgetSettings = field(default_factory=BudgetSettings)
+    """``META_V4_DEFAULT_TIME_BUDGET_SECONDS``, ``META_V4_DEFAULT_COST_BUDGET_USD``, ``META_V4_MODEL_CATALOGUE``,
+    ``META_V4_CPU_PRICE_PER_SECOND``: the platform level of the budgets (``domain.budget_settings``).
+    The catalogue lists the models the LLM fixer may use (name, endpoint, prices, context, tier); a
+    run's SLA class and the money left pick one (``domain.models_catalogue``). Empty: the fixer asks
+    ``META_BUILDER_LLM_MODEL``, as before."""
+    deployment: DeploymentSettings = field(default_factory=DeploymentSettings)
+    """``META_BUILDER_WORKER_VERSIONING``, ``META_BUILDER_DEPLOYMENT_NAME``, ``META_BUILDER_BUILD_ID``,
+    ``META_V4_CANARY_DRILL_FAIL_PATCH``: the Worker Deployment version this process's workers are
+    (``domain.canary``; off: unversioned workers, as before the canary)."""
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    """``META_V4_WEBHOOK_MAX_ATTEMPTS``, ``..._RETRY_SECONDS``, ``..._TIMEOUT_SECONDS``: how notifications
+    are delivered (``domain.notifications``)."""
     temporal_env: Mapping[str, str] = field(default_factory=dict)
     """The SDK's environment configuration (``TEMPORAL_*``: address, namespace, TLS, API key,
     ``TEMPORAL_PROFILE`` and ``TEMPORAL_CONFIG_FILE``), read by ``worker.runtime.connect``."""
+
+    @property
+    def model_catalogue(self) -> tuple[ModelSpec, ...]:
+        """The models of ``META_V4_MODEL_CATALOGUE`` (``budgets.catalogue``)."""
+        return self.budgets.catalogue
 
     @property
     def embedded(self) -> bool:
@@ -130,6 +179,8 @@ class Settings:
             api_port=_int(env, "META_BUILDER_API_PORT", 5001, 1, 65535),
             api_workers=_int(env, "META_BUILDER_API_WORKERS", 1, 1, 64),
             api_access_log=_bool(env, "META_BUILDER_API_ACCESS_LOG", True),
+            api_url=_api_url(env),
+            api_token=(env.get("META_BUILDER_API_TOKEN") or "").strip(),
             metrics_host=env.get("META_BUILDER_METRICS_HOST") or "127.0.0.1",
             metrics_port=_int(env, "META_BUILDER_METRICS_PORT", 9108, 0, 65535),
             sdk_metrics_port=_int(env, "META_BUILDER_SDK_METRICS_PORT", 9109, 0, 65535),
@@ -138,6 +189,17 @@ class Settings:
             llm=_llm(env),
             llm_classify=_llm_classify(env),
             breakers=_breakers(env),
+            v4=_v4(environment, env),
+            chaos=_chaos(env, environment),
+            deployment=_deployment(env, environment),
+            privacy=_privacy(env),
+            budgets=_budgets(env),
+            webhooks=WebhookSettings(
+                max_attempts=_int(env, "META_V4_WEBHOOK_MAX_ATTEMPTS", 8, 1, 100),
+                retry_seconds=_float(env, "META_V4_WEBHOOK_RETRY_SECONDS", 5.0, 0.1, 3600.0),
+                timeout_seconds=_float(env, "META_V4_WEBHOOK_TIMEOUT_SECONDS", 10.0, 1.0, 300.0),
+                expiry_warning_seconds=_float(env, "META_V4_WEBHOOK_EXPIRY_WARNING_SECONDS", 3600.0, 1.0,
+                                              30 * 86400.0)),
             breaker_alert_after_seconds=_float(env, "META_V4_BREAKER_ALERT_AFTER_SECONDS", 900.0, 1.0, 7 * 86400.0),
             home=home,
             environment=environment,
@@ -145,6 +207,12 @@ class Settings:
             temporal_namespace=env.get("TEMPORAL_NAMESPACE") or "default",
             tracing=tracing,
             temporal_env={k: v for k, v in env.items() if k.startswith("TEMPORAL_") and v},
+            worker_grace_seconds=_float(env, "META_BUILDER_WORKER_GRACE_SECONDS", 30.0, 0.0, 86400.0),
+            tenant_max_active_runs=_int(env, "META_BUILDER_TENANT_MAX_ACTIVE_RUNS", 0, 0, 1_000_000),
+            step_logs=LogSettings(
+                enabled=_bool(env, "META_BUILDER_STEP_LOG_DB", True),
+                max_bytes=_int(env, "META_BUILDER_STEP_LOG_MAX_BYTES", 16 * 1024 * 1024, 4096, 2**31 - 1),
+                flush_seconds=_float(env, "META_BUILDER_STEP_LOG_FLUSH_SECONDS", 0.5, 0.05, 60.0)),
             database_url=_database_url(env, home),
             shared_repo=env.get("META_BUILDER_SHARED_REPO") or str(home / "workspaces.git"),
             artifacts_dir=Path(env.get("META_BUILDER_ARTIFACTS_DIR") or home / "artifacts"),
@@ -168,6 +236,13 @@ def _database_url(env: Mapping[str, str], home: Path) -> str:
     return url
 
 
+def _api_url(env: Mapping[str, str]) -> str | None:
+    url = (env.get("META_BUILDER_API_URL") or "").strip().rstrip("/")
+    if url and not url.startswith(("http://", "https://")):
+        raise SettingsError(f"META_BUILDER_API_URL={url!r}: expected an http:// or https:// URL")
+    return url or None
+
+
 def _llm(env: Mapping[str, str]) -> LlmSettings | None:
     url = (env.get("META_BUILDER_LLM_URL") or "").strip()
     if not url:
@@ -181,7 +256,33 @@ def _llm(env: Mapping[str, str]) -> LlmSettings | None:
         url=url, model=model, api_key=env.get("META_BUILDER_LLM_API_KEY") or "",
         price_in_per_million=_float(env, "META_BUILDER_LLM_PRICE_IN", 0.0, 0.0, 1e4),
         price_out_per_million=_float(env, "META_BUILDER_LLM_PRICE_OUT", 0.0, 0.0, 1e4),
-        timeout_seconds=_float(env, "META_BUILDER_LLM_TIMEOUT_SECONDS", 120.0, 1.0, 3600.0))
+        timeout_seconds=_float(env, "META_BUILDER_LLM_TIMEOUT_SECONDS", 120.0, 1.0, 3600.0),
+        temperature=_float(env, "META_BUILDER_LLM_TEMPERATURE", 0.0, 0.0, 2.0),
+        max_tokens=_int(env, "META_BUILDER_LLM_MAX_TOKENS", 2048, 1, 1_000_000))
+
+
+def _budgets(env: Mapping[str, str]) -> BudgetSettings:
+    try:
+        budgets = platform_budgets(env)
+    except ValueError as err:
+        raise SettingsError(str(err)) from None
+    for i, m in enumerate(budgets.catalogue):
+        if m.endpoint and not m.endpoint.startswith(("http://", "https://")):
+            raise SettingsError(f"META_V4_MODEL_CATALOGUE[{i}].endpoint={m.endpoint!r}: expected an http:// or "
+                                "https:// URL")
+    return budgets
+
+
+def _privacy(env: Mapping[str, str]) -> Privacy:
+    names = {"mode": "META_V4_PRIVACY_MODE", "llm_allowlist": "META_V4_LLM_ALLOWLIST",
+             "domain_allowlist": "META_V4_DOMAIN_ALLOWLIST", "redact_patterns": "META_V4_REDACT_PATTERNS"}
+    raw = {key: env[name].strip() for key, name in names.items() if (env.get(name) or "").strip()}
+    try:
+        given = parse_privacy(raw, "privacy")
+    except ValueError as err:
+        field_name = str(err).split(":", 1)[0].removeprefix("privacy.").split("[", 1)[0]
+        raise SettingsError(f"{names.get(field_name, 'META_V4_PRIVACY_*')}: {err}") from None
+    return replace(PLATFORM_DEFAULT, **{k: v for k, v in vars(given).items() if v is not None})
 
 
 def _breakers(env: Mapping[str, str]) -> BreakerSettings:
@@ -190,6 +291,60 @@ def _breakers(env: Mapping[str, str]) -> BreakerSettings:
     except ValueError as err:
         raise SettingsError(str(err)) from None
     return BreakerSettings(enabled=_bool(env, "META_V4_BREAKERS_ENABLED", True), policies=policies)
+
+
+def _v4(environment: Environment, env: Mapping[str, str]) -> V4Settings:
+    try:
+        return platform_v4(environment.value, env)
+    except ValueError as err:
+        raise SettingsError(str(err)) from None
+def _deployment(env: Mapping[str, str], environment: Environment) -> DeploymentSettings:
+    drill = _bool(env, "META_V4_CANARY_DRILL_FAIL_PATCH", False)
+    if drill and environment is Environment.PRODUCTION:
+        raise SettingsError("META_V4_CANARY_DRILL_FAIL_PATCH=true is refused in the production environment "
+                            "(META_BUILDER_ENV=production): it makes every patch rung of this worker fail")
+    try:
+        name = check_deployment_name((env.get("META_BUILDER_DEPLOYMENT_NAME") or DEPLOYMENT_NAME).strip(),
+                                     "META_BUILDER_DEPLOYMENT_NAME")
+        build_id = (env.get("META_BUILDER_BUILD_ID") or "").strip()
+        if build_id:
+            check_build_id(build_id, "META_BUILDER_BUILD_ID")
+    except ValueError as err:
+        raise SettingsError(str(err)) from None
+    return DeploymentSettings(versioning=_bool(env, "META_BUILDER_WORKER_VERSIONING", False), name=name,
+                              build_id=build_id or None, drill_fail_patch=drill)
+
+
+def _chaos(env: Mapping[str, str], environment: Environment) -> ChaosSettings:
+    enabled, forced = _bool(env, "META_V4_CHAOS_ENABLED", False), _bool(env, "META_V4_CHAOS_FORCE", False)
+    if enabled and environment is Environment.PRODUCTION and not forced:
+        raise SettingsError("META_V4_CHAOS_ENABLED=true is refused in the production environment "
+                            "(META_BUILDER_ENV=production); set META_V4_CHAOS_FORCE=true to force it")
+    weights = env.get("META_V4_CHAOS_WEIGHTS") or ""
+    try:
+        parsed = parse_weights(weights, "META_V4_CHAOS_WEIGHTS") if weights.strip() else ChaosSettings().weights
+    except ValueError as err:
+        raise SettingsError(str(err)) from None
+    return ChaosSettings(
+        enabled=enabled, forced=forced,
+        probability=_probability(env, "META_V4_CHAOS_INJECTION_PROBABILITY", 0.1), weights=parsed,
+        seed=_int(env, "META_V4_CHAOS_SEED", 0, 0, 2**31 - 1),
+        retention_days=_float(env, "META_V4_CHAOS_RETENTION_DAYS", 7.0, 0.001, 3650.0),
+        params=FaultParams(
+            retry_after_seconds=_float(env, "META_V4_CHAOS_RETRY_AFTER_SECONDS", 2.0, 0.1, 3600.0),
+            max_latency_seconds=_float(env, "META_V4_CHAOS_MAX_LATENCY_SECONDS", 3.0, 0.1, 3600.0),
+            timeout_cap_seconds=_float(env, "META_V4_CHAOS_TIMEOUT_CAP_SECONDS", 30.0, 1.0, 3600.0)))
+
+
+def _probability(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = (env.get(name) or "").strip()
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise SettingsError(f"{name}={raw!r}: expected a probability from 0 to 1")
+    return value
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:

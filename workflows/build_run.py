@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError, CancelledError, ChildWorkflowError, is_cancelled_exception
@@ -29,6 +30,8 @@ from metabuilder.domain.payloads import (
     RepairResult,
     RunRecord,
     RunView,
+    SlaEvent,
+    SlaRecord,
     StepResult,
     StepView,
 )
@@ -37,6 +40,7 @@ from metabuilder.domain.policy import AttemptBudget
 from metabuilder.domain.repair import DeltaKind, PlanDelta, apply_delta
 from metabuilder.domain.runs import RunStatus, StepStatus, workflow_id
 from metabuilder.domain.signals import FailureSignal
+from metabuilder.domain.sla import WARN_FRACTION, SlaState
 from metabuilder.workflows import search_attributes as sa
 from metabuilder.workflows.execution import (
     RECORD_TIMEOUT,
@@ -48,6 +52,7 @@ from metabuilder.workflows.execution import (
     retry_events,
 )
 from metabuilder.workflows.gates import ApprovalGates
+from metabuilder.workflows.priority import temporal_priority
 from metabuilder.workflows.repair import RepairWorkflow
 
 
@@ -79,10 +84,22 @@ class BuildRunWorkflow(ApprovalGates):
         self._view.retry_state = AttemptBudget.for_policy(inp.autofix.policy) if inp.autofix else None
         self._seq = 0
         self._repairs = 0
+        self._verified_input = inp if inp.verify_approvers else None
+        self._view.sla = inp.sla
 
     @workflow.run
     async def run(self, inp: BuildRunInput) -> RunView:
+        # Before any local activity (a marker recorded after one that outlived its task fails to replay).
+        monitor = inp.sla is not None and workflow.patched("sla-monitor")
         await self._set_status(inp, RunStatus.RUNNING)
+        watch = asyncio.create_task(self._sla_monitor(inp)) if monitor else None
+        try:
+            return await self._steps(inp)
+        finally:
+            if watch is not None and not watch.done():
+                watch.cancel()
+
+    async def _steps(self, inp: BuildRunInput) -> RunView:
         pos = 0
         while pos < len(self._slots):
             slot, view = self._slots[pos], self._view.steps[pos]
@@ -110,6 +127,39 @@ class BuildRunWorkflow(ApprovalGates):
                 raise asyncio.CancelledError() from err
         await self._set_status(inp, RunStatus.SUCCEEDED)
         return self._view
+
+    async def _sla_monitor(self, inp: BuildRunInput) -> None:
+        """The run's SLA deadline: at 80% of its time budget a warning, at 100% a violation, each
+        on the timeline (and the violation counted). The run goes on either way: its steps decide
+        how it ends; the violation stays on its record and the alert fires."""
+        assert inp.sla is not None
+        budget = inp.sla.time_budget_seconds
+        started = workflow.info().start_time  # the submission: what the class's budget is counted from
+        self._view.sla_deadline = deadline = started + timedelta(seconds=budget)
+        await self._sleep_until(started + timedelta(seconds=budget * WARN_FRACTION))
+        self._view.sla_state = SlaState.WARNING.value
+        await self._sla_event(inp, "sla.warning", f"{inp.sla.sla_class} run at {WARN_FRACTION:.0%} of its "
+                              f"{budget:g}s time budget; deadline {self._view.sla_deadline.isoformat()}")
+        await self._sleep_until(deadline)
+        self._view.sla_state = SlaState.VIOLATED.value
+        await self._sla_event(inp, "sla.violated", f"{inp.sla.sla_class} run passed its {budget:g}s time budget "
+                              f"(deadline {self._view.sla_deadline.isoformat()}); it goes on, recorded as violated")
+
+    @staticmethod
+    async def _sleep_until(at: datetime) -> None:
+        left = (at - workflow.now()).total_seconds()
+        if left > 0:
+            await workflow.sleep(left)
+
+    async def _sla_event(self, inp: BuildRunInput, kind: str, summary: str) -> None:
+        assert inp.sla is not None
+        running = next((v.name for v in self._view.steps if v.status is StepStatus.RUNNING), None)
+        event = SlaEvent(kind=kind, key="deadline", at=workflow.now(), summary=summary, step=running,
+                         data={"sla": inp.sla.sla_class.value, "time_budget_seconds": inp.sla.time_budget_seconds,
+                               "deadline": self._view.sla_deadline.isoformat() if self._view.sla_deadline else None})
+        await workflow.execute_local_activity("record_sla", SlaRecord(run_id=inp.run_id, tenant=inp.tenant,
+                                                                      events=[event]),
+                                              start_to_close_timeout=RECORD_TIMEOUT)
 
     @workflow.query
     def status(self) -> RunView:
@@ -198,8 +248,9 @@ class BuildRunWorkflow(ApprovalGates):
                             failed=failed, plan=LadderRules.of(self._plan), retry_state=self._state,
                             attempt_base=slot.attempts, seq=self._seq,
                             applied_deltas=[f"{d.kind}:{d.step}" for d in self._view.plan_deltas],
-                            rollback_steps=list(reversed(rollback))),
+                            rollback_steps=list(reversed(rollback)), sla=inp.sla),
                 id=f"{workflow_id(inp.run_id)}-repair-{self._repairs}",
+                priority=temporal_priority(inp.scheduling, slot.step),
             )
         except (asyncio.CancelledError, CancelledError, ChildWorkflowError) as err:
             if is_cancelled_exception(err):
@@ -293,5 +344,6 @@ class BuildRunWorkflow(ApprovalGates):
             base_commit=inp.workspace.base_commit, head_commit=self._view.head_commit,
             source=inp.workspace.source, failed_step=self._view.failed_step, error=self._view.error,
             iteration=inp.iteration, retry_of=inp.retry_of, settings=inp.settings(),
+            source_branch=inp.workspace.source_branch,
         )
         await workflow.execute_local_activity("record_run", record, start_to_close_timeout=RECORD_TIMEOUT)

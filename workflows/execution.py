@@ -11,6 +11,7 @@ reads what was retried from the result (:func:`retry_events`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -43,13 +44,19 @@ from metabuilder.domain.plans import Step
 from metabuilder.domain.policy import AutofixPolicy
 from metabuilder.domain.runs import task_queue
 from metabuilder.domain.taxonomy import FailureType
+from metabuilder.workflows.priority import temporal_priority
 
 CHECKOUT_MARGIN = timedelta(minutes=2)
 """Time beyond a step's own timeout for checkout, commit and push."""
 
+INFRA_FIRST_RETRY = timedelta(seconds=0.25)
+INFRA_BACKOFF = 4.0
+"""A lost worker's step is retried at once, nearly (its heartbeat timeout has passed already),
+then after 1, 4 and 16 s: about 21 s of tolerance over four retries, for a DB or git that is down
+for a while (it was 1, 2, 4 and 8 s; the first second was a second's delay for every dead worker)."""
 STEP_INFRA_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
+    initial_interval=INFRA_FIRST_RETRY,
+    backoff_coefficient=INFRA_BACKOFF,
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=5,
     non_retryable_error_types=[STEP_FAILED],
@@ -101,7 +108,7 @@ def step_retry_policy(policy: AutofixPolicy | None, budget: int) -> RetryPolicy:
     from ``policy``) plus the allowance for lost workers."""
     if policy is None:
         return STEP_INFRA_RETRY
-    return RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+    return RetryPolicy(initial_interval=INFRA_FIRST_RETRY, backoff_coefficient=INFRA_BACKOFF,
                        maximum_interval=timedelta(seconds=30), maximum_attempts=1 + budget + INFRA_ALLOWANCE,
                        non_retryable_error_types=[STEP_FAILED])
 
@@ -146,16 +153,48 @@ async def _execute_once(run: RunContext, index: int, step: Step, commit: str, *,
     policy = run.autofix.policy if run.autofix else None
     inp = StepInput(run=run.ref, step_index=index, step=step, commit=commit, attempt_base=attempt_base,
                     policy=policy, retry_budget=budget if policy else 0)
+    handle = workflow.start_activity(
+        "run_step", inp, result_type=StepResult,
+        activity_id=activity_id(index, step, attempt_base),
+        task_queue=task_queue(run.task_queue_prefix, step.queue.value),
+        start_to_close_timeout=timedelta(seconds=step.timeout_seconds) + CHECKOUT_MARGIN,
+        heartbeat_timeout=timedelta(seconds=run.heartbeat_timeout_seconds),
+        retry_policy=step_retry_policy(policy, budget),
+        cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        priority=temporal_priority(run.scheduling, step),
+    )
     try:
-        result = await workflow.execute_activity(
-            "run_step", inp, result_type=StepResult,
-            activity_id=activity_id(index, step, attempt_base),
-            task_queue=task_queue(run.task_queue_prefix, step.queue.value),
-            start_to_close_timeout=timedelta(seconds=step.timeout_seconds) + CHECKOUT_MARGIN,
-            heartbeat_timeout=timedelta(seconds=run.heartbeat_timeout_seconds),
-            retry_policy=step_retry_policy(policy, budget),
-            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-        )
+        # Shielded, so that the run's cancellation is seen here rather than only through how the
+        # activity then ends: a cancel that reaches no worker (its worker is dead) lets the
+        # attempt end by its heartbeat timeout, which Temporal reports as a timeout, not a cancel.
+        result = await asyncio.shield(handle)
+    except asyncio.CancelledError as err:
+        handle.cancel()  # the same request to stop the activity as an unshielded await sends
+        if workflow.patched(CANCEL_ENDS_AS_CANCELLED):
+            # Whatever the attempt's end now (cancelled, timed out, failed, even succeeded),
+            # the run was asked to stop: the step is cancelled, and the run's end closes any
+            # attempt the dead worker left open.
+            with contextlib.suppress(asyncio.CancelledError, FailureError):
+                await handle
+            raise StepCancelled() from err
+        return await _ended(step, handle)
+    except (CancelledError, ActivityError) as err:
+        if is_cancelled_exception(err):
+            raise StepCancelled() from err
+        assert isinstance(err, ActivityError)
+        return _failed(step, err)
+    return Execution(ok=True, result=result)
+
+
+CANCEL_ENDS_AS_CANCELLED = "step-cancel-ends-as-cancelled"
+"""Histories recorded before it: the activity's end after a cancel request decided the step's
+(a timeout there failed the run); they replay through ``_ended``."""
+
+
+async def _ended(step: Step, handle: workflow.ActivityHandle[StepResult]) -> Execution:
+    """How the step ended after a cancel request, as before ``CANCEL_ENDS_AS_CANCELLED``."""
+    try:
+        result = await handle
     except (asyncio.CancelledError, CancelledError, ActivityError) as err:
         if is_cancelled_exception(err):
             raise StepCancelled() from err

@@ -14,6 +14,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 from metabuilder.domain.approvals import (
+    ApproverQuery,
     Decision,
     DecisionInput,
     GateAction,
@@ -22,6 +23,7 @@ from metabuilder.domain.approvals import (
     GateStatus,
     GateView,
     action_for,
+    approver_refusal,
     check_decision,
     decide,
     expire,
@@ -45,6 +47,9 @@ from metabuilder.domain.taxonomy import FailureType
 from metabuilder.workflows.execution import RECORD_TIMEOUT, REPAIR_ACTIVITY_TIMEOUT, StepCancelled
 from metabuilder.workflows.repair import ACTIVITY_RETRY
 
+APPROVER_REFUSED = "ApproverRefused"
+"""The error type of an Update refused because its approver does not hold a deciding role."""
+
 
 class ApprovalGates:
     """Mixed into ``BuildRunWorkflow``, which provides the run's view, plan and status writer."""
@@ -55,47 +60,72 @@ class ApprovalGates:
     _set_status: Callable[[BuildRunInput, RunStatus], Awaitable[None]]
     _record: Callable[[BuildRunInput, list[AutofixEvent]], Awaitable[None]]
     _seq: int
+    _verified_input: BuildRunInput | None
+    """The run's input when its decisions are checked against the approver's current role."""
 
     # Approvals arrive as Updates (validated: a bad decision is refused before it enters the
     # history, and the caller gets the gate back) or as Signals of the same names and input, which
     # the plain `temporal workflow signal` CLI can send; an invalid signal is logged and dropped.
 
     @workflow.update(name="approve")
-    def approve(self, inp: DecisionInput) -> GateView:
+    async def approve(self, inp: DecisionInput) -> GateView:
         """Approve a pending gate: the run goes on with the gate's action."""
-        return self._decide(Decision.APPROVE, inp)
+        return await self._decide(Decision.APPROVE, inp)
 
     @approve.validator
     def _check_approve(self, inp: DecisionInput) -> None:
         check_decision(self._view.gates, Decision.APPROVE, inp)
 
     @workflow.update(name="reject")
-    def reject(self, inp: DecisionInput) -> GateView:
+    async def reject(self, inp: DecisionInput) -> GateView:
         """Reject a pending gate (a reason is required): the run fails with it."""
-        return self._decide(Decision.REJECT, inp)
+        return await self._decide(Decision.REJECT, inp)
 
     @reject.validator
     def _check_reject(self, inp: DecisionInput) -> None:
         check_decision(self._view.gates, Decision.REJECT, inp)
 
     @workflow.signal(name="approve")
-    def approve_signal(self, inp: DecisionInput) -> None:
-        self._decide_signalled(Decision.APPROVE, inp)
+    async def approve_signal(self, inp: DecisionInput) -> None:
+        await self._decide_signalled(Decision.APPROVE, inp)
 
     @workflow.signal(name="reject")
-    def reject_signal(self, inp: DecisionInput) -> None:
-        self._decide_signalled(Decision.REJECT, inp)
+    async def reject_signal(self, inp: DecisionInput) -> None:
+        await self._decide_signalled(Decision.REJECT, inp)
 
-    def _decide(self, decision: Decision, inp: DecisionInput) -> GateView:
+    async def _decide(self, decision: Decision, inp: DecisionInput) -> GateView:
         gate = check_decision(self._view.gates, decision, inp)
+        if self._verified_input is not None:
+            await self._check_approver(self._verified_input, gate, decision, inp)
+            # Decided (or expired) while the approver was being looked up: refused like any late decision.
+            gate = check_decision(self._view.gates, decision, inp)
         decide(gate, decision, inp, workflow.now())
         return gate
 
-    def _decide_signalled(self, decision: Decision, inp: DecisionInput) -> None:
+    async def _check_approver(self, run: BuildRunInput, gate: GateView, decision: Decision,
+                              inp: DecisionInput) -> None:
+        """Ask the DB for the approver's role in the run's tenant now (a role taken away while the
+        gate waited no longer decides); a refusal goes on the run's timeline and audit log, and
+        fails the Update (a Signal is dropped)."""
+        role = await workflow.execute_local_activity(
+            "approver_role", ApproverQuery(tenant=run.tenant, user=inp.by),
+            start_to_close_timeout=RECORD_TIMEOUT)
+        refusal = approver_refusal(gate, decision, inp, run.tenant, role)
+        if refusal is None:
+            return
+        await self._record(run, [AutofixEvent(
+            seq=self._seq, at=workflow.now(), step=gate.step, strategy=Strategy.ESCALATE,
+            outcome=EventOutcome.REJECTED, signal_type=gate.signal_type, detail=refusal,
+            audit="approval.refused")])
+        raise ApplicationError(refusal, type=APPROVER_REFUSED, non_retryable=True)
+
+    async def _decide_signalled(self, decision: Decision, inp: DecisionInput) -> None:
         try:
-            self._decide(decision, inp)
+            await self._decide(decision, inp)
         except ValueError as err:
             workflow.logger.warning("ignored %s signal: %s", decision.value, err)
+        except ApplicationError as err:
+            workflow.logger.warning("refused %s signal: %s", decision.value, err.message)
 
     async def _gate(self, inp: BuildRunInput, kind: GateKind, step: str, reason: str, *,
                     signal_type: FailureType | None = None, evidence: list[str] | None = None,

@@ -24,6 +24,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 from metabuilder.domain.approvals import GateProposal
+from metabuilder.domain.budgets import ShortAction
 from metabuilder.domain.outcomes import EventOutcome, Fixer, RepairOutcome, Strategy
 from metabuilder.domain.payloads import (
     ApplyInput,
@@ -34,9 +35,15 @@ from metabuilder.domain.payloads import (
     PatchProposal,
     RepairInput,
     RepairResult,
+    ReserveInput,
+    ReserveResult,
     RollbackInput,
     RollbackResult,
+    SlaEvent,
+    SlaRecord,
     StepResult,
+    VerifyInput,
+    VerifyResult,
 )
 from metabuilder.domain.plans import Queue
 from metabuilder.domain.repair import (
@@ -55,6 +62,7 @@ from metabuilder.domain.repair import (
 from metabuilder.domain.runs import task_queue
 from metabuilder.domain.sandbox import Verdict
 from metabuilder.domain.signals import FailureSignal
+from metabuilder.domain.sla import LADDER_RUNGS_BY_DEPTH, rungs_allowed, smallest_passing
 from metabuilder.workflows.execution import (
     RECORD_TIMEOUT,
     REPAIR_ACTIVITY_TIMEOUT,
@@ -67,6 +75,11 @@ from metabuilder.workflows.execution import (
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 LLM_QUEUE_WAIT = timedelta(minutes=10)
 """How long an LLM proposal may wait for an ``llm`` worker before the ladder goes on without it."""
+
+RESERVE_LLM_BUDGET = "reserve-llm-budget"
+"""Histories recorded before it call the LLM fixer without a budget reservation."""
+LOG_TAIL_CHARS = 6_000
+"""What of the failed step's log tail an LLM prompt carries (``adapters.llm.build_messages``)."""
 
 RungResult = RepairResult | None
 """A rung either ends the climb (its result goes to the parent) or passes the failure on (None)."""
@@ -86,17 +99,40 @@ class RepairWorkflow:
         """The commit the next re-run starts from: the last good one, or the last applied patch."""
         self.proposal: GateProposal | None = None
         """A patch held for the person at the gate."""
+        self.depth_limited = False
+        """The run's SLA class limits the rungs climbed (``domain.sla.rungs_allowed``)."""
+        self.best_of = 1
+        """LLM patches generated and verified at once (the SLA class's ``candidates``)."""
+        self.budget_short = False
+        """The last LLM call was refused by a budget (recorded on the timeline already)."""
+        self.budget_stop: str | None = None
+        """A budget that ends the climb (time or attempts used up): the escalation's reason."""
 
     @workflow.run
     async def run(self, inp: RepairInput) -> RepairResult:
+        if inp.sla is not None:  # the markers first, before any local activity
+            self.depth_limited = workflow.patched("sla-repair-depth")
+            self.best_of = inp.sla.candidates if workflow.patched("sla-best-of-n") else 1
         try:
             return await self._climb()
         except StepCancelled as err:
             raise asyncio.CancelledError() from err
 
     async def _climb(self) -> RepairResult:
-        """The ladder after its retry rung, top-down: the first rung that ends the climb decides."""
-        for rung in (self._flake_check, self._patch, self._replan, self._rollback):
+        """The ladder after its retry rung, top-down: the first rung that ends the climb decides.
+        The run's SLA class may stop it early: its repair depth says how many of patch, re-plan and
+        rollback are climbed (the flake check and the escalation always are)."""
+        rungs = {"patch": self._patch, "replan": self._replan, "rollback": self._rollback}
+        if self.depth_limited and self.inp.sla is not None:
+            allowed = rungs_allowed(self.inp.sla.repair_depth)
+            skipped = [name for name in LADDER_RUNGS_BY_DEPTH if name not in allowed]
+            rungs = {name: rung for name, rung in rungs.items() if name in allowed}
+            if skipped:
+                await self._sla_event("sla.depth", "depth", (
+                    f"{self.inp.sla.sla_class} run: repair depth {self.inp.sla.repair_depth}, "
+                    f"{', '.join(skipped)} not climbed"),
+                    {"repair_depth": self.inp.sla.repair_depth, "rungs": list(allowed), "skipped": skipped})
+        for rung in (self._flake_check, *rungs.values()):
             if (result := await rung()) is not None:
                 return result
         return await self._escalate()
@@ -126,7 +162,10 @@ class RepairWorkflow:
                 await self._emit(Rung.PATCH, EventOutcome.BUDGET_EXHAUSTED, self.signal, None,
                                  "no attempts left for patches")
                 return None
-            patch = await self._propose(choice)
+            patch = await (self._best_of_n(choice) if choice.fixer is Fixer.LLM and self.best_of > 1
+                           else self._propose(choice))
+            if self.budget_stop is not None:
+                return await self._escalate(self.budget_stop)
             if patch is None:
                 continue
             applied = await self._apply(choice, patch)
@@ -170,9 +209,9 @@ class RepairWorkflow:
                          audit="autofix.rolled_back")
         return self._done(RepairOutcome.ROLLED_BACK, reason=reason)
 
-    async def _escalate(self) -> RepairResult:
+    async def _escalate(self, reason: str = "") -> RepairResult:
         """Hand the failure to a person, with the patch held for the gate if there is one."""
-        reason = escalation_reason(self.signal, self.inp.step.name, self.proposal)
+        reason = reason or escalation_reason(self.signal, self.inp.step.name, self.proposal)
         await self._emit(Rung.ESCALATE, EventOutcome.ESCALATED, self.signal, None, reason, audit="autofix.escalated")
         return self._done(RepairOutcome.ESCALATED, reason=reason, proposal=self.proposal)
 
@@ -181,11 +220,57 @@ class RepairWorkflow:
     async def _propose(self, choice: FixerChoice) -> PatchProposal | None:
         """Ask the fixer for a patch; None (recorded) when it has none."""
         patch = await self._proposal_of(choice)
+        if patch.fixer is Fixer.LLM and not patch.diff and self.budget_short:
+            return None  # recorded as the budget's refusal
         if patch.diff:
             return patch
         await self._emit(Rung.PATCH, EventOutcome.NO_PATCH, self.signal, None,
                          f"{choice.fixer}: {patch.summary}{_sent(patch)}")
         return None
+
+    async def _best_of_n(self, choice: FixerChoice) -> PatchProposal | None:
+        """Best of N (a Thorough run): N LLM proposals at once, each verified by re-running the
+        failed step with it in a checkout of its own; the smallest that passes goes on to the
+        sandbox and the run branch like any patch. None (recorded) when none passes."""
+        n, label = self.best_of, f"fix-{self.seq}-{choice.fixer}"
+        proposals = await asyncio.gather(*(self._proposal_of(choice, candidate=k, label=f"{label}-{k}")
+                                           for k in range(n)))
+        with_diff = [(k, p) for k, p in enumerate(proposals) if p.diff]
+        verified: list[VerifyResult] = list(await asyncio.gather(*(self._verify(k, p) for k, p in with_diff)))
+        chosen = smallest_passing([(v.candidate, v.passed, v.changed_lines) for v in verified])
+        cost = round(sum(p.cost_usd for p in proposals), 6)
+        passed = [v.candidate for v in verified if v.passed]
+        summary = (f"{n} candidate patch(es) made, {len(with_diff)} with a diff, {len(passed)} passed the step"
+                   f", ${cost:.4f}; " + (f"candidate {chosen} chosen (the smallest that passed, "
+                                         f"{next(v.changed_lines for v in verified if v.candidate == chosen)} "
+                                         "changed lines)" if chosen is not None else "none chosen"))
+        await self._sla_event("patch.candidates", label, summary, {
+            "made": n, "with_diff": len(with_diff), "passed": len(passed), "cost_usd": cost, "chosen": chosen,
+            "candidates": [{"candidate": v.candidate, "passed": v.passed, "changed_lines": v.changed_lines,
+                            "exit_code": v.exit_code, "reason": v.reason, "model": proposals[v.candidate].model,
+                            "cost_usd": proposals[v.candidate].cost_usd} for v in verified]})
+        if chosen is None:
+            await self._emit(Rung.PATCH, EventOutcome.NO_PATCH, self.signal, None, f"{choice.fixer}: {summary}")
+            return None
+        best = proposals[chosen]
+        return replace(best, summary=f"{best.summary}; best of {n}: {summary}", cost_usd=cost)
+
+    async def _verify(self, candidate: int, patch: PatchProposal) -> VerifyResult:
+        inp = self.inp
+        try:
+            result: VerifyResult = await workflow.execute_activity(
+                "verify_candidate", VerifyInput(
+                    run=inp.run.ref, step_index=inp.step_index, step=inp.step, commit=self.commit, proposal=patch,
+                    candidate=candidate, write_scope=list(inp.plan.write_scope),
+                    protected_checks=list(inp.plan.protected_checks), signal_type=self.signal.type.value),
+                result_type=VerifyResult, task_queue=self._queue(inp.step.queue),
+                start_to_close_timeout=timedelta(seconds=inp.step.timeout_seconds) + REPAIR_ACTIVITY_TIMEOUT,
+                retry_policy=ACTIVITY_RETRY)
+            return result
+        except ActivityError as err:
+            if is_cancelled_exception(err):
+                raise StepCancelled() from err
+            return VerifyResult(candidate=candidate, passed=False, reason=f"not verified: {failure_message(err)}")
 
     async def _apply(self, choice: FixerChoice, patch: PatchProposal) -> ApplyResult | None:
         """Check a patch and apply it as a commit; None (recorded) when the sandbox refuses it. A
@@ -238,12 +323,20 @@ class RepairWorkflow:
                             files=list(applied.files), high_risk=high_risk,
                             findings=list(applied.problems) if high_risk else [])
 
-    async def _proposal_of(self, choice: FixerChoice) -> PatchProposal:
+    async def _proposal_of(self, choice: FixerChoice, *, candidate: int = 0, label: str = "") -> PatchProposal:
         inp, step, fixer = self.inp, self.inp.step, choice.fixer
         fix = FixInput(run=inp.run.ref, step_index=inp.step_index, step=step, commit=self.commit, fixer=fixer,
                        command=choice.command, signal=self.signal, log_tail=inp.failed.log_tail,
-                       label=f"fix-{self.seq}-{fixer}")
+                       label=label or f"fix-{self.seq}-{fixer}",
+                       model_tier=inp.sla.model_tier.value if inp.sla else None, candidate=candidate)
         patch: PatchProposal
+        if fixer is Fixer.LLM and workflow.patched(RESERVE_LLM_BUDGET):
+            reserved = await self._reserve(fix)
+            self.budget_short = not reserved.reserved
+            if self.budget_short:
+                return await self._budget_short(reserved)
+            fix = replace(fix, reservation=reserved.reservation,
+                          model=reserved.model if reserved.model_reason else "", model_reason=reserved.model_reason)
         try:
             if fixer is Fixer.LLM:
                 patch = await workflow.execute_activity(
@@ -260,6 +353,30 @@ class RepairWorkflow:
                 raise StepCancelled() from err
             return PatchProposal(fixer=fixer, diff="", summary=f"the fixer failed: {failure_message(err)}")
         return patch
+
+    async def _reserve(self, fix: FixInput) -> ReserveResult:
+        """Reserve the LLM call's worst case against the run's and tenant's budgets before it is scheduled."""
+        inp = self.inp
+        result: ReserveResult = await workflow.execute_local_activity(
+            "reserve_budget", ReserveInput(
+                run_id=inp.run.run_id, tenant=inp.run.tenant, reservation=f"{inp.run.run_id}/{fix.label}",
+                step=inp.step.name, prompt_chars=len(fix.log_tail[-LOG_TAIL_CHARS:]) + len(inp.step.command),
+                model_tier=fix.model_tier),
+            result_type=ReserveResult, start_to_close_timeout=RECORD_TIMEOUT)
+        return result
+
+    async def _budget_short(self, short: ReserveResult) -> PatchProposal:
+        """A budget cannot hold the LLM call: on the timeline, and the run goes on without it
+        (money or tokens short: the rest of the ladder) or stops at a person (time or attempts)."""
+        what = (f"budget short for the LLM call ({short.model}, worst case ${short.cost_usd:.4f}, "
+                f"{short.tokens} tokens): {short.shortfall}")
+        if short.action == ShortAction.SKIP_LLM:
+            detail = f"{what}; the LLM is skipped, the ladder goes on without it"
+        else:
+            detail = f"{what}; the run stops ({ShortAction.STOP.value})"
+            self.budget_stop = f"{ShortAction.STOP.value}: {short.shortfall}"
+        await self._emit(Rung.PATCH, EventOutcome.BUDGET_EXHAUSTED, self.signal, None, detail)
+        return PatchProposal(fixer=Fixer.LLM, diff="", summary=detail)
 
     # --- helpers ---
 
@@ -295,6 +412,15 @@ class RepairWorkflow:
                                             retry_state=self.budget),
             start_to_close_timeout=RECORD_TIMEOUT)
 
+    async def _sla_event(self, kind: str, key: str, summary: str, data: dict[str, object]) -> None:
+        inp = self.inp
+        assert inp.sla is not None
+        event = SlaEvent(kind=kind, key=f"{workflow.info().workflow_id}/{key}", at=workflow.now(), summary=summary,
+                         step=inp.step.name, data={"sla": inp.sla.sla_class.value, **data})
+        await workflow.execute_local_activity("record_sla", SlaRecord(run_id=inp.run.run_id, tenant=inp.run.tenant,
+                                                                      events=[event]),
+                                              start_to_close_timeout=RECORD_TIMEOUT)
+
     def _done(self, outcome: RepairOutcome, *, result: StepResult | None = None, delta: PlanDelta | None = None,
               reason: str = "", proposal: GateProposal | None = None) -> RepairResult:
         return RepairResult(outcome=outcome, retry_state=replace(self.budget), attempt_base=self.attempt_base,
@@ -304,4 +430,5 @@ class RepairWorkflow:
 
 def _sent(patch: PatchProposal) -> str:
     """What the fixer was shown, for the timeline (the LLM's context files and why each went)."""
-    return f" [sent: {', '.join(patch.context)}]" if patch.context else ""
+    sent = f" [sent: {', '.join(patch.context)}]" if patch.context else ""
+    return sent + (f" [model: {patch.model_reason}]" if patch.model_reason else "")

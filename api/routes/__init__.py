@@ -2,3 +2,4 @@
 
 V2 = "/api/meta/v2"
 V3 = "/api/meta/v3"
+V4 = "/api/meta/v4"

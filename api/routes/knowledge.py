@@ -28,6 +28,7 @@ from metabuilder.service.errors import Conflict, NotFound
 from metabuilder.service.tenancy import own_run, own_tenant
 from metabuilder.store import knowledge
 from metabuilder.store import steps as step_rows
+from metabuilder.store.audit import write_audit
 
 router = APIRouter(tags=["classifier knowledge"])
 READ = responses(401, 403, 404, 422)
@@ -128,8 +129,10 @@ def add_patterns(tenant_id: str, body: PatternsIn, principal: Admin, session: Se
     """Add entries (YAML); an entry with an id the tenant already has replaces it. A bad entry is
     refused with every problem and its line."""
     tenant = own_tenant(tenant_id, principal.tenant)
-    entries = _validated(body.yaml, knowledge.tenant_entries(session, tenant))
+    before = knowledge.tenant_entries(session, tenant)
+    entries = _validated(body.yaml, before)
     knowledge.put_entries(session, tenant, entries, by=principal.user)
+    _audit_patterns(session, "patterns.added", tenant, principal.user, before, [e.id for e in entries])
     return _patterns_out(session, tenant)
 
 
@@ -141,16 +144,30 @@ def replace_pattern(tenant_id: str, entry_id: str, body: PatternsIn, principal: 
     entries = _validated(body.yaml, knowledge.tenant_entries(session, tenant))
     if len(entries) != 1 or entries[0].id != entry_id:
         raise _invalid([(None, "", f"expected exactly one entry, with id {entry_id!r}")])
+    before = knowledge.tenant_entries(session, tenant)
     knowledge.put_entries(session, tenant, entries, by=principal.user)
+    _audit_patterns(session, "patterns.replaced", tenant, principal.user, before, [entry_id])
     return _out(entries[0])
 
 
 @router.delete(V3 + "/tenants/{tenant_id}/patterns/{entry_id}", responses=READ)
 def delete_pattern(tenant_id: str, entry_id: str, principal: Admin, session: SessionDep) -> PatternsOut:
     tenant = own_tenant(tenant_id, principal.tenant)
+    before = knowledge.tenant_entries(session, tenant)
     if not knowledge.delete_entry(session, tenant, entry_id):
         raise NotFound(f"tenant {tenant!r} has no pattern {entry_id!r}")
+    _audit_patterns(session, "patterns.deleted", tenant, principal.user, before, [entry_id])
     return _patterns_out(session, tenant)
+
+
+def _audit_patterns(session: SessionDep, event: str, tenant: str, actor: str, before: Sequence[PatternEntry],
+                    ids: Sequence[str]) -> None:
+    """An audit event of a change to the tenant's patterns: each changed entry before and after."""
+    after = {e.id: e for e in knowledge.tenant_entries(session, tenant)}
+    was = {e.id: e for e in before}
+    write_audit(session, event, tenant=tenant, actor=actor, target=f"tenant:{tenant}/patterns:{','.join(ids)}",
+                before={i: entries_to_yaml([was[i]]) for i in ids if i in was},
+                after={i: entries_to_yaml([after[i]]) for i in ids if i in after})
 
 
 def _correction_out(row: knowledge.Correction) -> CorrectionOut:
@@ -183,6 +200,9 @@ def correct(run_id: str, body: CorrectionIn, principal: Operator, session: Sessi
                                    predicted=step.signal_type or FailureType.UNKNOWN.value,
                                    corrected=body.failure_type.value, log_window="\n".join(window),
                                    exit_code=step.exit_code, proposed=proposal, note=body.note, by=principal.user)
+    write_audit(session, "correction.created", tenant=principal.tenant, actor=principal.user,
+                target=f"correction:{row.id}", run_id=run.id,
+                after={"step": body.step, "predicted": row.predicted, "corrected": row.corrected})
     return _correction_out(row)
 
 
@@ -203,7 +223,9 @@ def accept_correction(tenant_id: str, correction_id: str, principal: Admin, sess
     if row.status != "open" or not row.proposed_pattern:
         raise Conflict(f"correction {correction_id!r} is {row.status} and has "
                        + ("a pattern" if row.proposed_pattern else "no proposed pattern"))
-    entries = _validated(row.proposed_pattern, knowledge.tenant_entries(session, tenant))
+    before = knowledge.tenant_entries(session, tenant)
+    entries = _validated(row.proposed_pattern, before)
     knowledge.put_entries(session, tenant, entries, by=principal.user)
     knowledge.accept_correction(session, row)
+    _audit_patterns(session, "correction.accepted", tenant, principal.user, before, [e.id for e in entries])
     return _out(entries[0])

@@ -14,6 +14,7 @@ from metabuilder.api.schemas import PlanIn, PlanOut, WhoAmI
 from metabuilder.domain.plans import parse_plan, plan_to_dict
 from metabuilder.service.tenancy import own_plan
 from metabuilder.store import plans as plan_rows
+from metabuilder.store.audit import write_audit
 
 router = APIRouter(tags=["plans"])
 
@@ -23,6 +24,8 @@ def create_plan(body: PlanIn, principal: Operator, session: SessionDep) -> PlanO
     """Validate and store a plan; the same text stored twice is one plan."""
     plan = parse_plan(body.yaml, source="plan")
     plan_id = plan_rows.ensure_plan(session, principal.tenant, plan.name, body.yaml, plan_to_dict(plan))
+    write_audit(session, "plan.created", tenant=principal.tenant, actor=principal.user, target=f"plan:{plan_id}",
+                after={"name": plan.name, "steps": len(plan.steps)})
     stored = plan_rows.get_plan(session, plan_id)
     assert stored is not None
     return plan_out(stored)

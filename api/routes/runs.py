@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
 from metabuilder.api.deps import ConfigDep, Operator, PagerDep, SessionDep, TemporalDep, Viewer
 from metabuilder.api.errors import ApiError, responses
 from metabuilder.api.routes import V2, V3
-from metabuilder.api.routes.views import gate_out, run_out, step_out
+from metabuilder.api.routes.views import gate_out, sla_out, step_out
 from metabuilder.api.schemas import (
     AutofixOut,
+    ConfidenceOut,
     GateOut,
     LogsOut,
     PlanDeltaOut,
@@ -29,8 +31,14 @@ from metabuilder.api.settings_body import overrides_of
 from metabuilder.domain.approvals import GateStatus
 from metabuilder.domain.plans import parse_plan
 from metabuilder.domain.policy import EffectiveSettings
-from metabuilder.domain.runs import RunStatus, web_ui_link, workflow_id
+from metabuilder.domain.privacy import Privacy, privacy_fields
+from metabuilder.domain.runs import RunStatus, new_run_id, web_ui_link, workflow_id
+from metabuilder.service import idempotency
+from metabuilder.service import privacy as privacy_service
 from metabuilder.service import runs as service
+from metabuilder.service.audit import audited
+from metabuilder.service.budgets import tenant_concurrent_runs
+from metabuilder.service.scheduling import V4Choice, resolve_v4
 from metabuilder.service.tenancy import own_plan, own_run
 from metabuilder.store import approvals
 from metabuilder.store import autofix as autofix_rows
@@ -55,27 +63,77 @@ def _workspace(config: ConfigDep, raw: str) -> Path:
 
 
 @router.post(V3 + "/runs", status_code=202, responses=ACT)
-async def start_run(body: RunIn, principal: Operator, config: ConfigDep, temporal: TemporalDep) -> RunAccepted:
+async def start_run(body: RunIn, principal: Operator, config: ConfigDep, temporal: TemporalDep, response: Response,
+                    idempotency_key: Annotated[str | None, Header(
+                        alias=idempotency.HEADER, max_length=idempotency.MAX_KEY_CHARS,
+                        description="Repeat the request safely: a repeat gets the first answer (and the "
+                                    "`Idempotent-Replayed: true` header); another body under the key is a 422."
+                    )] = None) -> RunAccepted:
     """Start a run of a stored plan (``plan_id``) or of plan text (``plan_yaml``) on a workspace."""
     if (body.plan_id is None) == (body.plan_yaml is None):
         raise ApiError(422, "give exactly one of plan_id and plan_yaml")
     workspace = _workspace(config, body.workspace)
     overrides = overrides_of(body.settings)
 
-    def load() -> tuple[str, str, EffectiveSettings]:
+    def load() -> tuple[str, str, EffectiveSettings, V4Choice, Privacy | None]:
         text, source = body.plan_yaml or "", "plan_yaml"
         if body.plan_id is not None:
             with transaction(config.sessions) as session:
                 plan = own_plan(session, body.plan_id, principal.tenant)
                 text, source = plan.source, f"plan {plan.id}"
         parse_plan(text, source=source)  # a bad plan is a 422 even when Temporal is down
-        return text, source, service.resolve_autofix(config.platform, config.sessions, principal.tenant, overrides)
+        v4 = resolve_v4(config.v4, config.sessions, principal.tenant, run_enabled=body.v4_enabled,
+                        priority=body.priority, sla=body.sla)
+        run_privacy = None
+        if body.privacy is not None:
+            with transaction(config.sessions) as session:
+                run_privacy = privacy_service.run_privacy(session, config.privacy, principal.tenant, body.privacy,
+                                                          where="privacy")
+        return text, source, service.resolve_autofix(config.platform, config.sessions, principal.tenant,
+                                                     overrides), v4, run_privacy
 
-    text, source, effective = await run_in_threadpool(load)
-    opts = service.SubmitOptions.of(config, tenant=principal.tenant, autofix=effective,
-                                    search_attributes=config.search_attributes)
-    submitted = await service.submit(await temporal.client(), text, source, workspace, opts)
-    return RunAccepted(run_id=submitted.run_id, workflow_id=workflow_id(submitted.run_id), status=RunStatus.PENDING)
+    def keep_privacy(run_id: str, run_privacy: Privacy) -> None:
+        with transaction(config.sessions) as session:
+            privacy_service.keep_run_privacy(session, run_id, principal.tenant, run_privacy)
+
+    async def start(run_id: str | None) -> dict[str, Any]:
+        text, source, effective, v4, run_privacy = await run_in_threadpool(load)
+        opts = service.SubmitOptions.of(config, tenant=principal.tenant, autofix=effective,
+                                        search_attributes=config.search_attributes, v4=v4)
+        opts = replace(opts, tenant_max_active_runs=await run_in_threadpool(
+            tenant_concurrent_runs, config.sessions, principal.tenant, opts.tenant_max_active_runs))
+        if run_privacy is not None:
+            run_id = run_id or new_run_id()
+            await run_in_threadpool(keep_privacy, run_id, run_privacy)
+        submitted = await service.submit(await temporal.client(), text, source, workspace, opts, run_id=run_id)
+        await audited(config.sessions, "run.started", tenant=principal.tenant, actor=principal.user,
+                      target=f"run:{submitted.run_id}", run_id=submitted.run_id,
+                      after={"plan": submitted.plan.name, "source": source, "workspace": str(workspace),
+                             "base_commit": submitted.workspace.base_commit, "overrides": overrides,
+                             "idempotency_key": idempotency_key,
+                             **({"privacy": privacy_fields(run_privacy)} if run_privacy is not None else {})})
+        return accepted(submitted.run_id)
+
+    def accepted(run_id: str) -> dict[str, Any]:
+        return RunAccepted(run_id=run_id, workflow_id=workflow_id(run_id), status=RunStatus.PENDING).model_dump()
+
+    if idempotency_key is None:
+        return RunAccepted(**await start(None))
+
+    async def adopt(run_id: str) -> dict[str, Any] | None:
+        return accepted(run_id) if await idempotency.run_started(await temporal.client(), run_id) else None
+
+    answer = await idempotency.once(config.sessions, principal.tenant, idempotency_key,
+                                    idempotency.body_hash(_hashed(body)), start, adopt=adopt)
+    if answer.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return RunAccepted(**answer.response)
+
+
+def _hashed(body: RunIn) -> dict[str, Any]:
+    """The body an idempotency key is held to; ``sla`` left out when unset, so a key stored before
+    SLA classes existed still matches its repeat."""
+    return body.model_dump(mode="json", exclude={"sla"} if body.sla is None else None)
 
 
 @router.get(V3 + "/runs", responses=READ)
@@ -94,15 +152,22 @@ def list_runs(principal: Viewer, session: SessionDep, config: ConfigDep, pager: 
 @router.get(V3 + "/runs/{run_id}", responses=READ)
 def get_run(run_id: str, principal: Viewer, session: SessionDep, config: ConfigDep) -> RunDetailOut:
     """A run with every step attempt and its approval gates."""
-    detail = service.run_detail(session, run_id, principal.tenant)
-    return RunDetailOut(**run_out(detail.run, config).model_dump(), steps=[step_out(s) for s in detail.steps],
-                        gates=[gate_out(g) for g in detail.gates], waiting_on=detail.waiting_on)
+    detail = service.run_detail_rows(session, run_id, principal.tenant)
+    settings, run = detail.run.pop("settings"), detail.run
+    return RunDetailOut(**run, web_ui_url=web_ui_link(config.ui_url, config.namespace, run_id),
+                        steps=[step_out(s) for s in detail.steps], gates=[gate_out(g) for g in detail.gates],
+                        waiting_on=detail.waiting_on,
+                        confidence=ConfidenceOut(**asdict(detail.confidence)) if detail.confidence else None,
+                        sla=sla_out(session, run_id, settings, run["created_at"]))
 
 
 @router.post(V3 + "/runs/{run_id}/cancel", status_code=202, responses=ACT)
 async def cancel_run(run_id: str, principal: Operator, config: ConfigDep, temporal: TemporalDep) -> RunAccepted:
     """Ask a run to stop: the running step is cancelled and the run ends ``cancelled``."""
     asked = await service.cancel(temporal.client, config.sessions, run_id, tenant=principal.tenant)
+    await audited(config.sessions, "run.cancel_requested", tenant=principal.tenant, actor=principal.user,
+                  target=f"run:{run_id}", run_id=run_id, before={"status": asked.status},
+                  after={"status": "cancelling"})
     return RunAccepted(run_id=run_id, workflow_id=workflow_id(run_id), status=asked.status, iteration=asked.iteration)
 
 
@@ -110,9 +175,15 @@ async def cancel_run(run_id: str, principal: Operator, config: ConfigDep, tempor
 @router.post(V3 + "/runs/{run_id}/retry", status_code=202, responses=ACT)
 async def retry_run(run_id: str, principal: Operator, config: ConfigDep, temporal: TemporalDep) -> RunAccepted:
     """Start the next iteration of a failed run: the steps that did not succeed, from its last good commit."""
-    opts = service.SubmitOptions.of(config, search_attributes=config.search_attributes)
+    v4 = await run_in_threadpool(resolve_v4, config.v4, config.sessions, principal.tenant)
+    opts = service.SubmitOptions.of(config, search_attributes=config.search_attributes, v4=v4)
     inp = await service.prepare_retry(config.sessions, run_id, opts, config.platform, tenant=principal.tenant)
-    submitted = await service.start(await temporal.client(), inp)
+    limit = await run_in_threadpool(tenant_concurrent_runs, config.sessions, inp.tenant, opts.tenant_max_active_runs)
+    submitted = await service.start(await temporal.client(), inp, tenant_max_active_runs=limit)
+    await audited(config.sessions, "run.retried", tenant=principal.tenant, actor=principal.user,
+                  target=f"run:{run_id}", run_id=submitted.run_id,
+                  after={"run_id": submitted.run_id, "iteration": submitted.iteration, "retry_of": run_id,
+                         "base_commit": inp.workspace.base_commit})
     return RunAccepted(run_id=submitted.run_id, workflow_id=workflow_id(submitted.run_id), status=RunStatus.PENDING,
                        iteration=submitted.iteration, retry_of=run_id)
 

@@ -35,7 +35,8 @@ def replace_tenant_settings(tenant_id: str, body: SettingsIn, principal: Admin, 
                             config: ConfigDep) -> TenantSettingsOut:
     """Replace the tenant's overrides (``{}`` resets the tenant to the platform defaults)."""
     return _tenant_out(service.change_tenant_settings(session, config.platform, tenant_id, overrides_of(body),
-                                                      merge=False, where="body", tenant=principal.tenant))
+                                                      merge=False, where="body", tenant=principal.tenant,
+                                                      actor=principal.user))
 
 
 @router.post(V2 + "/tenants/{tenant_id}/settings", responses=READ)
@@ -44,7 +45,8 @@ def update_tenant_settings(tenant_id: str, body: SettingsIn, principal: Admin, s
                            config: ConfigDep) -> TenantSettingsOut:
     """Change some of the tenant's overrides, keeping the others (``{"autofix_enabled": false}``)."""
     return _tenant_out(service.change_tenant_settings(session, config.platform, tenant_id, overrides_of(body),
-                                                      merge=True, where="body", tenant=principal.tenant))
+                                                      merge=True, where="body", tenant=principal.tenant,
+                                                      actor=principal.user))
 
 
 def _run_out(run: BuildRun) -> RunSettingsOut:
@@ -65,7 +67,7 @@ def run_settings(run_id: str, principal: Viewer, session: SessionDep) -> RunSett
 def replace_run_settings(run_id: str, body: SettingsIn, principal: Admin, session: SessionDep) -> RunSettingsOut:
     """Replace the run-level overrides that the run's retries (``POST .../retry``) start with."""
     return _run_out(service.change_run_overrides(session, run_id, overrides_of(body), merge=False, where="body",
-                                                 tenant=principal.tenant))
+                                                 tenant=principal.tenant, actor=principal.user))
 
 
 @router.post(V2 + "/runs/{run_id}/settings", responses=READ)
@@ -73,4 +75,4 @@ def replace_run_settings(run_id: str, body: SettingsIn, principal: Admin, sessio
 def update_run_settings(run_id: str, body: SettingsIn, principal: Admin, session: SessionDep) -> RunSettingsOut:
     """Change some run-level overrides for the run's retries, keeping the others."""
     return _run_out(service.change_run_overrides(session, run_id, overrides_of(body), merge=True, where="body",
-                                                 tenant=principal.tenant))
+                                                 tenant=principal.tenant, actor=principal.user))

@@ -40,6 +40,11 @@ def test_a_storm_opens_the_breaker_holds_the_others_and_a_probe_closes_it(sessio
     assert b.failed("acme", "run-2", "install", down, []) is None
     held = b.failed("acme", "run-3", "install", down, [])
     assert held is not None and held.key.dependency == "127.0.0.1:8081" and not held.escalate
+    # the opening, once, for the step activity to tell the tenant's webhooks (breaker.opened)
+    [(opened, by)] = b.opened()
+    assert (str(opened.key), opened.before, opened.after, by) == (
+        "acme/TRANSIENT/127.0.0.1:8081", BreakerState.CLOSED, BreakerState.OPEN, "run-3")
+    assert b.opened() == []
     assert held.payload(attempt=1).breaker == "acme/TRANSIENT/127.0.0.1:8081"
 
     # run-1's step, run again, learns from the waits table what it needs, and waits too

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from metabuilder.adapters.git import NotAGitRepository, WorkspaceCache, publish, snapshot
+from metabuilder.adapters.git import NotAGitRepository, WorkspaceCache, ensure_shared_repo, publish, snapshot
 from tests.conftest import git
 
 
@@ -95,3 +95,37 @@ async def test_two_workers_sharing_a_cache_check_out_concurrent_runs(user_repo: 
     adding = worker(WorkspaceCache(tmp_path / "cache"), [f"o{i}" for i in range(40)], "r0")
     fetched, added = await asyncio.gather(fetching, adding)
     assert fetched == [f"{i}\n" for i in range(40)] and added == ["0\n"] * 40
+
+
+async def test_branches_of_a_shared_repository_given_as_a_url(user_repo: Path, tmp_path: Path) -> None:
+    """A shared repository the client reaches by URL only (a retry's branch, a refused run's cleanup)."""
+    from metabuilder.adapters.git import GitError, branch_at, branch_exists, delete_branch
+
+    shared = tmp_path / "shared.git"
+    git(tmp_path, "init", "--quiet", "--bare", str(shared))
+    url = f"file://{shared}"
+    _, commit = await snapshot(user_repo)
+    await publish(user_repo, commit, url, "metabuilder/run-1")
+    await branch_at(url, "metabuilder/run-2", commit)
+    assert git(shared, "rev-parse", "refs/heads/metabuilder/run-2") == commit
+    (user_repo / "other.txt").write_text("other\n")
+    _, other = await snapshot(user_repo)
+    await publish(user_repo, other, url, "metabuilder/run-3")
+    with pytest.raises(GitError):
+        await branch_at(url, "metabuilder/run-2", other)  # it exists: never moved
+    assert git(shared, "rev-parse", "refs/heads/metabuilder/run-2") == commit
+    with pytest.raises(GitError):
+        await delete_branch(url, "metabuilder/run-2", "0" * 39 + "1")  # not at that commit: kept
+    await delete_branch(url, "metabuilder/run-2", commit)
+    assert not await branch_exists(url, "metabuilder/run-2")
+    assert await branch_exists(url, "metabuilder/run-1")
+
+
+async def test_first_submissions_at_once_make_one_shared_repository(tmp_path: Path) -> None:
+    """Many at once (as the eval's concurrent tasks did) found it missing; one made it, none failed."""
+    for round_ in range(10):
+        repo = tmp_path / f"home-{round_}" / "workspaces.git"
+        await asyncio.gather(*(ensure_shared_repo(str(repo)) for _ in range(16)))
+        assert git(repo, "rev-parse", "--is-bare-repository") == "true"
+        assert sorted(p.name for p in repo.parent.iterdir()) == ["workspaces.git"]  # no leftovers beside it
+        await ensure_shared_repo(str(repo))  # and again once it exists: nothing to do

@@ -4,15 +4,18 @@ a rejected run is retried as its next iteration from its last good commit."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
 from temporalio.client import Client
 
-from metabuilder.store import repository
+from metabuilder.domain.access import Role
+from metabuilder.store import access, repository
 from metabuilder.store.db import transaction
 from metabuilder.worker.devserver import DevServer, temporal_cli
 from metabuilder.worker.runtime import POOLS, build_workers, running_workers
@@ -110,6 +113,8 @@ async def test_gate_decided_with_the_temporal_cli_then_the_run_is_retried(
     gate_id = run["gates"][0]["gate_id"]
     assert (run["gates"][0]["kind"], run["gates"][0]["step"]) == ("step_approval", "deploy")
 
+    with transaction(api_sessions) as session:
+        access.create_token(session, tenant, "ops-oncall", Role.ADMIN)
     signal(dev_server, first, "reject", {"gate_id": gate_id, "by": "ops-oncall", "reason": "change freeze"})
     run = await wait_status(viewer, first, "failed")
     assert run["error"] == f"gate {gate_id} rejected by ops-oncall: change freeze"
@@ -130,3 +135,80 @@ async def test_gate_decided_with_the_temporal_cli_then_the_run_is_retried(
     assert run["gates"][0]["decided_by"] == "ops-oncall"
     # A finished run cannot be retried again.
     assert (await operator.post(f"/api/meta/v3/runs/{second}/retry")).status_code == 409
+
+
+def update(dev_server: DevServer, run_id: str, name: str, body: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`temporal workflow update execute`: the caller gets the run's answer."""
+    return subprocess.run([temporal_cli(), "workflow", "update", "execute", "--address", dev_server.address,
+                           "--namespace", "default", "--workflow-id", f"build-run-{run_id}", "--name", name,
+                           "--input", json.dumps(body)], capture_output=True, text=True, timeout=60)
+
+
+async def test_a_raw_signal_or_update_from_a_non_approver_is_refused(
+        live_api: LiveApi, api_workers: None, api_sessions, dev_server: DevServer) -> None:  # type: ignore[no-untyped-def]
+    tenant, tokens = make_tenant(api_sessions)
+    other, _ = make_tenant(api_sessions)
+    viewer, operator, admin = (live_api.client(tokens[r]) for r in (Role.VIEWER, Role.OPERATOR, Role.ADMIN))
+    with transaction(api_sessions) as session:
+        access.create_token(session, other, "outsider", Role.OWNER)  # an owner, of another tenant
+    body = {"plan_yaml": DEPLOY, "workspace": str(workspace(live_api, f"ws-{tenant}"))}
+    started = await operator.post("/api/meta/v3/runs", json=body)
+    assert started.status_code == 202, started.text
+    run_id = started.json()["run_id"]
+    run = await wait_status(viewer, run_id, "paused_awaiting_approval")
+    gate_id = run["gates"][0]["gate_id"]
+
+    # Signals from a viewer, an operator, a stranger and another tenant's owner: dropped, recorded.
+    # (In threads: the workers share this test's event loop.)
+    for by in ("viewer-user", "operator-user", "nobody", "outsider"):
+        await asyncio.to_thread(signal, dev_server, run_id, "approve", {"gate_id": gate_id, "by": by})
+    refused = await asyncio.to_thread(update, dev_server, run_id, "approve",
+                                      {"gate_id": gate_id, "by": "operator-user"})
+    assert refused.returncode != 0
+    assert "'operator-user' is operator in tenant" in refused.stdout + refused.stderr
+    events: list[dict] = []  # type: ignore[type-arg]
+    for _ in range(100):
+        events = (await admin.get("/api/meta/v3/audit", params={"run_id": run_id, "event": "approval.refused"})).json()
+        if len(events) == 5:
+            break
+        await asyncio.sleep(0.1)
+    details = [e["data"]["detail"] for e in events]
+    assert len(details) == 5, details
+    assert "'viewer-user' is viewer" in details[0] and "'operator-user' is operator" in details[1]
+    assert "no user 'nobody'" in details[2] and f"no user 'outsider' in tenant {tenant!r}" in details[3]
+    run = (await viewer.get(f"/api/meta/v3/runs/{run_id}")).json()
+    assert run["status"] == "paused_awaiting_approval" and run["gates"][0]["status"] == "pending"
+    timeline = (await viewer.get(f"/api/meta/v3/runs/{run_id}/autofix")).json()
+    assert sum("refused" in str(entry) for entry in timeline["timeline"]) == 5, timeline
+
+    accepted = await asyncio.to_thread(update, dev_server, run_id, "approve", {"gate_id": gate_id, "by": "admin-user"})
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    run = await wait_status(viewer, run_id, "succeeded", "failed")
+    assert run["status"] == "succeeded", run["error"]
+    assert run["gates"][0]["decided_by"] == "admin-user"
+
+
+async def test_metabuilder_approve_with_a_token_decides_through_the_api(
+        live_api: LiveApi, api_workers: None, api_sessions) -> None:  # type: ignore[no-untyped-def]
+    tenant, tokens = make_tenant(api_sessions)
+    viewer, operator = live_api.client(tokens[Role.VIEWER]), live_api.client(tokens[Role.OPERATOR])
+    body = {"plan_yaml": DEPLOY, "workspace": str(workspace(live_api, f"ws-{tenant}"))}
+    run_id = (await operator.post("/api/meta/v3/runs", json=body)).json()["run_id"]
+    run = await wait_status(viewer, run_id, "paused_awaiting_approval")
+    gate_id = run["gates"][0]["gate_id"]
+
+    def approve(token: str, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**live_api.env, "META_BUILDER_API_URL": live_api.url, "META_BUILDER_API_TOKEN": token}
+        return subprocess.run([sys.executable, "-m", "metabuilder.worker.cli", "approve", gate_id, *args],
+                              env=env, capture_output=True, text=True, timeout=60)
+
+    as_operator = await asyncio.to_thread(approve, tokens[Role.OPERATOR])
+    assert as_operator.returncode == 2
+    assert "refused (403)" in as_operator.stderr and "operator-user" in as_operator.stderr, as_operator.stderr
+    as_someone = await asyncio.to_thread(approve, tokens[Role.ADMIN], "--by", "someone-else")
+    assert as_someone.returncode == 2 and "--by cannot be used" in as_someone.stderr
+    as_admin = await asyncio.to_thread(approve, tokens[Role.ADMIN])
+    assert as_admin.returncode == 0, as_admin.stderr
+    assert f"gate {gate_id} approved by admin-user" in as_admin.stdout
+    run = await wait_status(viewer, run_id, "succeeded", "failed")
+    assert run["status"] == "succeeded", run["error"]

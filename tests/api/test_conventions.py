@@ -83,6 +83,8 @@ async def test_errors_are_problem_details_that_keep_detail(sqlite_db: sessionmak
     assert invalid["detail"].startswith("query.limit: ") and invalid["errors"][0]["loc"] == ["query", "limit"]
     assert "unknown query parameter 'limt'" in assert_problem(
         await Call(app, "GET", f"{V3}/runs?limt=1", tokens[Role.VIEWER])(), 422, f"{V3}/runs")["detail"]
+    assert assert_problem(await Call(app, "GET", f"{V3}/runs?limit=2&limit=3", tokens[Role.VIEWER])(), 422,
+                          f"{V3}/runs")["detail"] == "query parameter 'limit' given more than once (it takes one value)"
     broken = Call(app, "POST", f"{V3}/plans", tokens[Role.OPERATOR], body=b"{",
                   headers={"content-type": "application/json"})
     assert "JSON decode error" in assert_problem(await broken(), 422, f"{V3}/plans")["detail"]

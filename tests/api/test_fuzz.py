@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hypothesis
 import hypothesis.errors
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
@@ -23,9 +24,11 @@ from tests.api.conftest import LiveApi, make_tenant
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 EXAMPLES = 15
-"""Per operation and mode: about 1,100 requests in all, some 30 s on two cores."""
+"""Per operation and mode: about 1,100 requests in all, some 30 s on two quiet cores (80 to 100 s
+on a loaded machine)."""
 
 
+@pytest.mark.timeout(300)  # a bound for a loaded machine (see EXAMPLES), not a speed asserted
 def test_api_conforms_to_its_schema(live_api: LiveApi, api_sessions: sessionmaker[Session]) -> None:
     _, tokens = make_tenant(api_sessions)
     headers = {"Authorization": f"Bearer {tokens[Role.OWNER]}"}
@@ -44,7 +47,13 @@ def test_api_conforms_to_its_schema(live_api: LiveApi, api_sessions: sessionmake
                 case.call_and_validate(headers=headers, checks=checks)  # noqa: B023
 
             try:
-                fuzz()
+                try:
+                    fuzz()
+                except hypothesis.errors.FlakyFailure as first:
+                    # A failure that did not happen again on the same input: on a loaded machine, a
+                    # slow answer. The operation runs once more; failing again, in any way, counts.
+                    print(f"{operation.label} ({mode.value}): not reproduced, run again: {first}")
+                    fuzz()
             except hypothesis.errors.Unsatisfiable:
                 assert mode is GenerationMode.NEGATIVE  # an operation without inputs has no invalid ones
             except (Exception, BaseExceptionGroup) as err:  # noqa: BLE001 - report every operation's failure

@@ -110,6 +110,8 @@ async def test_a_run_s_counts_appear_once_on_the_worker_and_the_api(
             select(AutoFixRun.id).where(AutoFixRun.run_id == BuildRun.id).exists())))
     for status, n in counts.items():
         assert value(api_after, "metabuilder_runs_by_status", status=status) == n
+    # The live worker of the session reports itself (and any other of this deployment's too).
+    assert value(api_after, "metabuilder_workers", state="running") >= 1
     ratio = value(api_after, "autofix_success_ratio")
     assert math.isclose(ratio, finished.count("succeeded") / len(finished)), (ratio, finished)
 

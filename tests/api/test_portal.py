@@ -133,6 +133,10 @@ async def test_timeline_then_an_admin_approves_and_the_run_goes_on(
     await admin.goto(f"/portal/runs/{run_id}")
     await expect(admin.locator("#run-status")).to_have_text("succeeded")
     await expect(admin.locator(f"#gate-{run_id}-gate-1")).to_contain_text("release window open")
+    # The run's budget: every step attempt metered (the worker's records); the platform sets no limit.
+    attempts = admin.locator("#panel-budget .budget-line[data-dimension=attempts]")
+    await expect(attempts).to_have_text(re.compile(r"^attempts: [1-9][0-9]* spent\s+\(metered, no limit\)$"))
+    await expect(admin.locator("#budget + p")).to_contain_text(re.compile(r"[1-9][0-9]* step attempt\(s\)"))
 
 
 async def test_settings_page_changes_and_resets_the_tenant(
@@ -162,6 +166,29 @@ async def test_settings_page_changes_and_resets_the_tenant(
     await admin.get_by_role("button", name="Reset to platform defaults").click()
     await expect(admin.get_by_role("status")).to_have_text("reset to the platform defaults")
     await expect(row.locator(".source")).to_have_text("platform")
+
+
+async def test_budgets_page_sets_the_tenants_budgets(
+        live_api: LiveApi, api_sessions, browser: Browser) -> None:  # type: ignore[no-untyped-def]
+    tenant, tokens = make_tenant(api_sessions)
+    admin = await sign_in(browser, live_api, tokens["admin"])  # type: ignore[index]
+    await admin.goto("/portal/settings/builder/budgets")
+    await admin.get_by_label("USD per day").fill("5")
+    await admin.get_by_label("Run attempts budget").fill("12")
+    await admin.get_by_role("button", name="Save").click()
+    await expect(admin.get_by_role("status")).to_have_text("saved")
+    await expect(admin.locator("tr[data-use$='/cost_usd'] >> nth=0")).to_contain_text("5")
+    async with live_api.client(tokens["viewer"]) as http:  # type: ignore[index]
+        body = (await http.get(f"/api/meta/v4/tenants/{tenant}/budget")).json()
+    assert body["settings"] == {"cost_usd_per_day": 5.0, "run": {"attempts": 12.0}}
+    assert body["run_defaults"]["attempts"] == 12
+    await admin.get_by_label("Concurrent runs").fill("0")  # the server's bound, not the browser's
+    await admin.evaluate("document.querySelector('input[name=concurrent_runs]').removeAttribute('min')")
+    await admin.get_by_role("button", name="Save").click()
+    await expect(admin.get_by_role("alert")).to_contain_text("concurrent_runs")
+    await admin.goto("/portal/settings/builder/budgets")
+    await admin.get_by_role("button", name="Reset").click()
+    await expect(admin.get_by_role("status")).to_have_text("reset: no tenant budgets")
 
 
 def test_forms_need_the_cookie_s_form_token_and_the_role(live_api: LiveApi, api_sessions) -> None:  # type: ignore[no-untyped-def]
@@ -211,3 +238,48 @@ async def test_breakers_page_lists_the_tenants_breakers_and_an_admin_closes_one(
     await admin.locator("tr[id='breaker-TRANSIENT-pypi.org:443']").get_by_role("button", name="close").click()
     await expect(admin.get_by_role("status")).to_have_text("breaker TRANSIENT on pypi.org:443 is closed")
     await expect(admin.locator("tr[id='breaker-TRANSIENT-pypi.org:443'] .status")).to_have_text("closed")
+
+
+async def test_run_page_follows_a_running_steps_log_and_the_workers_page_shows_who_holds_it(
+        live_api: LiveApi, live_worker: LiveWorker, api_sessions, browser: Browser,  # type: ignore[no-untyped-def]
+        shots: Path) -> None:
+    from tests.api.conftest import workspace
+
+    tenant, tokens = make_tenant(api_sessions)
+    release = live_api.root / f"release-{tenant}"  # the rest of the log waits until the page shows its start
+    plan = ("name: portal-live\nsteps:\n  - name: talk\n"
+            f"    command: echo line 1; echo line 2; while [ ! -f {release} ]; do sleep 0.05; done; "
+            "for i in 3 4 5 6 7 8; do echo line $i; sleep 0.2; done\n")
+    async with live_api.client(tokens["operator"]) as http:  # type: ignore[index]
+        started = await http.post("/api/meta/v3/runs", json={"plan_yaml": plan,
+                                                             "workspace": str(workspace(live_api, f"ws-{tenant}"))})
+        assert started.status_code == 202, started.text
+        run_id = started.json()["run_id"]
+        await wait_status(http, run_id, "running")
+        for _ in range(100):  # the step's row is running once its worker holds it
+            steps = (await http.get(f"/api/meta/v3/runs/{run_id}")).json()["steps"]
+            if steps and steps[0]["status"] == "running":
+                break
+            time.sleep(0.05)
+    viewer = await sign_in(browser, live_api, tokens["viewer"])  # type: ignore[index]
+    await viewer.goto("/portal/workers")
+    lease = viewer.locator(f"tr[id='lease-{run_id}-0-1']")
+    await expect(lease.locator(".status")).to_have_text("held")
+    worker_row = viewer.locator("tbody tr").filter(has_text="workflow=4, cpu=4, io=4, llm=4").first
+    await expect(worker_row).to_be_visible()
+    await expect(worker_row.locator("td").nth(6)).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$"))
+    cpu_queue = viewer.locator("tr[id='queue-cpu'] td")  # the queue figures, from Temporal
+    await expect(cpu_queue.nth(6)).to_have_text(re.compile(r"^[1-9]\d*$"))  # the live worker polls it
+    await expect(cpu_queue.nth(2)).to_have_text(re.compile(r"^\d+$"))
+    await viewer.screenshot(path=shots / "portal-workers.png", full_page=True)
+    await viewer.goto(f"/portal/runs/{run_id}")
+    live = viewer.locator("pre.live-log")
+    try:
+        await expect(live).to_contain_text("line 2", timeout=10_000)
+        partial = await live.text_content()
+        assert partial is not None and "line 8" not in partial  # followed while it ran, not after
+    finally:
+        release.write_text("go")
+    await expect(viewer.locator(".live-state")).to_have_text("log complete", timeout=20_000)
+    assert (await live.text_content()) == "".join(f"line {i}\n" for i in range(1, 9))
+    await viewer.screenshot(path=shots / "portal-live-log.png", full_page=True)

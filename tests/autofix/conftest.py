@@ -38,6 +38,24 @@ async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
     await env.shutdown()
 
 
+DECIDERS = ("ann", "ops")
+"""Users of the default tenant with the admin role: the gates' tests decide as them (a run checks
+the approver's role in its tenant when a decision arrives)."""
+
+
+@pytest.fixture(autouse=True)
+def deciders(sessions) -> None:  # type: ignore[no-untyped-def]
+    from metabuilder.domain.access import Role
+    from metabuilder.store import access
+    from metabuilder.store.db import transaction
+    from metabuilder.store.tenants import ensure_tenant
+
+    with transaction(sessions) as session:
+        ensure_tenant(session, "default")
+        for name in DECIDERS:
+            access.create_token(session, "default", name, Role.ADMIN)
+
+
 @pytest.fixture
 async def ts_workers(ts_env: WorkflowEnvironment, settings: Settings, sessions) -> AsyncIterator[Client]:  # type: ignore[no-untyped-def]
     async with running_workers(build_workers(ts_env.client, settings, sessions, POOLS)):

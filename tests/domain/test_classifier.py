@@ -47,14 +47,17 @@ def test_the_widened_corpus_keeps_its_floor():
         data = item.path.read_bytes()
         patterns.add(item.id, item.label, item.alt, classify(data, exit_code=item.exit_code, learned=False).type)
         combined.add(item.id, item.label, item.alt, classify(data, exit_code=item.exit_code).type)
-    assert len(WIDENED) >= 70
-    assert patterns.accuracy() >= 0.6, "\n".join(patterns.report())
-    assert combined.accuracy() >= patterns.accuracy()
+    assert len(WIDENED) >= 320
+    # Measured 0.848 (patterns) and 0.962 (with the model) on 289 logs; 0.6 before the third batch;
+    # 0.905 and 0.975 on 326 logs with the fourth batch and its cues; 0.929 and 0.979 after the fifth round.
+    assert patterns.accuracy() >= 0.85, "\n".join(patterns.report())
+    assert combined.accuracy() >= max(patterns.accuracy(), 0.9), "\n".join(combined.report())
 
 
-def test_every_class_but_unknown_is_in_the_development_corpus():
+def test_every_class_is_in_the_development_corpus():
+    # UNKNOWN too: logs of failed steps that say nothing about why (issue 21's third batch).
     labels = {i.label for i in OWN_CORPUS}
-    assert labels == set(FailureType) - {FailureType.UNKNOWN}
+    assert labels == set(FailureType)
 
 
 def test_public_corpus_accuracy_floor():

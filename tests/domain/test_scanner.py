@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from metabuilder.domain import scanner
@@ -68,6 +68,7 @@ def test_any_bytes_classify_without_crashing(data, exit_code):
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.one_of(LINE, st.binary(min_size=70, max_size=300)), max_size=60).map(b"\n".join),
        st.integers(min_value=1, max_value=300))
+@example(b"\n\x1b[31m", 80)  # a last line of escapes only: still a line, read either way
 def test_reading_from_the_end_finds_what_reading_from_the_start_finds(log, chunk_bytes):
     # bytes and regular files are read backwards, other streams forwards: the same hits either way
     small = Scanner(KB, HS_SCANNER.engine, chunk_bytes=chunk_bytes)

@@ -19,6 +19,12 @@ class FakeOpenAI:
         self.replies: list[str] = []
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.connections = 0
+        """TCP connections accepted (whatever was sent on them)."""
+        self.usage = (1000, 200)
+        """The ``usage`` every answer reports: (prompt tokens, completion tokens)."""
+        self.errors: list[tuple[int, dict[str, str]]] = []
+        """Answers to give before the next replies: (HTTP status, headers), e.g. (429, {"Retry-After": "1"})."""
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
@@ -31,17 +37,25 @@ class FakeOpenAI:
                 if self.path != "/v1/chat/completions":
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
                     return
+                if fake.errors:
+                    status, headers = fake.errors.pop(0)
+                    self._send(status, {"error": {"message": f"fake error {status}"}}, headers)
+                    return
                 content = fake.replies.pop(0) if fake.replies else "NO_PATCH"
+                prompt, completion = fake.usage
                 self._send(200, {
                     "id": f"chatcmpl-{len(fake.requests)}", "object": "chat.completion", "model": body["model"],
                     "choices": [{"index": 0, "finish_reason": "stop",
                                  "message": {"role": "assistant", "content": content}}],
-                    "usage": {"prompt_tokens": 1000, "completion_tokens": 200, "total_tokens": 1200},
+                    "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                              "total_tokens": prompt + completion},
                 })
 
-            def _send(self, status: int, payload: dict[str, Any]) -> None:
+            def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -53,11 +67,20 @@ class FakeOpenAI:
         return Handler
 
 
+class _CountingServer(ThreadingHTTPServer):
+    fake: FakeOpenAI
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        self.fake.connections += 1
+        return True
+
+
 @contextmanager
 def fake_openai() -> Iterator[tuple[FakeOpenAI, str]]:
     """Yield the fake and its base URL (``http://127.0.0.1:PORT/v1``)."""
     fake = FakeOpenAI()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), fake.handler())
+    server = _CountingServer(("127.0.0.1", 0), fake.handler())
+    server.fake = fake
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

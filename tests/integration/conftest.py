@@ -18,15 +18,15 @@ ROOT = Path(__file__).parent.parent.parent
 
 
 def start_worker(settings: Settings, address: str, log: Path,
-                 extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+                 extra_env: dict[str, str] | None = None, args: list[str] | None = None) -> subprocess.Popen[bytes]:
     env = {**os.environ, **(extra_env or {}), "TEMPORAL_ADDRESS": address, "META_BUILDER_HOME": str(settings.home),
            "META_BUILDER_TASK_QUEUE_PREFIX": settings.task_queue_prefix, "META_BUILDER_LOG_LEVEL": "warning",
            # Off: a fixed port may be taken by another worker on the machine.
            "META_BUILDER_METRICS_PORT": "0", "META_BUILDER_SDK_METRICS_PORT": "0"}
     env.pop("DATABASE_URL", None)
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "metabuilder.worker.cli", "worker"], cwd=ROOT, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen([sys.executable, "-m", "metabuilder.worker.cli", "worker", *(args or [])],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
 @pytest.fixture

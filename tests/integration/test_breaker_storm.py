@@ -28,6 +28,7 @@ from metabuilder.worker.runtime import POOLS, build_workers, running_workers
 from metabuilder.worker.settings import Settings
 from metabuilder.workflows.build_run import BuildRunWorkflow
 from tests.fakes.flaky_service import FlakyService, flaky_service
+from tests.fakes.webhook_receiver import Receiver
 from tests.integration.conftest import start_worker
 from tests.workflows.test_build_run import record_history
 
@@ -92,14 +93,18 @@ async def test_breakers_spare_a_failing_dependency_and_every_run_completes(
     # threshold (3) + what was in flight when it opened or already past its look at the breakers
     # (a worker's slots, twice) + probes (one per cooldown of 1-2 s over the outage)
     assert on.during_outage <= 3 + 2 * CONCURRENCY + int(OUTAGE_SECONDS), on.during_outage
-    assert off.during_outage >= 2 * RUNS  # every run retried by itself
+    # every run tried by itself, and retried: at least twice what the breakers let through in the
+    # same outage (on a loaded machine fewer retries fit into it, so no absolute count of retries)
+    assert off.during_outage >= max(RUNS, 2 * on.during_outage), (off.during_outage, on.during_outage)
     [row] = store.list_breakers(sessions, "acme")
     assert row.breaker.state is BreakerState.CLOSED and row.breaker.trips >= 1 and row.waiting == []
 
 
-async def test_another_tenants_breaker_on_the_same_dependency_is_its_own(
-        client: Client, settings: Settings, sessions, user_repo: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_another_tenants_breaker_on_the_same_dependency_is_its_own(  # type: ignore[no-untyped-def]
+        client: Client, settings: Settings, sessions, user_repo: Path, receiver: Receiver) -> None:
+    """...and acme's webhook subscribed to ``breaker.opened`` is told once, signed."""
     tuned = replace(settings, breakers=BreakerSettings(policies=parse_policies(POLICIES)))
+    receiver.subscribe(sessions, "acme", "/br", ["breaker.opened"])
     with flaky_service() as service:
         async with running_workers(build_workers(client, tuned, sessions, POOLS, concurrency=CONCURRENCY)):
             acme = await start(client, tuned, user_repo, service.url, "acme", 5)
@@ -119,6 +124,12 @@ async def test_another_tenants_breaker_on_the_same_dependency_is_its_own(
     record_history("breaker_wait", held[0])
     beta_breakers = store.list_breakers(sessions, "beta")
     assert all(r.breaker.trips == 0 for r in beta_breakers)
+    async with asyncio.timeout(30):
+        while not receiver.on("/br"):
+            await asyncio.sleep(0.1)
+    [(headers, body, ok)] = receiver.on("/br")  # the opening, told once (the trips after it are not openings)
+    assert ok and body["event"] == "breaker.opened" and body["tenant"] == "acme"
+    assert service.url.split("/")[2] in body["summary"]
 
 
 async def test_breaker_state_and_waiting_runs_survive_a_server_restart_mid_storm(

@@ -25,6 +25,7 @@ from metabuilder.worker.settings import Settings
 from metabuilder.workflows.build_run import BuildRunWorkflow
 from tests.conftest import git
 from tests.integration.conftest import start_worker, wait_for_file
+from tests.workflows.test_build_run import record_history
 
 
 def rows(sessions, run_id: str) -> list[tuple[str, int, str]]:  # type: ignore[no-untyped-def]
@@ -37,12 +38,13 @@ def result_file(settings: Settings, run_id: str, step: str, attempt: int) -> Pat
 
 
 async def submit_with_worker(settings: Settings, dev_server: DevServer, client: Client, user_repo: Path,
-                             tmp_path: Path, procs: list[subprocess.Popen[bytes]], steps: str):  # type: ignore[no-untyped-def]
+                             tmp_path: Path, procs: list[subprocess.Popen[bytes]], steps: str,
+                             heartbeat_timeout: float = 3):  # type: ignore[no-untyped-def]
     """Start worker A, then a run whose steps may name it as $WORKER_PID (to freeze it at a chosen point)."""
     procs.append(start_worker(settings, dev_server.address, tmp_path / "worker-a.log"))
     steps = steps.replace("WORKER_A", str(procs[0].pid))
     return await submit(client, f"name: once\nsteps:\n{steps}", "plan.yaml", user_repo,
-                        SubmitOptions.of(settings, heartbeat_timeout_seconds=3))
+                        SubmitOptions.of(settings, heartbeat_timeout_seconds=heartbeat_timeout))
 
 
 def kill_a_start_b(settings: Settings, dev_server: DevServer, tmp_path: Path,
@@ -81,16 +83,21 @@ async def test_a_step_whose_worker_is_killed_as_its_command_finishes_takes_effec
 async def test_a_non_idempotent_step_is_not_run_again_after_its_worker_died_while_it_ran(
         client: Client, dev_server: DevServer, settings: Settings, sessions, user_repo: Path,
         tmp_path: Path, procs) -> None:  # type: ignore[no-untyped-def]
-    side = tmp_path / "deployed.txt"
+    side, release = tmp_path / "deployed.txt", tmp_path / "release"
+    # The orphaned command goes on until the test releases it: were it to end first, its recorded
+    # exit status would be adopted by the next attempt (exactly once), which is another test's case.
     run = await submit_with_worker(settings, dev_server, client, user_repo, tmp_path, procs, (
-        f"  - name: deploy\n    command: echo deployed >> {side}; kill -STOP WORKER_A; sleep 30\n"
-        f"    idempotent: false\n"))
+        f"  - name: deploy\n    command: echo deployed >> {side}; kill -STOP WORKER_A; "
+        f"while [ ! -f {release} ]; do sleep 0.1; done\n    idempotent: false\n"))
     await wait_for_file(side)
     kill_a_start_b(settings, dev_server, tmp_path, procs)
 
-    with pytest.raises(WorkflowFailureError):
-        async with asyncio.timeout(60):
-            await run.handle.result()
+    try:
+        with pytest.raises(WorkflowFailureError):
+            async with asyncio.timeout(90):
+                await run.handle.result()
+    finally:
+        release.write_text("go")
     view = await run.handle.query(BuildRunWorkflow.status)
     assert view.status is RunStatus.FAILED
     assert "step 'deploy' was not run again: it is marked idempotent: false" in (view.error or "")
@@ -98,32 +105,58 @@ async def test_a_non_idempotent_step_is_not_run_again_after_its_worker_died_whil
     assert rows(sessions, run.run_id) == [("deploy", 1, "lost"), ("deploy", 2, "error")]
 
 
-async def test_a_run_cancelled_while_its_worker_was_dead_leaves_no_attempt_running(
+async def wait_for_rows(sessions, run_id: str, expected: list[tuple[str, int, str]], timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout):
+        while rows(sessions, run_id) != expected:
+            await asyncio.sleep(0.1)
+
+
+async def test_a_run_cancelled_while_its_worker_was_dead_ends_cancelled_with_no_attempt_running(
+        client: Client, dev_server: DevServer, settings: Settings, sessions, user_repo: Path,
+        tmp_path: Path, procs) -> None:  # type: ignore[no-untyped-def]
+    marker = tmp_path / "started"
+    # A heartbeat timeout well beyond the time worker B needs to start and take the workflow's
+    # cancellation: the cancel is asked of an attempt whose worker is dead, which nobody reports
+    # as cancelled, so the attempt ends by its heartbeat timeout (Temporal retries no activity
+    # whose cancellation was asked). That timeout used to fail the run; it must end cancelled.
+    run = await submit_with_worker(settings, dev_server, client, user_repo, tmp_path, procs,
+                                   f"  - name: long\n    command: touch {marker}; sleep 90\n", heartbeat_timeout=30)
+    await wait_for_file(marker)
+    procs[0].send_signal(signal.SIGKILL)
+    procs[0].wait()
+    await run.handle.cancel()
+    procs.append(start_worker(settings, dev_server.address, tmp_path / "worker-b.log"))
+    with pytest.raises(WorkflowFailureError):
+        async with asyncio.timeout(90):
+            await run.handle.result()
+    assert (await run.handle.query(BuildRunWorkflow.status)).status is RunStatus.CANCELLED
+    history = await run.handle.fetch_history()
+    record_history("cancel_then_heartbeat_timeout", history.to_json())
+    events = [e.WhichOneof("attributes") for e in history.events]
+    asked, timed_out = (events.index(f"activity_task_{kind}_event_attributes")
+                        for kind in ("cancel_requested", "timed_out"))
+    assert asked < timed_out
+    assert rows(sessions, run.run_id) == [("long", 1, "cancelled")]
+    with transaction(sessions) as s:
+        assert "closed when the run ended cancelled" in repository.run_steps(s, run.run_id)[0].log_tail
+
+
+async def test_a_run_cancelled_once_a_dead_workers_step_is_retried_settles_both_attempts(
         client: Client, dev_server: DevServer, settings: Settings, sessions, user_repo: Path,
         tmp_path: Path, procs) -> None:  # type: ignore[no-untyped-def]
     marker = tmp_path / "started"
     run = await submit_with_worker(settings, dev_server, client, user_repo, tmp_path, procs,
                                    f"  - name: long\n    command: touch {marker}; sleep 60\n")
     await wait_for_file(marker)
-    procs[0].send_signal(signal.SIGKILL)
-    procs[0].wait()
+    kill_a_start_b(settings, dev_server, tmp_path, procs)
+    # B takes the retry after the heartbeat timeout, and first settles attempt 1.
+    await wait_for_rows(sessions, run.run_id, [("long", 1, "lost"), ("long", 2, "running")])
     await run.handle.cancel()
-    # The cancel reaches no one until a worker takes the step's retry.
-    procs.append(start_worker(settings, dev_server.address, tmp_path / "worker-b.log"))
     with pytest.raises(WorkflowFailureError):
         async with asyncio.timeout(60):
             await run.handle.result()
-    status = (await run.handle.query(BuildRunWorkflow.status)).status
-    # Which comes first decides the end: worker B taking the step's retry (which then hears of the
-    # cancel, and first settles attempt 1), or the dead attempt's heartbeat timeout (Temporal then
-    # reports it to the cancelled workflow as a failure, and nobody settled attempt 1: the run's end does).
-    if status is RunStatus.CANCELLED:
-        assert rows(sessions, run.run_id) == [("long", 1, "lost"), ("long", 2, "cancelled")]
-    else:
-        assert status is RunStatus.FAILED
-        assert rows(sessions, run.run_id) == [("long", 1, "lost")]
-        with transaction(sessions) as s:
-            assert "closed when the run ended failed" in repository.run_steps(s, run.run_id)[0].log_tail
+    assert (await run.handle.query(BuildRunWorkflow.status)).status is RunStatus.CANCELLED
+    assert rows(sessions, run.run_id) == [("long", 1, "lost"), ("long", 2, "cancelled")]
 
 
 async def start_unvalidated(client: Client, settings: Settings, repo: Path, step: Step) -> Submitted:

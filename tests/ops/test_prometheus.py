@@ -36,7 +36,7 @@ def promtool(*args: str) -> str:
 
 
 def test_rules_and_config_are_valid() -> None:
-    assert "SUCCESS: 5 rules found" in promtool("check", "rules", "alerts.yml")
+    assert "SUCCESS: 6 rules found" in promtool("check", "rules", "alerts.yml")
     assert "is valid prometheus config" in promtool("check", "config", "prometheus.yml")
 
 
@@ -82,3 +82,14 @@ def test_the_breaker_alert_has_a_runbook_section() -> None:
     anchor = rule["annotations"]["runbook"].split("#")[1]
     runbook = (OPS.parent / "docs" / "RUNBOOK_META_V4.md").read_text().lower()
     assert f"## {anchor}" in runbook
+
+
+def test_the_sla_alert_has_a_runbook_section_and_a_counter_the_workers_serve() -> None:
+    from metabuilder.telemetry import metrics
+
+    groups = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())["groups"]
+    [rule] = [r for g in groups if g["name"] == "meta-builder-v4-sla" for r in g["rules"]]
+    assert metric_names(rule["expr"]) == {"metabuilder_sla_violations_total"}
+    assert metrics.SLA_VIOLATIONS._name == "metabuilder_sla_violations"  # prometheus_client drops _total
+    anchor = rule["annotations"]["runbook"].split("#")[1]
+    assert f"## {anchor}" in (OPS.parent / "docs" / "RUNBOOK_META_V4.md").read_text().lower()

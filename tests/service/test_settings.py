@@ -31,8 +31,9 @@ def test_change_tenant_settings_replaces_or_merges(sessions: sessionmaker[Sessio
                                                    then: dict[str, object], merge: bool,
                                                    expected: dict[str, object]) -> None:
     with transaction(sessions) as session:
-        change_tenant_settings(session, PLATFORM, "acme", first, merge=True, where="--set", tenant=None)
-        changed = change_tenant_settings(session, PLATFORM, "acme", then, merge=merge, where="--set", tenant=None)
+        change_tenant_settings(session, PLATFORM, "acme", first, merge=True, where="--set", tenant=None, actor="tests")
+        changed = change_tenant_settings(session, PLATFORM, "acme", then, merge=merge, where="--set", tenant=None,
+                                         actor="tests")
     assert changed.overrides == expected
     with transaction(sessions) as session:
         assert tenants.tenant_autofix(session, "acme") == expected
@@ -44,7 +45,7 @@ def test_a_bad_value_names_where_and_changes_nothing(sessions: sessionmaker[Sess
     with pytest.raises(PolicyError, match=r"^--set\.max_total_attempts='many': expected a whole number$"):
         with transaction(sessions) as session:
             change_tenant_settings(session, PLATFORM, "acme", {"max_total_attempts": "many"}, merge=True,
-                                   where="--set", tenant=None)
+                                   where="--set", tenant=None, actor="tests")
     with transaction(sessions) as session:
         assert tenants.tenant_autofix(session, "acme") == {}
 
@@ -54,18 +55,19 @@ def test_another_tenants_settings_are_unknown(sessions: sessionmaker[Session]) -
         with pytest.raises(NotFound, match="^unknown tenant 'acme'$"):
             tenant_settings(session, PLATFORM, "acme", tenant="globex")
         with pytest.raises(NotFound, match="^unknown tenant 'acme'$"):
-            change_tenant_settings(session, PLATFORM, "acme", {}, merge=False, where="body", tenant="globex")
+            change_tenant_settings(session, PLATFORM, "acme", {}, merge=False, where="body", tenant="globex",
+                                   actor="tests")
 
 
 def test_run_overrides_for_the_retries(seeded: sessionmaker[Session]) -> None:
     with transaction(seeded) as session:
         change_run_overrides(session, "acme-1", {"max_total_attempts": 9}, merge=False,
-                             where="body", tenant="acme")
+                             where="body", tenant="acme", actor="tests")
         run = change_run_overrides(session, "acme-1", {"enabled": False}, merge=True, where="body",
-                                   tenant="acme")
+                                   tenant="acme", actor="tests")
         assert run.next_overrides == {"max_total_attempts": 9, "enabled": False}
     with transaction(seeded) as session:
         run = runs.get_run(session, "acme-1")
         assert run is not None and run.next_overrides == {"max_total_attempts": 9, "enabled": False}
         with pytest.raises(NotFound, match="^unknown run id 'acme-1'$"):
-            change_run_overrides(session, "acme-1", {}, merge=False, where="body", tenant="globex")
+            change_run_overrides(session, "acme-1", {}, merge=False, where="body", tenant="globex", actor="tests")

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import threading
-from pathlib import Path
-
-import pytest
 
 from metabuilder.domain.breakers import (
     Admission,
@@ -20,24 +16,10 @@ from metabuilder.domain.breakers import (
     record_success,
 )
 from metabuilder.domain.taxonomy import FailureType
-from metabuilder.migrations import upgrade
 from metabuilder.store import breakers
-from metabuilder.store.db import make_engine, session_factory
-from tests.conftest import fresh_pg_database
 
 KEY = BreakerKey("acme", FailureType.TRANSIENT, "127.0.0.1:8081")
 POLICY = BreakerPolicy(threshold=3, window_seconds=60, cooldown_seconds=10)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def sessions(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
-    with contextlib.ExitStack() as stack:
-        url = (f"sqlite:///{tmp_path / 'mb.db'}" if request.param == "sqlite"
-               else stack.enter_context(fresh_pg_database()))
-        upgrade(url)
-        engine = make_engine(url)
-        yield session_factory(engine)
-        engine.dispose()
 
 
 def fail(sessions, now: float, run: str = "r", key: BreakerKey = KEY):  # type: ignore[no-untyped-def]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,15 +22,19 @@ from metabuilder.store.db import make_engine, session_factory, transaction
 from metabuilder.store.models import Base, BuildRun, BuildStep, ScaffoldPlan, Tenant
 from tests.conftest import fresh_pg_database
 
-HEAD_REVISION = "0006_circuit_breakers"
+HEAD_REVISION = "0019_v4_promotion_approvals"
 PLAN = parse_plan("name: p\nsteps:\n  - {name: a, command: 'true'}\n")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of each kind for each test: the session's PostgreSQL database holds what
+    other tests wrote (counts and migrations here need none)."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'nested' / 'mb.db'}"
-    return str(request.getfixturevalue("pg_url"))
+        yield f"sqlite:///{tmp_path / 'nested' / 'mb.db'}"
+        return
+    with fresh_pg_database() as url:
+        yield url
 
 
 def test_migrations_up_down_up_and_match_the_models(db_url: str) -> None:

@@ -52,6 +52,7 @@ def test_eval_prints_the_measures():
     assert res.returncode == 0, res.stderr
     assert "macro-F1" in out and "accuracy" in out and "label \\ predicted" in out
     assert "TEST_ASSERT" in out
+    assert "leave-tools-out (5 folds" in out and "misclassified leave-tools-out" in out
 
 
 def test_bad_input_exits_2_and_says_what_is_wrong(tmp_path):

@@ -176,6 +176,10 @@ def test_demo_runs_on_its_own_embedded_server(tmp_path: Path) -> None:
         assert "The demo behaved as designed" in res.stdout
         assert f"Web UI http://127.0.0.1:{ui}" in res.stdout
         assert "failed step: test" in res.stdout and "AssertionError: 2.0 != 2.5" in res.stdout
+        # each run's budget (what was metered) and its model choice (none without an LLM)
+        budgets = [line for line in res.stdout.splitlines() if line.startswith("budget: ")]
+        assert len(budgets) == 2 and all("step attempt(s)" in b and "0 LLM call(s)" in b for b in budgets), budgets
+        assert res.stdout.count("model: none (no LLM configured") == 2
         workspace = next((tmp_path / "home" / "demo").iterdir())
         assert git(workspace, "status", "--porcelain") == "M calc.py"  # only the demo's own edit
         # the closing hint works as printed, from a shell that has no META_BUILDER_HOME of its own
@@ -243,6 +247,10 @@ def test_a_gate_listed_and_approved_from_the_cli(env: dict[str, str], user_repo:
         assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
         unknown = metabuilder("approve", "no-such-gate", env=env)
         assert unknown.returncode == 2 and "unknown gate 'no-such-gate'" in unknown.stderr
+        # Straight to Temporal, the run still checks the approver's role in its tenant.
+        stranger = metabuilder("approve", "cli-gate-1-gate-1", "--by", "ann", env=env)
+        assert stranger.returncode == 2 and "no user 'ann' in tenant 'default'" in stranger.stderr, stranger.stderr
+        assert metabuilder("tokens", "create", "--user", "ann", "--role", "admin", env=env).returncode == 0
         approved = metabuilder("approve", "cli-gate-1-gate-1", "--by", "ann", env=env)
         assert approved.returncode == 0, approved.stderr
         assert "gate cli-gate-1-gate-1 approved by ann" in approved.stdout

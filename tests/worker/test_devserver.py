@@ -32,3 +32,17 @@ def test_a_server_started_elsewhere_is_stopped_by_its_pid_file(tmp_path: Path) -
     assert later.stop() is True
     started.process.wait(timeout=10)
     assert not _alive(pid)
+
+
+def test_a_server_is_recorded_by_its_own_home_only(tmp_path: Path) -> None:
+    """The demo and the workers say so when the embedded port is another home's server."""
+    mine = DevServer(tmp_path / "a" / "temporal", port=free_port(), ui=False)
+    other_home = DevServer(tmp_path / "b" / "temporal", port=mine.port, ui=False)
+    assert not mine.recorded_here() and not other_home.recorded_here()
+    mine.start(detach=True)
+    try:
+        asyncio.run(mine.wait_ready())
+        assert mine.recorded_here() and not other_home.recorded_here()
+    finally:
+        mine.stop()
+    assert not mine.recorded_here()

@@ -13,6 +13,7 @@ from temporalio.worker import Replayer
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from metabuilder.workflows.build_run import BuildRunWorkflow
+from metabuilder.workflows.notify import GateExpiryWatchWorkflow, WebhookDeliveryWorkflow
 from metabuilder.workflows.repair import RepairWorkflow
 from tests.workflows.test_build_run import HISTORY_SHAPE
 
@@ -33,4 +34,5 @@ def test_there_are_histories_to_replay() -> None:
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_recorded_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    await Replayer(workflows=[BuildRunWorkflow, RepairWorkflow], workflow_runner=RUNNER).replay_workflow(history)
+    await Replayer(workflows=[BuildRunWorkflow, RepairWorkflow, WebhookDeliveryWorkflow, GateExpiryWatchWorkflow],
+                   workflow_runner=RUNNER).replay_workflow(history)

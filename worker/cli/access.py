@@ -18,13 +18,17 @@ if TYPE_CHECKING:
 
 def cmd_tenants(args: argparse.Namespace, settings: Settings) -> int:
     from metabuilder.store import access
+    from metabuilder.store.audit import write_audit
     from metabuilder.store.db import transaction
+    from metabuilder.worker.cli.audit import cli_actor
     from metabuilder.worker.runtime import prepare_database
 
     sessions = prepare_database(settings)
     with transaction(sessions) as session:
         if args.action == "create":
             tenant = access.create_tenant(session, args.tenant_id, args.name)
+            write_audit(session, "tenant.created", tenant=tenant.id, actor=cli_actor(), target=f"tenant:{tenant.id}",
+                        after={"id": tenant.id, "name": tenant.name})
             print(f"tenant {tenant.id!r} created ({tenant.name})")
         elif args.json:
             print_json([{"id": t.id, "name": t.name, "created_at": t.created_at} for t in access.list_tenants(session)])
@@ -36,19 +40,29 @@ def cmd_tenants(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_tokens(args: argparse.Namespace, settings: Settings) -> int:
     from metabuilder.store import access
+    from metabuilder.store.audit import write_audit
     from metabuilder.store.db import transaction
+    from metabuilder.worker.cli.audit import cli_actor
     from metabuilder.worker.runtime import prepare_database
 
     sessions = prepare_database(settings)
     with transaction(sessions) as session:
         if args.action == "create":
+            before = access.user_role(session, args.tenant, args.user)
             new = access.create_token(session, args.tenant, args.user, Role(args.role))
+            write_audit(session, "token.created", tenant=new.tenant, actor=cli_actor(), target=f"token:{new.token_id}",
+                        before={"user": new.user, "role": before.value} if before else None,
+                        after={"user": new.user, "role": new.role.value, "prefix": new.token[:10]})
             print(f"token for {new.user!r} ({new.role}) of tenant {new.tenant!r}, id {new.token_id}:")
             print(new.token)
             print("it is shown only now; keep it somewhere safe")
         elif args.action == "revoke":
-            if not args.token_id or not access.revoke_token(session, args.token_id):
+            revoked = access.revoke_token(session, args.token_id) if args.token_id else None
+            if revoked is None:
                 raise ValueError(f"no active token with id {args.token_id!r}")
+            write_audit(session, "token.revoked", tenant=revoked.tenant, actor=cli_actor(),
+                        target=f"token:{args.token_id}", before={"user": revoked.user, "revoked": False},
+                        after={"user": revoked.user, "revoked": True})
             print(f"token {args.token_id} revoked")
         elif args.json:
             print_json([{"token_id": token.id, "prefix": token.prefix, "user": user.name, "role": user.role,

@@ -6,7 +6,7 @@ import argparse
 import getpass
 from typing import TYPE_CHECKING
 
-from metabuilder.domain.approvals import Decision, GateStatus
+from metabuilder.domain.approvals import Decision, GateStatus, GateView
 from metabuilder.worker.cli.json_out import print_json
 
 if TYPE_CHECKING:
@@ -51,16 +51,34 @@ def cmd_approvals(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
-    from metabuilder.service.approvals import decide_gate
-    from metabuilder.worker.runtime import connect, prepare_database
-
     decision = Decision.APPROVE if args.command == "approve" else Decision.REJECT
-    sessions = prepare_database(settings)
-    gate = await decide_gate(lambda: connect(settings, start_embedded=False), sessions, args.gate_id, decision,
-                             by=args.by or getpass.getuser(), reason=args.reason or "")
+    if settings.api_token:
+        gate = _decide_through_api(args, settings, decision)
+    else:
+        from metabuilder.service.approvals import decide_gate
+        from metabuilder.worker.runtime import connect, prepare_database
+
+        # Straight to Temporal as an operator: the run still checks that ``--by`` holds a
+        # deciding role in its tenant.
+        sessions = prepare_database(settings)
+        gate = await decide_gate(lambda: connect(settings, start_embedded=False), sessions, args.gate_id, decision,
+                                 by=args.by or getpass.getuser(), reason=args.reason or "")
     then = "goes on" if decision is Decision.APPROVE else f"fails: {gate.decision_reason}"
     print(f"gate {gate.gate_id} {gate.status} by {gate.decided_by}; run {gate.run_id} {then}")
     return 0
+
+
+def _decide_through_api(args: argparse.Namespace, settings: Settings, decision: Decision) -> GateView:
+    from urllib.parse import quote
+
+    from metabuilder.worker.cli.api_client import call_api
+    from metabuilder.worker.cli.exits import CliError
+
+    if args.by:
+        raise CliError("--by cannot be used with META_BUILDER_API_TOKEN: the API decides as the token's user")
+    answer = call_api(settings, "POST", f"/api/meta/v3/approvals/{quote(args.gate_id, safe='')}/{decision.value}",
+                      {"reason": args.reason or ""})
+    return GateView(**{k: v for k, v in answer.items() if k in GateView.__dataclass_fields__})
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -76,5 +94,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         p = sub.add_parser(name, help=help_text)
         p.add_argument("gate_id", metavar="GATE")
         p.add_argument("--reason", required=name == "reject", help="why (required to reject)")
-        p.add_argument("--by", help="who decides (default: your user name)")
+        p.add_argument("--by", help="who decides, a user of the run's tenant with the admin or owner role "
+                                      "(default: your user name; with META_BUILDER_API_TOKEN: the token's user)")
         p.set_defaults(fn=cmd_decide)

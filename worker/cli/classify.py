@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from metabuilder.domain.knowledge import KnowledgeBase
     from metabuilder.domain.scanner import Engine
     from metabuilder.domain.signals import FailureSignal
+    from metabuilder.domain.taxonomy import FailureType
 
 from metabuilder.worker.terminal import use_color
 
@@ -167,8 +168,10 @@ def _evaluate(directories: list[Path], kb: KnowledgeBase, engine: Engine, folds:
     print(f"  patterns only      {patterns_only.summary()}")
     if model is not None:
         print(f"  patterns + model   {evaluation.summary()}   (model: {model.trained_on})")
+    held_out_misses: list[tuple[str, FailureType, FailureType | None, FailureType]] = []
     if folds > 1 and len(tools) > 1:
         held = leave_tools_out(corpus, kb, folds)
+        held_out_misses = held.combined.misses
         print()
         print(f"leave-tools-out ({len(held.folds)} folds by tool; a fold's tools lose the patterns written for "
               f"them, {min(held.kb_entries_left_out)}-{max(held.kb_entries_left_out)} entries, and their logs "
@@ -181,4 +184,11 @@ def _evaluate(directories: list[Path], kb: KnowledgeBase, engine: Engine, folds:
     print()
     for line in evaluation.report():
         print(line)
+    if held_out_misses:
+        # What the classifier gets wrong on tools it has never seen: where to look for what generalizes.
+        print()
+        print("misclassified leave-tools-out (patterns + model):")
+        for log_id, label, alt, predicted in held_out_misses:
+            also = f" (or {alt.value})" if alt else ""
+            print(f"  {log_id}: labelled {label.value}{also}, predicted {predicted.value}")
     return 0

@@ -29,8 +29,14 @@ from pathlib import Path
 from metabuilder.adapters.git import git
 from metabuilder.domain.payloads import RunView
 from metabuilder.domain.runs import RunStatus, StepStatus, web_ui_link
+from metabuilder.service.budgets import run_budget
 from metabuilder.service.runs import SubmitOptions, resolve_autofix, submit
+from metabuilder.service.scheduling import resolve_v4
+from metabuilder.service.timeline import run_timeline
+from metabuilder.store.db import transaction
+from metabuilder.worker.cli.budgets import spend_lines
 from metabuilder.worker.cli.follow import follow, print_summary
+from metabuilder.worker.devserver import DevServer
 from metabuilder.worker.runtime import POOLS, build_workers, connect, prepare_database, running_workers
 from metabuilder.worker.settings import Settings, default_home
 
@@ -92,7 +98,7 @@ async def run_demo(settings: Settings) -> int:
     workspace = await make_workspace(settings.home)
     user_head = (await git("rev-parse", "HEAD", cwd=workspace)).strip()
     autofix = resolve_autofix(settings.autofix, sessions, "default", {"enabled": True})
-    opts = SubmitOptions.of(settings, autofix=autofix)
+    opts = SubmitOptions.of(settings, autofix=autofix, v4=resolve_v4(settings.v4, sessions, "default"))
     views: list[RunView] = []
     with flaky_services() as url:
         async with running_workers(build_workers(client, settings, sessions, POOLS)):
@@ -114,6 +120,11 @@ async def run_demo(settings: Settings) -> int:
                 view = await follow(submitted.handle)
                 print_summary(view, repo=settings.shared_repo,
                               ui_link=web_ui_link(settings.ui_url, settings.temporal_namespace, view.run_id))
+                with transaction(sessions) as session:
+                    spent = run_budget(session, settings.budgets, view.run_id, tenant=None)
+                    models = [e.data for e in run_timeline(session, view.run_id, None) if e.kind == "model.chosen"]
+                for line in spend_lines(spent, models, settings.llm.model if settings.llm else None):
+                    print(line)
                 views.append(view)
 
     good, healed = views
@@ -142,9 +153,12 @@ async def run_demo(settings: Settings) -> int:
               "(seed-db's rollback ran, the branch is back at the last good commit)")
     print(f"  - the user's branch 'main' in {workspace} is still at {user_head[:12]}")
     mb = cli_command(settings)
-    if settings.embedded:
+    if settings.embedded and DevServer.of_home(settings).recorded_here():
         print(f"The dev server keeps running for the Web UI at {settings.ui_url}; "
               f"stop it with `{mb} server stop`.")
+    elif settings.embedded:
+        print(f"The demo used a Temporal server already listening on {settings.address}, which another "
+              f"Meta-Builder home started (not {settings.home}); it keeps running.")
     print("To see these runs in the portal (timeline, diffs, approvals) and on /metrics: stop the dev server, "
           f"run `{mb} up`, make a token with `{mb} tokens create --tenant default --user you "
           f"--role admin`, and open http://{settings.api_host}:{settings.api_port}/portal")

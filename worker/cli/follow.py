@@ -179,6 +179,10 @@ def print_summary(view: RunView, *, repo: str, ui_link: str | None, out: TextIO 
         state = view.retry_state
         print(f"  attempts:    {state.total_attempts} of {state.max_total_attempts} auto-fix attempts used "
               f"({state.attempt_counter} step executions)", file=out)
+    if view.sla is not None:
+        deadline = f", deadline {view.sla_deadline:%H:%M:%S}" if view.sla_deadline else ""
+        print(f"  SLA:         {view.sla.sla_class} ({view.sla_state}{deadline}), priority {view.sla.priority}, "
+              f"model tier {view.sla.model_tier}, repair depth {view.sla.repair_depth}", file=out)
     for delta in view.plan_deltas:
         print(f"  re-planned:  {delta.kind} for {delta.step!r}: {delta.reason}", file=out)
     print(f"  workspace:   branch {view.branch} of {repo} at {view.head_commit[:12]}", file=out)

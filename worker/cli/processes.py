@@ -14,30 +14,41 @@ if TYPE_CHECKING:
 
 
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
     from metabuilder.domain.runs import task_queue
+    from metabuilder.worker.pools import describe, parse_queues
     from metabuilder.worker.runtime import (
-        POOLS,
+        adopt_version,
         build_workers,
         connect,
-        parse_pools,
         prepare_database,
         running_workers,
         sdk_metrics_runtime,
         serve_metrics,
+        step_slots,
     )
 
-    pools = parse_pools(args.queues or ",".join(POOLS))
+    slots = parse_queues(args.queues, args.concurrency)
+    pools = list(slots)
     sessions = prepare_database(settings)
     runtime = sdk_metrics_runtime(settings)
     client = await connect(settings, start_embedded=False, runtime=runtime)
-    workers = build_workers(client, settings, sessions, pools, concurrency=args.concurrency)
+    workers = build_workers(client, settings, sessions, pools, concurrency=args.concurrency, slots=slots,
+                            versioned=True)
+    effective = {**slots, **step_slots(settings, pools, args.concurrency, slots)}
     metrics = serve_metrics(settings)
     log = _log()
     log.info("worker.started", queues=[task_queue(settings.task_queue_prefix, p) for p in pools],
-             address=settings.address, concurrency=args.concurrency, metrics=metrics,
-             sdk_metrics=_sdk_metrics_url(settings))
-    async with running_workers(workers):
+             address=settings.address, slots=describe(effective), max_workers=settings.v4.max_workers,
+             grace_seconds=settings.worker_grace_seconds, metrics=metrics, sdk_metrics=_sdk_metrics_url(settings))
+    from metabuilder.worker.registry import registered
+
+    async with registered(sessions, client.identity, settings.task_queue_prefix, effective,
+                          settings.worker_grace_seconds), running_workers(workers):
+        adopting = asyncio.create_task(adopt_version(client, settings))
         await _until_signalled()
+        adopting.cancel()
     log.info("worker.stopped")
     return EXIT_OK
 
@@ -56,6 +67,7 @@ async def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from metabuilder.worker.devserver import DevServer, port_open
     from metabuilder.worker.runtime import (
         POOLS,
+        adopt_version,
         build_workers,
         connect,
         prepare_database,
@@ -68,7 +80,7 @@ async def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     if port_open("127.0.0.1", settings.dev_server_port):
         raise CliError(f"something already listens on port {settings.dev_server_port} "
                        "(a dev server started earlier? stop it with `metabuilder server stop`)")
-    server = DevServer(settings.home / "temporal", settings.dev_server_port, settings.dev_server_ui_port)
+    server = DevServer.of_home(settings)
     server.start(detach=False)
     try:
         await server.wait_ready()
@@ -81,10 +93,16 @@ async def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         print(f"workers polling {', '.join(task_queue(settings.task_queue_prefix, p) for p in POOLS)}")
         api = api_server(settings, sessions, settings.api_host, settings.api_port)
         print(f"API on http://{settings.api_host}:{settings.api_port} (docs /docs); Ctrl-C stops everything")
-        async with running_workers(build_workers(client, settings, sessions, POOLS,
-                                                 concurrency=args.concurrency)):
+        from metabuilder.worker.registry import registered
+
+        async with registered(sessions, client.identity, settings.task_queue_prefix,
+                              {pool: args.concurrency for pool in POOLS}, settings.worker_grace_seconds), \
+                running_workers(build_workers(client, settings, sessions, POOLS, concurrency=args.concurrency,
+                                              versioned=True)):
             serving = asyncio.create_task(api.serve())
+            adopting = asyncio.create_task(adopt_version(client, settings))
             await _until_signalled()
+            adopting.cancel()
             api.should_exit = True
             await serving
     finally:
@@ -95,7 +113,7 @@ async def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_server(args: argparse.Namespace, settings: Settings) -> int:
     from metabuilder.worker.devserver import DevServer, port_open
 
-    server = DevServer(settings.home / "temporal", settings.dev_server_port, settings.dev_server_ui_port)
+    server = DevServer.of_home(settings)
     if args.action == "start":
         if port_open("127.0.0.1", settings.dev_server_port):
             print(f"a server already listens on {server.address}")
@@ -115,7 +133,7 @@ async def cmd_server(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
-    from metabuilder.worker.api_server import serve_api, serve_api_processes
+    from metabuilder.worker.api_server import loop_factory, serve_api, serve_api_processes
     from metabuilder.worker.runtime import prepare_database
 
     host, port = args.host or settings.api_host, args.port or settings.api_port
@@ -124,7 +142,8 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
         raise ValueError(f"--workers {workers}: expected at least 1")
     sessions = prepare_database(settings)  # once, before any process serves
     if workers == 1:
-        asyncio.run(serve_api(settings, sessions, host, port))
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            runner.run(serve_api(settings, sessions, host, port))
     else:
         serve_api_processes(settings, host, port, workers)
     return 0
@@ -156,8 +175,10 @@ def _log():  # type: ignore[no-untyped-def]
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("worker", help="run workers for some pools until SIGINT/SIGTERM")
-    p.add_argument("--queues", help="pools to serve, comma-separated (default: all: workflow,cpu,io,llm)")
-    p.add_argument("--concurrency", type=int, default=4, help="steps run at once per pool (default: 4)")
+    p.add_argument("--queues", help="pools to serve, comma-separated, each with its slots if you like: "
+                                    "cpu=4,io=16,llm=2 (default: all: workflow,cpu,io,llm)")
+    p.add_argument("--concurrency", type=int, default=4,
+                   help="slots of a pool --queues gives none: steps run at once (default: 4)")
     p.set_defaults(fn=cmd_worker)
 
     p = sub.add_parser("up", help="dev server, workers for all pools and the API in one foreground process")

@@ -1,0 +1,1 @@
+"""Golden tasks and the evaluation that runs them on the real engine (``metabuilder eval``)."""

@@ -1,0 +1,5 @@
+export const routes = [
+  { path: "/", view: "home" },
+  { path: "/orders", view: "orders" }
+  { path: "/orders/:id", view: "order" },
+];

@@ -1,0 +1,1 @@
+print('published rates to the staging cache')

@@ -1,0 +1,3 @@
+#!/usr/bin/env bash
+rm -f "$STAGE_DIR/staged"
+echo "unstaged"
