@@ -30,9 +30,12 @@ def _test_server() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
-    """Temporal's time-skipping test server, shared by the session."""
+    """Temporal's time-skipping test server, one for each test (it starts in about 0.1 s). Its clock
+    is one for all the workflows on it, so a test that shared it would have its time skipped, or held,
+    by the workflows earlier tests left behind; and a server that wedges takes one test down, not
+    the rest of the session."""
     env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=_test_server())
     yield env
     await env.shutdown()
