@@ -199,7 +199,10 @@ async def run_check(shared_repo: str, commit: str, command: str, state: Path, ba
     """Whether ``command`` passes in a clean checkout of ``commit``."""
     with tempfile.TemporaryDirectory(prefix="mb-eval-check-") as tmp:
         tree = Path(tmp) / "tree"
-        await git("clone", "--quiet", "--no-checkout", shared_repo, str(tree), cwd=Path(tmp))
+        # --no-local: through git's transport, not a copy of the objects folder, which the runs
+        # pushing into the shared repository meanwhile change (their quarantine folders vanish
+        # under a copy: "tmp_objdir-incoming-...: No such file or directory").
+        await git("clone", "--quiet", "--no-local", "--no-checkout", shared_repo, str(tree), cwd=Path(tmp))
         await git("checkout", "--quiet", "--detach", commit, cwd=tree)
         proc = await asyncio.create_subprocess_exec(
             "bash", "-c", command.replace("@STATE@", str(state)).replace("@SERVICE@", base), cwd=tree,
