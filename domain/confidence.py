@@ -91,16 +91,15 @@ class Confidence:
     """The step of the weakest repair (the one that sets the run's confidence)."""
 
 
-def _changed_lines(diff: str) -> tuple[int, int]:
+def _changed_lines(diff: str) -> int:
     try:
-        files = parse_diff(diff)
+        return sum(len(f.added) + len(f.removed) for f in parse_diff(diff))
     except PatchFormatError:
-        return 0, 0
-    return sum(len(f.added) + len(f.removed) for f in files), len(files)
+        return 0
 
 
 def patch_size_part(diff: str) -> float:
-    lines, _ = _changed_lines(diff)
+    lines = _changed_lines(diff)
     if not diff:
         return 1.0
     return 1.0 if lines <= 6 else 0.85 if lines <= 20 else 0.6 if lines <= LARGE_LINES else 0.3
@@ -143,7 +142,7 @@ def risk_signals(diff: str, failure_type: FailureType, write_scope: Sequence[str
         for p in f.paths:
             if problem := path_problem(p, ()):
                 out.append(RiskSignal("sensitive_path", problem, severe=True))
-    lines, count = _changed_lines(diff)
+    lines, count = sum(len(f.added) + len(f.removed) for f in files), len(files)
     if lines > LARGE_LINES or count > LARGE_FILES:
         out.append(RiskSignal("large_patch", f"{lines} changed lines in {count} file(s)"))
     review = review_patch(diff, failure_type, write_scope, checks if checks is not None else default_checks())

@@ -14,7 +14,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from metabuilder.domain.runs import RunStatus
-from metabuilder.service.runs import SubmitOptions, submit
+from metabuilder.service.runs import SubmitOptions, Submitted, submit
 from metabuilder.store import repository
 from metabuilder.store.db import transaction
 from metabuilder.worker.devserver import DevServer
@@ -31,6 +31,21 @@ async def _exits(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, fl
     return proc.returncode, time.monotonic() - began
 
 
+async def _drained(client: Client, dev_server: DevServer, settings: Settings, user_repo: Path, tmp_path: Path,
+                   procs: list[subprocess.Popen[bytes]], plan: str, marker: Path, grace: str
+                   ) -> tuple[Submitted, subprocess.Popen[bytes], int, float]:
+    """Start a worker with ``grace`` seconds to drain, submit ``plan``, SIGTERM the worker once its
+    step has written ``marker``; the run, the worker, its exit code and how long it took to exit."""
+    a = start_worker(settings, dev_server.address, tmp_path / "worker-a.log",
+                     {"META_BUILDER_WORKER_GRACE_SECONDS": grace})
+    procs.append(a)
+    run = await submit(client, plan, "plan.yaml", user_repo, SubmitOptions.of(settings, heartbeat_timeout_seconds=5))
+    await wait_for_file(marker)
+    a.send_signal(signal.SIGTERM)
+    code, seconds = await _exits(a, 20)
+    return run, a, code, seconds
+
+
 def _rows(sessions, run_id: str) -> list[tuple[str, int, str, str]]:  # type: ignore[no-untyped-def]
     with transaction(sessions) as s:
         return [(r.name, r.attempt, r.status, r.worker) for r in repository.run_steps(s, run_id)]
@@ -42,13 +57,7 @@ async def test_sigterm_lets_the_running_step_finish(
     marker = tmp_path / "marker"
     plan = (f"name: drain\nsteps:\n  - name: slow\n    command: touch {marker}; sleep 2; echo ok > slow.txt\n"
             "  - name: after\n    command: test -f slow.txt\n")
-    a = start_worker(settings, dev_server.address, tmp_path / "worker-a.log",
-                     {"META_BUILDER_WORKER_GRACE_SECONDS": "20"})
-    procs.append(a)
-    run = await submit(client, plan, "plan.yaml", user_repo, SubmitOptions.of(settings, heartbeat_timeout_seconds=5))
-    await wait_for_file(marker)
-    a.send_signal(signal.SIGTERM)
-    code, seconds = await _exits(a, 20)
+    run, a, code, seconds = await _drained(client, dev_server, settings, user_repo, tmp_path, procs, plan, marker, "20")
     assert code == 0
     assert 0.5 < seconds < 15  # it waited for the step (2 s), not for the whole grace
     rows = _rows(sessions, run.run_id)
@@ -69,13 +78,7 @@ async def test_a_step_that_outlives_the_grace_is_cancelled_and_run_again_elsewhe
     marker = tmp_path / "marker"
     plan = (f"name: drain-late\nsteps:\n  - name: long\n    command: echo $METABUILDER_ATTEMPT >> {marker};"
             " [ $METABUILDER_ATTEMPT = 1 ] && sleep 60; echo ok > long.txt\n")
-    a = start_worker(settings, dev_server.address, tmp_path / "worker-a.log",
-                     {"META_BUILDER_WORKER_GRACE_SECONDS": "1"})
-    procs.append(a)
-    run = await submit(client, plan, "plan.yaml", user_repo, SubmitOptions.of(settings, heartbeat_timeout_seconds=5))
-    await wait_for_file(marker)
-    a.send_signal(signal.SIGTERM)
-    code, seconds = await _exits(a, 20)
+    run, _, code, seconds = await _drained(client, dev_server, settings, user_repo, tmp_path, procs, plan, marker, "1")
     assert code == 0
     assert seconds < 10  # the grace (1 s), then its command's SIGTERM
     assert [(n, at, st) for n, at, st, _ in _rows(sessions, run.run_id)] == [("long", 1, "cancelled")]
